@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sourced by the README commands: makes (or reuses) the project's virtualenv under ~/.cache.
+#
+# Why under ~/.cache: CI runs in a fresh clone each time; torch alone is ~3 GB, so the venv is
+# keyed on a hash of pyproject.toml and reused until the pins change. pip's own cache sits
+# beside it. The project itself is installed editable, so the clone's code is what runs.
+set -euo pipefail
+_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_key="$(sha256sum "$_root/pyproject.toml" | cut -c1-12)"
+export KAITO_CACHE="${KAITO_CACHE:-$HOME/.cache/kaito-py}"
+export KAITO_VENV="$KAITO_CACHE/venv-$_key"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
+if [[ ! -f "$KAITO_VENV/.ready" ]]; then
+  echo "setting up python env in $KAITO_VENV (first run downloads torch, ~3 GB; cached afterwards)"
+  python3 -m venv "$KAITO_VENV"
+  "$KAITO_VENV/bin/pip" install --quiet --upgrade pip
+  "$KAITO_VENV/bin/pip" install --progress-bar off -e "$_root[dev]"
+  touch "$KAITO_VENV/.ready"
+fi
+# the editable install points at whichever clone ran first; repoint it at this one (cheap)
+if ! "$KAITO_VENV/bin/python" - "$_root" <<'PY'
+import sys, pathlib, controller
+sys.exit(0 if pathlib.Path(controller.__file__).resolve().parents[1] == pathlib.Path(sys.argv[1]).resolve() else 1)
+PY
+then
+  "$KAITO_VENV/bin/pip" install --quiet --no-deps -e "$_root[dev]"
+fi
+export PATH="$KAITO_VENV/bin:$PATH"
+export KAITO_BIN_DIR="${KAITO_BIN_DIR:-$KAITO_CACHE/bin}"
