@@ -46,12 +46,12 @@ def free_port() -> int:
 def ensure_binaries() -> Path:
     """Build (or reuse) kube-apiserver and etcd; fail loudly if that is impossible."""
     out = bin_dir()
-    if not ((out / "kube-apiserver").exists() and (out / "etcd").exists()):
-        if shutil.which("go") is None:
-            raise RuntimeError(
-                "kube-apiserver/etcd are not built and 'go' is not on PATH: install Go >= 1.26 "
-                f"and run {HERE / 'build.sh'}"
-            )
+    built = (out / "kube-apiserver").exists() and (out / "etcd").exists()
+    if not built and shutil.which("go") is None:
+        raise RuntimeError(
+            "kube-apiserver/etcd are not built and 'go' is not on PATH: install Go >= 1.26 "
+            f"and run {HERE / 'build.sh'}"
+        )
     subprocess.run([str(HERE / "build.sh")], check=True, env={**os.environ, "KAITO_BIN_DIR": str(out)})
     return out
 
