@@ -1,0 +1,116 @@
+"""EventRecorder: core/v1 Events about an object, as `kubectl describe` shows them.
+
+Why Events: a user who applied a bad Workspace looks at `kubectl describe`, not at controller
+logs. Why aggregation: a reconciler retrying with backoff would otherwise write one Event per
+attempt; like client-go's EventCorrelator we bump `count` and `lastTimestamp` of the Event we
+already wrote for the same (object, type, reason, message) instead.
+
+Recording never raises: failing to write an Event must not fail a reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+from controller.runtime.client import ApiError, Client, NotFound, ResourceKind
+
+log = logging.getLogger(__name__)
+
+EVENTS = ResourceKind(group="", version="v1", plural="events", kind="Event", namespaced=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Writes Events for objects (dicts with apiVersion/kind/metadata)."""
+
+    def __init__(
+        self,
+        client: Client,
+        component: str,
+        host: str | None = None,
+        aggregate_window: float = 600.0,
+        max_cache: int = 4096,
+    ) -> None:
+        self.client = client
+        self.component = component
+        self.host = host or socket.gethostname()
+        self.aggregate_window = aggregate_window
+        self.max_cache = max_cache
+        self._lock = threading.Lock()
+        # (uid or ns/name, type, reason, message) -> (event namespace, event name, count, monotonic time)
+        self._seen: dict[tuple[str, str, str, str], tuple[str, str, int, float]] = {}
+
+    def event(self, obj: dict, type: str, reason: str, message: str) -> dict | None:
+        """Record an event; returns the written Event, or None if writing failed."""
+        if type not in ("Normal", "Warning"):
+            raise ValueError(f"event type must be Normal or Warning, not {type!r}")
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        ident = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+        cache_key = (ident, type, reason, message)
+        try:
+            with self._lock:
+                seen = self._seen.get(cache_key)
+            if seen is not None and time.monotonic() - seen[3] < self.aggregate_window:
+                ev_ns, ev_name, count, _ = seen
+                try:
+                    written = self.client.patch(
+                        EVENTS, ev_name, {"count": count + 1, "lastTimestamp": _now()}, namespace=ev_ns
+                    )
+                    self._remember(cache_key, ev_ns, ev_name, count + 1)
+                    return written
+                except NotFound:
+                    pass  # expired by the API server's event TTL: write a new one
+            written = self.client.create(
+                EVENTS, self._new_event(obj, namespace, type, reason, message), namespace
+            )
+            self._remember(cache_key, namespace, written["metadata"]["name"], 1)
+            return written
+        except (ApiError, OSError, Exception) as exc:  # never fail the caller
+            log.warning("could not record event %s/%s on %s: %s", type, reason, meta.get("name"), exc)
+            return None
+
+    def eventf(self, obj: dict, type: str, reason: str, fmt: str, *args: object) -> dict | None:
+        return self.event(obj, type, reason, fmt % args if args else fmt)
+
+    def _new_event(self, obj: dict, namespace: str, type: str, reason: str, message: str) -> dict:
+        meta = obj.get("metadata") or {}
+        now = _now()
+        involved = {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        return {
+            "metadata": {
+                "name": f"{meta.get('name', 'object')}.{uuid.uuid4().hex[:16]}",
+                "namespace": namespace,
+            },
+            "involvedObject": {k: v for k, v in involved.items() if v},
+            "reason": reason,
+            "message": message[:1024],
+            "type": type,
+            "source": {"component": self.component, "host": self.host},
+            "reportingComponent": self.component,
+            "reportingInstance": self.host,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+
+    def _remember(self, key: tuple[str, str, str, str], ns: str, name: str, count: int) -> None:
+        with self._lock:
+            if len(self._seen) >= self.max_cache and key not in self._seen:
+                self._seen.pop(next(iter(self._seen)))  # oldest insertion first
+            self._seen[key] = (ns, name, count, time.monotonic())
