@@ -10,7 +10,11 @@ _key="$(sha256sum "$_root/pyproject.toml" | cut -c1-12)"
 export KAITO_CACHE="${KAITO_CACHE:-$HOME/.cache/kaito-py}"
 export KAITO_VENV="$KAITO_CACHE/venv-$_key"
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
+mkdir -p "$KAITO_CACHE"
+exec {_lock}>"$KAITO_CACHE/.venv.lock"
+flock "$_lock"   # two shells setting up the same venv at once would corrupt it
 if [[ ! -f "$KAITO_VENV/.ready" ]]; then
+  rm -rf "$KAITO_VENV"
   echo "setting up python env in $KAITO_VENV (first run downloads torch, ~3 GB; cached afterwards)"
   python3 -m venv "$KAITO_VENV"
   "$KAITO_VENV/bin/pip" install --quiet --upgrade pip
@@ -25,5 +29,6 @@ PY
 then
   "$KAITO_VENV/bin/pip" install --quiet --no-deps -e "$_root[dev]"
 fi
+flock -u "$_lock"
 export PATH="$KAITO_VENV/bin:$PATH"
 export KAITO_BIN_DIR="${KAITO_BIN_DIR:-$KAITO_CACHE/bin}"
