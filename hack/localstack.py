@@ -1,0 +1,220 @@
+"""The whole operator on one machine: control plane, controllers, Ray, Prometheus.
+
+Why one class: the README's demo, the e2e test and the chaos/scale benchmarks run exactly the
+same loop, and must not drift apart. ``LocalStack`` starts each piece as a real process (no
+in-process shortcuts), records how long each phase took, and stops everything in reverse
+order. ``Timeline`` keeps those phase timings so the demo can say where the time went.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hack import prometheus
+from hack.controlplane.local import ControlPlane, free_port
+from hack.procs import ManagedProcess
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE_CONDITIONS = ("ResourceReady", "InferenceReady", "WorkspaceReady")
+
+
+@dataclass
+class Timeline:
+    """Named phases with wall-clock durations, printed as they finish."""
+
+    t0: float = field(default_factory=time.monotonic)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    log: Callable[[str], None] = print
+    _last: float = field(default_factory=time.monotonic)
+
+    def mark(self, phase: str) -> float:
+        now = time.monotonic()
+        took = now - self._last
+        self._last = now
+        self.phases.append((phase, took))
+        self.log(f"[{now - self.t0:6.1f}s] {phase} ({took:.1f}s)")
+        return took
+
+    def table(self) -> str:
+        rows = ["| phase | seconds |", "|---|---|"]
+        rows += [f"| {name} | {took:.1f} |" for name, took in self.phases]
+        return "\n".join(rows)
+
+
+@dataclass
+class LocalStack:
+    workdir: Path
+    fake_node_delay: float = 1.0
+    ray_cpus: int = 2
+    log: Callable[[str], None] = print
+    timeline: Timeline = field(init=False)
+    cp: ControlPlane | None = None
+    procs: dict[str, ManagedProcess] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.timeline = Timeline(log=self.log)
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        self.cp = ControlPlane(self.workdir / "controlplane").start()
+        self.timeline.mark("control plane (etcd + kube-apiserver) ready")
+        self.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd"))
+        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        self.kubectl("create", "namespace", "kaito-system", check=False)
+        self.timeline.mark("CRDs installed")
+        self.start_controller()
+        self.start_provisioner()
+        self.timeline.mark("controller and provisioner ready")
+        self.start_standin()
+        self.timeline.mark("KubeRay stand-in and local Ray head ready")
+        self.start_prometheus()
+        self.timeline.mark("Prometheus ready")
+        return self
+
+    def _py(self, name: str, module: str, args: list[str]) -> ManagedProcess:
+        assert self.cp is not None
+        proc = ManagedProcess(
+            name,
+            [sys.executable, "-m", module, "--kubeconfig", str(self.cp.kubeconfig), *args],
+            self.workdir / f"{name}.log",
+            env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"},
+            cwd=REPO,
+        ).start()
+        self.procs[name] = proc
+        return proc
+
+    def start_controller(self, name: str = "controller") -> ManagedProcess:
+        for p in ("metrics", "health", "webhook"):
+            self.ports.setdefault(f"{name}-{p}", free_port())
+        proc = self._py(
+            name,
+            "controller.main",
+            [
+                "--metrics-port", str(self.ports[f"{name}-metrics"]),
+                "--health-port", str(self.ports[f"{name}-health"]),
+                "--webhook-port", str(self.ports[f"{name}-webhook"]),
+                "--namespace", "kaito-system",
+                "--leader-elect",
+            ],
+        )
+        proc.wait_http(f"http://127.0.0.1:{self.ports[f'{name}-health']}/readyz", timeout=120)
+        return proc
+
+    def start_provisioner(self) -> ManagedProcess:
+        for p in ("metrics", "health"):
+            self.ports.setdefault(f"provisioner-{p}", free_port())
+        proc = self._py(
+            "provisioner",
+            "provisioner.main",
+            [
+                "--cloud", "fake",
+                "--fake-delay", str(self.fake_node_delay),
+                "--metrics-port", str(self.ports["provisioner-metrics"]),
+                "--health-port", str(self.ports["provisioner-health"]),
+                "--namespace", "kaito-system",
+            ],
+        )
+        proc.wait_http(f"http://127.0.0.1:{self.ports['provisioner-health']}/readyz", timeout=120)
+        return proc
+
+    def start_standin(self) -> ManagedProcess:
+        for p in ("health", "ray-dashboard", "ray-serve", "ray-metrics"):
+            self.ports.setdefault(p, free_port())
+        proc = self._py(
+            "kuberay-standin",
+            "hack.kuberay_standin.main",
+            [
+                "--health-port", str(self.ports["health"]),
+                "--dashboard-port", str(self.ports["ray-dashboard"]),
+                "--serve-port", str(self.ports["ray-serve"]),
+                "--metrics-export-port", str(self.ports["ray-metrics"]),
+                "--num-cpus", str(self.ray_cpus),
+                "--ray-temp-dir", str(self.workdir / "ray"),
+            ],
+        )
+        proc.wait_http(f"http://127.0.0.1:{self.ports['health']}/readyz", timeout=180)
+        return proc
+
+    def start_prometheus(self) -> None:
+        self.ports["prometheus"] = free_port()
+        targets = {
+            "kaito-controller": f"127.0.0.1:{self.ports['controller-metrics']}",
+            "kaito-provisioner": f"127.0.0.1:{self.ports['provisioner-metrics']}",
+            "ray-head": f"127.0.0.1:{self.ports['ray-metrics']}",
+        }
+        self.procs["prometheus"] = prometheus.start(self.workdir, self.ports["prometheus"], targets)
+
+    # -- use -----------------------------------------------------------------------------
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['ray-dashboard']}"
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        assert self.cp is not None
+        res = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.cp.kubeconfig), *args], capture_output=True, text=True
+        )
+        if check and res.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {res.stderr.strip()}")
+        return res.stdout + (res.stderr if res.returncode != 0 else "")
+
+    def get_json(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def wait_workspace(self, name: str, namespace: str = "default", timeout: float = 600.0) -> dict:
+        """Wait for WorkspaceReady, printing each condition as it changes (progress, not silence)."""
+        seen: dict[str, tuple[str, str]] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ws = self.get_json("workspace", name, "-n", namespace)
+            for cond in ws.get("status", {}).get("conditions", []):
+                now = (cond.get("status", ""), cond.get("message", ""))
+                if seen.get(cond["type"]) != now:
+                    seen[cond["type"]] = now
+                    self.timeline.mark(f"{cond['type']}={now[0]}: {now[1]}")
+            if seen.get("WorkspaceReady", ("",))[0] == "True":
+                return ws
+            for proc in self.procs.values():
+                if not proc.running:
+                    raise RuntimeError(f"{proc.name} died while waiting:\n{proc.log_tail()}")
+            time.sleep(1.0)
+        raise TimeoutError(f"workspace {namespace}/{name} not ready after {timeout:.0f}s: {seen}")
+
+    def serve_url(self, name: str, namespace: str = "default") -> str:
+        """The local address of the workspace's endpoint, as the stand-in published it."""
+        rs = self.get_json("rayservice", name, "-n", namespace)
+        url = rs.get("status", {}).get("serveEndpoint") or rs["metadata"].get("annotations", {}).get(
+            "kaito.sh/local-serve-url"
+        )
+        if not url:
+            raise RuntimeError(f"RayService {namespace}/{name} has no local serve URL in its status")
+        return url.rstrip("/")
+
+    def chat(self, url: str, prompt: str, max_new_tokens: int = 16, timeout: float = 120.0) -> dict:
+        body = json.dumps({"prompt": prompt, "generate_kwargs": {"max_new_tokens": max_new_tokens}}).encode()
+        req = urllib.request.Request(
+            f"{url}/chat", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.load(resp)
+
+    def promql(self, query: str) -> list[dict]:
+        return prometheus.query(self.ports["prometheus"], query)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.procs[name].stop()
+        if self.cp is not None:
+            self.cp.stop()
+        self.log("stopped: processes, Ray head, kube-apiserver and etcd")
