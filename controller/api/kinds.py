@@ -1,0 +1,25 @@
+"""Where each of our kinds lives in the REST API, for ``controller.runtime.Client`` and informers."""
+
+from __future__ import annotations
+
+from controller.api.machine import Machine
+from controller.api.meta import K8sObject
+from controller.api.rayservice import RayService
+from controller.api.workspace import Workspace
+from controller.runtime.client import ResourceKind
+
+
+def kind_of(model: type[K8sObject]) -> ResourceKind:
+    """The ResourceKind of a model class, at its storage version."""
+    return ResourceKind(
+        group=model.GROUP,
+        version=model.VERSIONS[-1],
+        plural=model.PLURAL,
+        kind=model.KIND,
+        namespaced=model.NAMESPACED,
+    )
+
+
+WORKSPACES = kind_of(Workspace)
+MACHINES = kind_of(Machine)
+RAYSERVICES = kind_of(RayService)

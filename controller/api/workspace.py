@@ -1,0 +1,260 @@
+"""The kaito.sh Workspace: one resource saying "serve (or tune) preset X on GPU nodes of type Y".
+
+As in Kaito, ``resource``, ``inference``, ``tuning`` and ``status`` sit at the top level of the object,
+next to ``metadata`` (there is no ``spec``). v1alpha1 and v1beta1 share this schema; v1beta1 is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from controller.api.meta import (
+    Condition,
+    K8sModel,
+    K8sObject,
+    LabelSelector,
+    set_condition,
+)
+
+GROUP = "kaito.sh"
+VERSIONS = ("v1alpha1", "v1beta1")
+
+# --- labels, annotations, finalizer (Kaito's api/v1beta1/labels.go names) ------------------------------
+LABEL_WORKSPACE = "kaito.sh/workspace"
+LABEL_WORKSPACE_NAMESPACE = "kaito.sh/workspacenamespace"
+FINALIZER = "workspace.finalizer.kaito.sh"
+ANNOTATION_BYPASS_RESOURCE_CHECKS = "kaito.sh/bypass-resource-checks"
+ANNOTATION_ENABLE_LB = "kaito.sh/enablelb"
+
+# --- condition types ------------------------------------------------------------------------------------
+CONDITION_RESOURCE_READY = "ResourceReady"
+CONDITION_INFERENCE_READY = "InferenceReady"
+CONDITION_WORKSPACE_READY = "WorkspaceReady"
+CONDITION_JOB_STARTED = "JobStarted"
+CONDITION_WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
+CONDITION_MACHINE_READY = "MachineReady"
+CONDITION_WORKSPACE_DELETING = "WorkspaceDeleting"
+
+# --- status.state ---------------------------------------------------------------------------------------
+WorkspaceState = Literal["Pending", "Ready", "NotReady", "Running", "Succeeded", "Failed"]
+TuningMethod = Literal["lora", "qlora"]
+
+MAX_ADAPTERS = 10
+DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+# Marks a free-form field (a PodTemplateSpec, a VolumeSource): the CRD keeps it unpruned.
+PRESERVE_UNKNOWN = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def cel(*rules: tuple[str, str]) -> dict[str, Any]:
+    """``x-kubernetes-validations`` for a schema: (CEL rule, message a person can act on) pairs."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+def immutable(what: str) -> dict[str, Any]:
+    """CEL transition rule: the field may not change once set."""
+    return cel(("self == oldSelf", f"{what} is immutable"))
+
+
+class ResourceSpec(K8sModel):
+    """The GPU nodes to run on."""
+
+    count: int = Field(
+        default=1, ge=1, description="Number of GPU nodes asked for; the estimator may raise it."
+    )
+    instance_type: str | None = Field(
+        default=None,
+        max_length=128,
+        description="GPU VM SKU, e.g. Standard_NC6s_v3. Immutable.",
+        json_schema_extra=immutable("resource.instanceType"),
+    )
+    label_selector: LabelSelector = Field(
+        description="Labels of the nodes that belong to this workspace. Immutable.",
+        json_schema_extra=immutable("resource.labelSelector"),
+    )
+    preferred_nodes: list[str] | None = Field(default=None, description="Existing nodes to use first.")
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(oldSelf.instanceType) || has(self.instanceType)",
+                "resource.instanceType cannot be removed once set",
+            ),
+        )
+    )
+
+
+class PresetOptions(K8sModel):
+    model_access_secret: str | None = Field(
+        default=None, max_length=253, description="Secret with key HF_TOKEN, for gated models."
+    )
+
+
+class PresetSpec(K8sModel):
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="A preset from the catalog, e.g. phi-3-mini-4k-instruct. Immutable.",
+        json_schema_extra=immutable("preset name"),
+    )
+    preset_options: PresetOptions | None = None
+
+
+class DataSource(K8sModel):
+    """Where data comes from: exactly one of urls, image, volumeSource or path."""
+
+    name: str | None = Field(default=None, max_length=253)
+    urls: list[str] | None = None
+    image: str | None = Field(default=None, max_length=1024)
+    image_pull_secrets: list[str] | None = None
+    volume_source: dict[str, Any] | None = Field(
+        default=None, description="A core/v1 VolumeSource.", json_schema_extra=PRESERVE_UNKNOWN
+    )
+    path: str | None = Field(default=None, max_length=4096, description="A directory on the node.")
+
+    def given_sources(self) -> list[str]:
+        """The wire names of the source fields that are set."""
+        pairs = (
+            ("urls", self.urls),
+            ("image", self.image),
+            ("volumeSource", self.volume_source),
+            ("path", self.path),
+        )
+        return [name for name, value in pairs if value]
+
+
+class DataDestination(K8sModel):
+    """Where tuning results go: exactly one of image (with imagePushSecret), volumeSource or path."""
+
+    image: str | None = Field(default=None, max_length=1024)
+    image_push_secret: str | None = Field(default=None, max_length=253)
+    volume_source: dict[str, Any] | None = Field(
+        default=None, description="A core/v1 VolumeSource.", json_schema_extra=PRESERVE_UNKNOWN
+    )
+    path: str | None = Field(default=None, max_length=4096)
+
+    def given_destinations(self) -> list[str]:
+        pairs = (("image", self.image), ("volumeSource", self.volume_source), ("path", self.path))
+        return [name for name, value in pairs if value]
+
+
+class AdapterSpec(K8sModel):
+    source: DataSource
+    strength: str = Field(default="1.0", max_length=32, description="A float in [0, 1], as a string.")
+
+
+class InferenceSpec(K8sModel):
+    preset: PresetSpec | None = None
+    template: dict[str, Any] | None = Field(
+        default=None,
+        description="A core/v1 PodTemplateSpec, instead of a preset.",
+        json_schema_extra=PRESERVE_UNKNOWN,
+    )
+    config: str | None = Field(
+        default=None, max_length=253, description="ConfigMap (key inference_config.yaml) in the namespace."
+    )
+    adapters: list[AdapterSpec] | None = Field(default=None, json_schema_extra={"maxItems": MAX_ADAPTERS})
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "has(self.preset) != has(self.template)",
+                "exactly one of inference.preset or inference.template must be set",
+            ),
+        )
+    )
+
+
+class TuningSpec(K8sModel):
+    preset: PresetSpec
+    method: TuningMethod = Field(default="lora", json_schema_extra=immutable("tuning.method"))
+    config: str | None = Field(
+        default=None, max_length=253, description="ConfigMap (key training_config.yaml) in the namespace."
+    )
+    input: DataSource
+    output: DataDestination
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "[has(self.input.urls), has(self.input.image), has(self.input.volumeSource),"
+                " has(self.input.path)].filter(x, x).size() == 1",
+                "tuning.input needs exactly one of urls, image, volumeSource or path",
+            ),
+            (
+                "[has(self.output.image), has(self.output.volumeSource), has(self.output.path)]"
+                ".filter(x, x).size() == 1",
+                "tuning.output needs exactly one of image, volumeSource or path",
+            ),
+        )
+    )
+
+
+class WorkspaceStatus(K8sModel):
+    worker_nodes: list[str] | None = None
+    state: WorkspaceState | None = None
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    target_node_count: int | None = Field(default=None, ge=0)
+
+
+class Workspace(K8sObject):
+    GROUP: ClassVar[str] = GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = VERSIONS
+    KIND: ClassVar[str] = "Workspace"
+    PLURAL: ClassVar[str] = "workspaces"
+
+    api_version: str = f"{GROUP}/{VERSIONS[-1]}"
+    kind: Literal["Workspace"] = "Workspace"
+    resource: ResourceSpec
+    inference: InferenceSpec | None = None
+    tuning: TuningSpec | None = None
+    status: WorkspaceStatus | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "has(self.inference) != has(self.tuning)",
+                "exactly one of inference or tuning must be specified",
+            ),
+            (
+                "has(oldSelf.inference) == has(self.inference)",
+                "inference cannot be added or removed once the workspace exists",
+            ),
+            (
+                "has(oldSelf.tuning) == has(self.tuning)",
+                "tuning cannot be added or removed once the workspace exists",
+            ),
+        )
+    )
+
+    # --- convenience for the reconciler ---------------------------------------------------------
+    @property
+    def preset_name(self) -> str | None:
+        spec = self.inference.preset if self.inference else (self.tuning.preset if self.tuning else None)
+        return spec.name if spec else None
+
+    def ensure_status(self) -> WorkspaceStatus:
+        if self.status is None:
+            self.status = WorkspaceStatus()
+        if self.status.conditions is None:
+            self.status.conditions = []
+        return self.status
+
+    def set_condition(self, type_: str, status: str, reason: str, message: str = "") -> bool:
+        """Set a status condition stamped with this object's generation; return whether it changed."""
+        conds = self.ensure_status().conditions
+        assert conds is not None
+        new = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            observed_generation=self.metadata.generation,
+        )
+        return set_condition(conds, new)

@@ -1,0 +1,202 @@
+"""How many GPU nodes of a SKU a preset needs, and how one model replica is laid out on them.
+
+The arithmetic, which ``NodeEstimate.message`` spells out for the workspace status:
+
+1. usable memory per GPU = GPU memory x 0.9 (the rest is CUDA context, allocator slack);
+2. GPUs needed = ceil(preset GPU memory / usable per GPU);
+3. tensor parallel (tp) = 1 for a one-GPU model, else the largest size <= GPUs per node that divides the
+   attention and KV heads (1 if the preset cannot split a layer);
+4. pipeline parallel (pp) = ceil(GPUs needed / tp): stages of layers, placed ``GPUs per node // tp`` to a
+   node; nodes = ceil(pp / stages per node);
+5. more than one node needs a preset that may be distributed; tuning is single-node; a workspace spans at
+   most MAX_NODES nodes; ``resource.count`` may ask for more nodes (extra nodes hold more replicas).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from presets.registry import Catalog, GpuSku, Preset, _num, default_catalog
+
+GPU_MEMORY_UTILIZATION = 0.9
+MAX_NODES = 8
+MAX_SUGGESTIONS = 3
+
+
+@dataclass(frozen=True)
+class NodeEstimate:
+    node_count: int
+    gpus_per_node: int
+    gpus_needed: int  # GPUs of memory one replica needs
+    tensor_parallel: int
+    pipeline_parallel: int
+    replicas: int  # model replicas that fit on node_count nodes
+    needed_gib: float
+    usable_gib_per_gpu: float
+    message: str
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs one replica occupies (its placement-group bundles): tp x pp."""
+        return self.tensor_parallel * self.pipeline_parallel
+
+
+@dataclass
+class EstimateError(ValueError):
+    """The preset cannot run on the SKU; ``message`` says why and ``suggestions`` name SKUs that fit."""
+
+    message: str
+    suggestions: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def usable_gib_per_gpu(sku: GpuSku) -> float:
+    return round(sku.gpu_memory_gib * GPU_MEMORY_UTILIZATION, 2)
+
+
+def effective_dtype(preset: Preset, sku: GpuSku) -> str:
+    """bfloat16 weights run as float16 on GPUs older than Ampere (same size)."""
+    return "float16" if preset.dtype == "bfloat16" and not sku.supports_bfloat16 else preset.dtype
+
+
+def _tensor_parallel(preset: Preset, gpus_needed: int, gpus_per_node: int) -> int:
+    if gpus_needed == 1 or not preset.layout.tensor_parallel:
+        return 1
+    heads, kv = preset.num_attention_heads, preset.num_kv_heads
+    return max(d for d in range(1, gpus_per_node + 1) if heads % d == 0 and (kv % d == 0 or d % kv == 0))
+
+
+def skus_that_fit(needed_gib: float, catalog: Catalog | None = None) -> list[GpuSku]:
+    """Real SKUs whose single node holds ``needed_gib``, smallest first."""
+    catalog = catalog or default_catalog()
+    return [s for s in catalog.real_skus() if s.gpu_count * usable_gib_per_gpu(s) >= needed_gib]
+
+
+def _suggest(needed_gib: float, catalog: Catalog | None) -> list[str]:
+    return [s.name for s in skus_that_fit(needed_gib, catalog)[:MAX_SUGGESTIONS]]
+
+
+def _fmt_suggestions(names: list[str], catalog: Catalog | None) -> str:
+    catalog = catalog or default_catalog()
+    parts = []
+    for name in names:
+        sku = catalog.sku(name)
+        parts.append(f"{name} ({sku.describe()})" if sku else name)
+    return ", ".join(parts)
+
+
+def estimate_nodes(
+    preset: Preset,
+    sku: GpuSku,
+    requested_count: int = 1,
+    *,
+    tuning_method: str | None = None,
+    catalog: Catalog | None = None,
+) -> NodeEstimate:
+    """Nodes of ``sku`` for ``preset`` (inference, or tuning with ``tuning_method`` lora/qlora).
+
+    Raises EstimateError, with an explanation and suggested SKUs, when it cannot fit.
+    """
+    if tuning_method is not None:
+        if preset.tuning is None:
+            raise EstimateError(f"preset {preset.name} does not support tuning")
+        needed = preset.tuning.gpu_memory_gib(tuning_method)
+        what = f"{tuning_method.lower()} tuning of {preset.name}"
+    else:
+        needed = preset.gpu_memory_gib
+        what = preset.name
+    usable = usable_gib_per_gpu(sku)
+    gpn = sku.gpu_count
+    gpus_needed = max(1, math.ceil(needed / usable - 1e-9))
+    tp = _tensor_parallel(preset, gpus_needed, gpn)
+    pp = math.ceil(gpus_needed / tp)
+    nodes = math.ceil(pp / (gpn // tp))
+    dtype = effective_dtype(preset, sku)
+    head = (
+        f"{what} needs {_num(needed)} GiB of GPU memory at {dtype}; {sku.name} has {sku.describe()} "
+        f"per node, {_num(usable)} GiB usable per GPU ({GPU_MEMORY_UTILIZATION:.0%})"
+    )
+    node_total = _num(round(gpn * usable, 2))
+
+    single_node_only = tuning_method is not None or not preset.layout.distributed
+    if nodes > 1 and single_node_only:
+        why = "tuning runs on a single node" if tuning_method else "it cannot be split across nodes"
+        suggestions = _suggest(needed, catalog)
+        raise EstimateError(
+            f"{head}, so {node_total} GiB per node, but {why}. Use an instance type with at least "
+            f"{_num(needed)} GiB of usable GPU memory per node, "
+            f"e.g. {_fmt_suggestions(suggestions, catalog)}",
+            suggestions,
+        )
+    if pp > preset.num_layers:
+        raise EstimateError(
+            f"{head} -> {pp} pipeline stages, more than its {preset.num_layers} layers",
+            _suggest(needed, catalog),
+        )
+    if nodes > MAX_NODES:
+        suggestions = _suggest(needed, catalog) or _suggest(needed / MAX_NODES, catalog)
+        raise EstimateError(
+            f"{head} -> {gpus_needed} GPUs -> {nodes} nodes, more than the {MAX_NODES} a workspace may span. "
+            f"Use a larger instance type, e.g. {_fmt_suggestions(suggestions, catalog)}",
+            suggestions,
+        )
+
+    plural = "s" if gpus_needed > 1 else ""
+    message = f"{head} -> {gpus_needed} GPU{plural} -> {nodes} node{'s' if nodes > 1 else ''}"
+    if tp * pp > 1:
+        message += f" (tensor parallel {tp} x pipeline parallel {pp})"
+    final = nodes
+    if requested_count > nodes:
+        final = requested_count
+        message += f"; resource.count asks for {requested_count} -> {final} nodes"
+    replicas = (final * gpn) // (tp * pp)
+    if replicas > 1:
+        message += f", room for {replicas} replicas"
+    return NodeEstimate(
+        node_count=final,
+        gpus_per_node=gpn,
+        gpus_needed=gpus_needed,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+        replicas=replicas,
+        needed_gib=needed,
+        usable_gib_per_gpu=usable,
+        message=message,
+    )
+
+
+def estimate_for(
+    preset_name: str,
+    instance_type: str,
+    requested_count: int = 1,
+    *,
+    tuning_method: str | None = None,
+    catalog: Catalog | None = None,
+) -> NodeEstimate:
+    """``estimate_nodes`` by names; an unknown preset or SKU is an EstimateError naming close matches."""
+    catalog = catalog or default_catalog()
+    preset = catalog.preset(preset_name)
+    if preset is None:
+        similar = catalog.similar_presets(preset_name)
+        raise EstimateError(unknown_preset_message(preset_name, catalog), similar)
+    sku = catalog.sku(instance_type)
+    if sku is None:
+        raise EstimateError(unknown_sku_message(instance_type, catalog), catalog.similar_skus(instance_type))
+    return estimate_nodes(preset, sku, requested_count, tuning_method=tuning_method, catalog=catalog)
+
+
+def unknown_preset_message(name: str, catalog: Catalog | None = None) -> str:
+    catalog = catalog or default_catalog()
+    similar = catalog.similar_presets(name)
+    hint = f"Did you mean {' or '.join(similar)}? " if similar else ""
+    return f"unknown preset {name!r}. {hint}Supported presets: {', '.join(sorted(catalog.presets))}"
+
+
+def unknown_sku_message(name: str, catalog: Catalog | None = None) -> str:
+    catalog = catalog or default_catalog()
+    similar = catalog.similar_skus(name)
+    hint = f"Did you mean {' or '.join(similar)}? " if similar else ""
+    return f"unknown instance type {name!r}. {hint}Supported instance types: {', '.join(catalog.skus)}"

@@ -1,0 +1,180 @@
+"""The preset catalog and the GPU SKU table, loaded from the YAML files beside this module.
+
+A preset is data (catalog.yaml); adding a model means adding an entry, not code. Lookups of SKUs are
+case-insensitive (Azure names are), presets are exact, and both can suggest close matches for a typo.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+HERE = Path(__file__).resolve().parent
+CATALOG_FILE = HERE / "catalog.yaml"
+SKU_FILE = HERE / "gpu_skus.yaml"
+
+Dtype = Literal["float16", "bfloat16", "float32"]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Layout(_Data):
+    tensor_parallel: bool = True
+    distributed: bool = True
+
+
+class TuningRequirements(_Data):
+    lora_gpu_memory_gib: float = Field(gt=0)
+    qlora_gpu_memory_gib: float = Field(gt=0)
+
+    def gpu_memory_gib(self, method: str) -> float:
+        return self.qlora_gpu_memory_gib if method.lower() == "qlora" else self.lora_gpu_memory_gib
+
+
+class Preset(_Data):
+    name: str
+    hf_model_id: str | None = None
+    model_path: str | None = None
+    params_b: float = Field(gt=0)
+    weights_gib: float = Field(gt=0)
+    gpu_memory_gib: float = Field(gt=0)
+    disk_gib: int = Field(gt=0)
+    max_context: int = Field(gt=0)
+    dtype: Dtype
+    architecture: str
+    num_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    layout: Layout = Layout()
+    tuning: TuningRequirements | None = None
+    hf_auth_required: bool = False
+
+    @property
+    def supports_tuning(self) -> bool:
+        return self.tuning is not None
+
+    def resolved_model_path(self, env: dict[str, str] | None = None) -> Path | None:
+        """``model_path`` with ``${VAR}`` / ``${VAR:-default}`` and ``~`` expanded, or None."""
+        if self.model_path is None:
+            return None
+        return Path(expand_vars(self.model_path, os.environ if env is None else env)).expanduser()
+
+    @property
+    def model_source(self) -> str:
+        """What the serving code should load: the local path if there is one, else the hub id."""
+        path = self.resolved_model_path()
+        if path is not None:
+            return str(path)
+        assert self.hf_model_id, f"preset {self.name} has neither hf_model_id nor model_path"
+        return self.hf_model_id
+
+
+class GpuSku(_Data):
+    name: str
+    aliases: tuple[str, ...] = ()
+    gpu_count: int = Field(gt=0)
+    gpu_memory_gib: float = Field(gt=0, description="per GPU")
+    gpu_model: str
+    cuda_compute: str
+    vcpus: int = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    nvme: bool = False
+    fake: bool = False
+
+    @property
+    def total_gpu_memory_gib(self) -> float:
+        return self.gpu_count * self.gpu_memory_gib
+
+    @property
+    def supports_bfloat16(self) -> bool:
+        return self.fake or float(self.cuda_compute) >= 8.0
+
+    def describe(self) -> str:
+        """E.g. ``1x16GiB V100``."""
+        return f"{self.gpu_count}x{_num(self.gpu_memory_gib)}GiB {self.gpu_model}"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_vars(text: str, env: dict[str, str] | os._Environ[str]) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (shell semantics: the default also covers empty)."""
+    return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` candidates that look like ``name`` (case-insensitive), best first."""
+    by_lower = {c.lower(): c for c in candidates}
+    return [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.6)]
+
+
+class Catalog:
+    """Presets and SKUs, indexed for lookup."""
+
+    def __init__(self, presets: Iterable[Preset], skus: Iterable[GpuSku]) -> None:
+        self.presets: dict[str, Preset] = {}
+        for p in presets:
+            if p.name in self.presets:
+                raise ValueError(f"preset {p.name} is defined twice")
+            self.presets[p.name] = p
+        self.skus: dict[str, GpuSku] = {}
+        self._sku_index: dict[str, GpuSku] = {}
+        for s in skus:
+            self.skus[s.name] = s
+            for key in (s.name, *s.aliases):
+                if key.lower() in self._sku_index:
+                    raise ValueError(f"SKU {key} is defined twice")
+                self._sku_index[key.lower()] = s
+
+    @classmethod
+    def from_files(cls, catalog_file: Path = CATALOG_FILE, sku_file: Path = SKU_FILE) -> Catalog:
+        presets = yaml.safe_load(catalog_file.read_text())["presets"]
+        skus = yaml.safe_load(sku_file.read_text())["skus"]
+        return cls((Preset.model_validate(p) for p in presets), (GpuSku.model_validate(s) for s in skus))
+
+    def preset(self, name: str) -> Preset | None:
+        return self.presets.get(name)
+
+    def sku(self, name: str) -> GpuSku | None:
+        return self._sku_index.get(name.lower())
+
+    def similar_presets(self, name: str) -> list[str]:
+        return close_matches(name, self.presets)
+
+    def similar_skus(self, name: str) -> list[str]:
+        return close_matches(name, self.skus)
+
+    def real_skus(self) -> list[GpuSku]:
+        """The cloud SKUs (not the fake demo one), smallest GPU memory per node first."""
+        return sorted(
+            (s for s in self.skus.values() if not s.fake),
+            key=lambda s: (s.total_gpu_memory_gib, s.gpu_count, s.vcpus, s.name),
+        )
+
+
+@functools.cache
+def default_catalog() -> Catalog:
+    """The catalog shipped with the project (parsed once per process)."""
+    return Catalog.from_files()
+
+
+def get_preset(name: str) -> Preset | None:
+    return default_catalog().preset(name)
+
+
+def get_sku(name: str) -> GpuSku | None:
+    return default_catalog().sku(name)

@@ -1,0 +1,85 @@
+"""The node-count estimator's arithmetic and its explanations."""
+
+from __future__ import annotations
+
+import pytest
+
+from presets.estimator import MAX_NODES, EstimateError, estimate_for
+
+
+def test_phi_3_mini_fits_one_v100():
+    est = estimate_for("phi-3-mini-4k-instruct", "Standard_NC6s_v3")
+    assert (est.node_count, est.gpus_needed, est.tensor_parallel, est.pipeline_parallel) == (1, 1, 1, 1)
+    assert est.message == (
+        "phi-3-mini-4k-instruct needs 9 GiB of GPU memory at float16; Standard_NC6s_v3 has 1x16GiB V100 per "
+        "node, 14.4 GiB usable per GPU (90%) -> 1 GPU -> 1 node"
+    )
+
+
+def test_phi_3_medium_on_v100s_needs_two_nodes_as_two_pipeline_stages():
+    est = estimate_for("phi-3-medium-4k-instruct", "Standard_NC6s_v3")
+    # 28 GiB / (16 GiB x 0.9) = 1.94 -> 2 GPUs; 1 GPU per node -> 2 nodes, one stage each
+    assert (est.node_count, est.tensor_parallel, est.pipeline_parallel, est.gpus_per_replica) == (2, 1, 2, 2)
+    assert est.replicas == 1
+    assert "28 GiB" in est.message and "1x16GiB V100 per node" in est.message
+    assert est.message.endswith("-> 2 GPUs -> 2 nodes (tensor parallel 1 x pipeline parallel 2)")
+
+
+def test_tensor_parallel_divides_the_kv_heads():
+    # phi-3-medium has 40 heads but 10 KV heads: on 4 GPUs, tp 4 would not divide 10 -> tp 2
+    est = estimate_for("phi-3-medium-4k-instruct", "Standard_NC24s_v3")
+    assert (est.node_count, est.tensor_parallel, est.pipeline_parallel, est.replicas) == (1, 2, 1, 2)
+    assert "room for 2 replicas" in est.message
+
+
+def test_seventy_b_spans_several_a100_nodes_or_one_nd96():
+    est = estimate_for("llama-3.1-70b-instruct", "Standard_NC24ads_A100_v4")
+    # 152 / 72 = 2.1 -> 3 GPUs, one per node
+    assert (est.node_count, est.pipeline_parallel) == (3, 3)
+    est = estimate_for("llama-3.1-70b-instruct", "Standard_ND96asr_A100_v4")
+    # 152 / 36 = 4.2 -> 5 GPUs, tp 8 (divides 64 heads and is a multiple of 8 KV heads) on one node
+    assert (est.node_count, est.tensor_parallel, est.pipeline_parallel) == (1, 8, 1)
+
+
+def test_bfloat16_runs_as_float16_on_old_gpus():
+    assert "at float16" in estimate_for("mistral-7b-instruct", "Standard_NC6s_v3").message
+    assert "at bfloat16" in estimate_for("mistral-7b-instruct", "Standard_NC24ads_A100_v4").message
+
+
+def test_requested_count_adds_replicas():
+    est = estimate_for("tiny-phi-3", "Standard_Fake_GPU", requested_count=2)
+    assert (est.node_count, est.replicas) == (2, 2)
+    assert "resource.count asks for 2 -> 2 nodes" in est.message
+
+
+def test_single_node_model_too_big_for_the_node_names_skus_that_fit():
+    with pytest.raises(EstimateError) as err:
+        estimate_for("falcon-7b-instruct", "Standard_Fake_GPU")
+    msg = str(err.value)
+    assert "needs 14 GiB" in msg and "0.9 GiB per node" in msg and "cannot be split across nodes" in msg
+    assert err.value.suggestions and all(s in msg for s in err.value.suggestions)
+
+
+def test_too_many_nodes_is_refused():
+    with pytest.raises(EstimateError) as err:
+        estimate_for("llama-3.1-70b-instruct", "Standard_NC6s_v3")
+    assert f"11 nodes, more than the {MAX_NODES}" in str(err.value)
+    assert "Standard_ND96asr_v4" in err.value.suggestions
+
+
+def test_tuning_is_single_node_and_uses_the_method_memory():
+    est = estimate_for("phi-3-mini-4k-instruct", "Standard_NC6s_v3", tuning_method="qlora")
+    assert est.node_count == 1 and est.needed_gib == 12
+    with pytest.raises(EstimateError, match=r"lora tuning of phi-3-mini-4k-instruct needs 72 GiB.*single"):
+        estimate_for("phi-3-mini-4k-instruct", "Standard_NC6s_v3", tuning_method="lora")
+    with pytest.raises(EstimateError, match="does not support tuning"):
+        estimate_for("llama-3.1-70b-instruct", "Standard_ND96amsr_A100_v4", tuning_method="lora")
+
+
+def test_unknown_names_suggest_close_matches():
+    with pytest.raises(EstimateError, match=r"unknown preset 'phi-3-mini'\. Did you mean") as err:
+        estimate_for("phi-3-mini", "Standard_NC6s_v3")
+    assert "phi-3-mini-4k-instruct" in err.value.suggestions
+    with pytest.raises(EstimateError, match="unknown instance type 'Standard_NC6_v3'") as err:
+        estimate_for("phi-3-mini-4k-instruct", "Standard_NC6_v3")
+    assert err.value.suggestions[0] == "Standard_NC6s_v3"
