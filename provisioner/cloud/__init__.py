@@ -1,0 +1,1 @@
+"""Cloud providers for the gpu-provisioner: the interface (base), fake (kwok-style) and azure."""
