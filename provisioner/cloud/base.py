@@ -156,7 +156,10 @@ class Instance(BaseModel):
 
 
 class InstanceType(BaseModel):
-    """One SKU of the catalogue: what a node of this type offers."""
+    """One SKU of the catalogue: what a node of this type offers.
+
+    ``gpu_memory_gib`` is per GPU, as in ``presets/gpu_skus.yaml`` (the two tables must agree).
+    """
 
     model_config = ConfigDict(frozen=True)
 
