@@ -141,8 +141,12 @@ class DataDestination(K8sModel):
         return [name for name, value in pairs if value]
 
 
+class AdapterSource(DataSource):
+    name: str = Field(min_length=1, max_length=63, description="Adapter name: a DNS-1123 label, unique.")
+
+
 class AdapterSpec(K8sModel):
-    source: DataSource
+    source: AdapterSource
     strength: str = Field(default="1.0", max_length=32, description="A float in [0, 1], as a string.")
 
 
@@ -156,7 +160,19 @@ class InferenceSpec(K8sModel):
     config: str | None = Field(
         default=None, max_length=253, description="ConfigMap (key inference_config.yaml) in the namespace."
     )
-    adapters: list[AdapterSpec] | None = Field(default=None, json_schema_extra={"maxItems": MAX_ADAPTERS})
+    adapters: list[AdapterSpec] | None = Field(
+        default=None,
+        # maxItems in the CRD only: the webhook's own check gives the clearer message
+        json_schema_extra={
+            "maxItems": MAX_ADAPTERS,
+            **cel(
+                (
+                    "self.all(a, self.exists_one(b, b.source.name == a.source.name))",
+                    "adapter source names must be unique",
+                )
+            ),
+        },
+    )
 
     model_config = ConfigDict(
         json_schema_extra=cel(

@@ -1,0 +1,95 @@
+"""config/crd is generated from controller/api: it must not drift, and it must be structural."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hack.gen_crds import CRD_DIR, SchemaError, all_crds, main, render, structural
+
+CRDS = all_crds()
+
+
+@pytest.mark.parametrize("name", sorted(CRDS))
+def test_committed_crd_matches_the_models(name):
+    path = CRD_DIR / name
+    assert path.exists(), f"{path} missing: run python -m hack.gen_crds"
+    assert path.read_text() == render(CRDS[name]), (
+        f"{path} drifted from controller/api: run python -m hack.gen_crds"
+    )
+
+
+def test_check_mode_reports_drift(tmp_path, capsys):
+    assert main(["--out", str(tmp_path)]) == 0
+    assert main(["--check", "--out", str(tmp_path)]) == 0
+    (tmp_path / "kaito.sh_workspaces.yaml").write_text("edited by hand\n")
+    assert main(["--check", "--out", str(tmp_path)]) == 1
+    assert "kaito.sh_workspaces.yaml" in capsys.readouterr().out
+
+
+def _walk(node: Any, path: str = "$"):
+    yield path, node
+    if isinstance(node, dict):
+        for key, sub in node.get("properties", {}).items():
+            yield from _walk(sub, f"{path}.{key}")
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from _walk(node["additionalProperties"], f"{path}[*]")
+        if "items" in node:
+            yield from _walk(node["items"], f"{path}[]")
+
+
+@pytest.mark.parametrize("name", sorted(CRDS))
+def test_schemas_are_structural(name):
+    for version in CRDS[name]["spec"]["versions"]:
+        for path, node in _walk(version["schema"]["openAPIV3Schema"]):
+            assert "$ref" not in node and "title" not in node, path
+            assert node.get("type") != "null", path
+            assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+            if "anyOf" in node:
+                assert node.get("x-kubernetes-int-or-string"), path
+            assert not ("properties" in node and "additionalProperties" in node), path
+            free_form = "properties" not in node and "additionalProperties" not in node
+            if node.get("type") == "object" and free_form and path != "$.metadata":  # the server owns it
+                assert node.get("x-kubernetes-preserve-unknown-fields"), f"{path} would be pruned empty"
+
+
+def test_workspace_crd_shape():
+    spec = CRDS["kaito.sh_workspaces.yaml"]["spec"]
+    assert spec["names"]["shortNames"] == ["wk", "wks"]
+    assert [(v["name"], v["served"], v["storage"]) for v in spec["versions"]] == [
+        ("v1alpha1", True, False),
+        ("v1beta1", True, True),
+    ]
+    v1 = spec["versions"][1]
+    assert v1["subresources"] == {"status": {}}
+    columns = [c["name"].upper() for c in v1["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
+    root = v1["schema"]["openAPIV3Schema"]
+    assert spec["versions"][0]["schema"] == v1["schema"]
+    rules = [r["rule"] for r in root["x-kubernetes-validations"]]
+    assert "has(self.inference) != has(self.tuning)" in rules
+    resource = root["properties"]["resource"]
+    assert resource["properties"]["instanceType"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+    assert resource["properties"]["count"]["default"] == 1
+    template = root["properties"]["inference"]["properties"]["template"]
+    assert template == {
+        "description": "A core/v1 PodTemplateSpec, instead of a preset.",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    conditions = root["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+
+
+def test_machine_crd_is_cluster_scoped_and_quantities_are_int_or_string():
+    spec = CRDS["karpenter.sh_machines.yaml"]["spec"]
+    assert spec["scope"] == "Cluster" and spec["group"] == "karpenter.sh"
+    status = spec["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert "providerID" in status
+    assert status["capacity"]["additionalProperties"]["x-kubernetes-int-or-string"] is True
+
+
+def test_unions_without_a_structural_form_are_refused():
+    with pytest.raises(SchemaError, match="unions"):
+        structural({"anyOf": [{"type": "string"}, {"type": "boolean"}]}, {}, "x")
