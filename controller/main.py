@@ -1,0 +1,94 @@
+"""``kaito-controller``: the operator process.
+
+One Manager (shared informers, leader election on a Lease in ``--namespace``, /healthz, /readyz
+and /metrics) runs the Workspace controller. When ``--webhook-port`` is given, the validating
+admission webhook is served from the same process over HTTPS and registered with the API server
+(``ValidatingWebhookConfiguration``), which is what a local run needs; in a cluster the chart
+registers it and the flag only picks the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from controller.runtime import Client, Manager
+from controller.workspace.reconciler import DEFAULT_SERVE_IMAGE, Options
+from controller.workspace.setup import setup_workspace_controller
+
+log = logging.getLogger("kaito-controller")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="kaito-controller", description=__doc__.splitlines()[0])
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                   help="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "kaito-system"),
+                   help="namespace of the leader-election Lease (and the webhook's Service in a cluster)")
+    p.add_argument("--leader-elect", action="store_true", help="hold a Lease so only one replica reconciles")
+    p.add_argument("--metrics-port", type=int, default=8080, help="/metrics port (0 = any free port)")
+    p.add_argument("--health-port", type=int, default=8081, help="/healthz and /readyz port (0 = any)")
+    p.add_argument("--webhook-port", type=int, default=None,
+                   help="serve the validating admission webhook over HTTPS on this port and register it")
+    p.add_argument("--webhook-host", default="127.0.0.1",
+                   help="address the API server uses to reach the webhook (local runs)")
+    p.add_argument("--bind-host", default="0.0.0.0", help="address the probe/metrics servers listen on")
+    p.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
+    p.add_argument("--serve-image", default=os.environ.get("KAITO_SERVE_IMAGE", DEFAULT_SERVE_IMAGE),
+                   help="image of the Ray head/worker pods (contains the rayserve package)")
+    p.add_argument("--tuning-image", default=os.environ.get("KAITO_TUNING_IMAGE", DEFAULT_SERVE_IMAGE),
+                   help="image of tuning Jobs")
+    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def start_webhook(args: argparse.Namespace, client: Client) -> Any | None:
+    """Start controller/webhook's HTTPS server and register it; None when the package is absent."""
+    try:
+        from controller.webhook import server as webhook_server  # type: ignore[attr-defined]
+    except ImportError:
+        log.warning("--webhook-port given but controller.webhook is not available; running without it")
+        return None
+    return webhook_server.start_local(client=client, port=args.webhook_port, host=args.webhook_host)
+
+
+def build_manager(args: argparse.Namespace, client: Client) -> Manager:
+    mgr = Manager(
+        client,
+        name="kaito-controller",
+        namespace=args.namespace,
+        leader_election=args.leader_elect,
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        bind_host=args.bind_host,
+    )
+    setup_workspace_controller(
+        mgr, workers=args.workers,
+        options=Options(serve_image=args.serve_image, tuning_image=args.tuning_image),
+    )
+    return mgr
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = Client.from_kubeconfig(args.kubeconfig)
+    webhook = start_webhook(args, client) if args.webhook_port is not None else None
+    mgr = build_manager(args, client)
+    log.info("starting: metrics :%s, health :%s, leader election %s",
+             args.metrics_port, args.health_port, "on" if args.leader_elect else "off")
+    try:
+        return mgr.run_forever()
+    finally:
+        if webhook is not None and hasattr(webhook, "stop"):
+            webhook.stop()
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

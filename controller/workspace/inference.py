@@ -1,0 +1,217 @@
+"""The serving side of an inference workspace: its RayService, its Service, and their state.
+
+Pure builders: given the Workspace, its Plan and the serve config text, return the manifests.
+The Ray head and the GPU worker group are pinned to the workspace's own nodes (the Machine labels
+are copied onto the Nodes) and tolerate the ``sku=gpu`` taint that keeps everyone else off them.
+One worker pod per node holds all the node's GPUs; Ray Serve's placement groups then give each
+model replica the GPUs it needs inside that pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.api.rayservice import APP_DEPLOYING, APP_RUNNING, CONDITION_READY, RayService
+from controller.api.workspace import AdapterSpec, Workspace
+from controller.workspace import names
+from controller.workspace.plan import Plan
+
+GPU_RESOURCE = "nvidia.com/gpu"
+ADAPTER_DIR = "/mnt/adapter"
+HEAD_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), ("serve", names.SERVE_PORT),
+              ("metrics", 8080))
+WORKER_GROUP = "gpu-group"
+
+
+def pod_pinning(ws: Workspace) -> dict:
+    """nodeSelector + tolerations that put a pod on this workspace's GPU nodes and only there."""
+    selector = {
+        **(ws.resource.label_selector.match_labels or {}),
+        **names.owner_labels(ws.namespace or "", ws.name),
+    }
+    return {
+        "nodeSelector": selector,
+        "tolerations": [
+            {"key": names.GPU_TAINT_KEY, "operator": "Equal", "value": names.GPU_TAINT_VALUE,
+             "effect": names.GPU_TAINT_EFFECT},
+            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+        ],
+    }
+
+
+def pod_labels(ws: Workspace) -> dict[str, str]:
+    return {names.LABEL_WORKSPACE: ws.name}
+
+
+def adapter_path(adapter: AdapterSpec) -> str:
+    return f"{ADAPTER_DIR}/{adapter.source.name}"
+
+
+def _adapter_volumes(ws: Workspace, image: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """(volumes, volumeMounts, initContainers) that put each adapter at /mnt/adapter/<name>.
+
+    Image adapters are copied out of their image by an init container (Kaito's ``puller-<name>``);
+    volume adapters are mounted; ``path`` adapters are a directory on the node (hostPath).
+    """
+    volumes: list[dict] = []
+    mounts: list[dict] = []
+    inits: list[dict] = []
+    adapters = (ws.inference.adapters if ws.inference else None) or []
+    for i, adapter in enumerate(adapters):
+        src = adapter.source
+        vol = f"adapter-{i}"
+        mount = {"name": vol, "mountPath": adapter_path(adapter)}
+        if src.volume_source:
+            volumes.append({"name": vol, **src.volume_source})
+        elif src.path:
+            volumes.append({"name": vol, "hostPath": {"path": src.path, "type": "Directory"}})
+        elif src.image:
+            volumes.append({"name": vol, "emptyDir": {}})
+            inits.append({
+                "name": f"puller-{i}",
+                "image": src.image,
+                "command": ["sh", "-c", "cp -r /data/. /mnt/adapter/"],
+                "volumeMounts": [{"name": vol, "mountPath": ADAPTER_DIR}],
+            })
+        else:
+            continue
+        mounts.append(mount)
+    return volumes, mounts, inits
+
+
+def _env(ws: Workspace) -> list[dict]:
+    env: list[dict] = []
+    preset = ws.inference.preset if ws.inference else None
+    secret = preset.preset_options.model_access_secret if preset and preset.preset_options else None
+    if secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "HF_TOKEN",
+                                                                       "optional": True}}})
+    return env
+
+
+def _pod_template(ws: Workspace, container: dict, extra_spec: dict | None = None) -> dict:
+    return {
+        "metadata": {"labels": pod_labels(ws)},
+        "spec": {**pod_pinning(ws), "containers": [container], **(extra_spec or {})},
+    }
+
+
+def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str) -> dict:
+    """The RayService: a CPU-only head and one GPU worker per node, running ``serve_config_v2``."""
+    env = _env(ws)
+    head = {
+        "name": "ray-head",
+        "image": image,
+        "ports": [{"name": n, "containerPort": p} for n, p in HEAD_PORTS],
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+        **({"env": env} if env else {}),
+    }
+    volumes, mounts, inits = _adapter_volumes(ws, image)
+    worker: dict = {
+        "name": "ray-worker",
+        "image": image,
+        "resources": {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            **({"limits": {GPU_RESOURCE: str(plan.gpus_per_node)}} if plan.gpus_per_node else {}),
+        },
+        **({"env": env} if env else {}),
+        **({"volumeMounts": mounts} if mounts else {}),
+    }
+    # One worker per node: workers of this group repel each other on the hostname topology.
+    anti_affinity = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {**pod_labels(ws), "ray.io/group": WORKER_GROUP}},
+        "topologyKey": "kubernetes.io/hostname",
+    }]}}
+    worker_extra: dict = {"affinity": anti_affinity}
+    if volumes:
+        worker_extra["volumes"] = volumes
+    if inits:
+        worker_extra["initContainers"] = inits
+    rs = RayService.model_validate({
+        "metadata": {
+            "name": names.rayservice_name(ws.name),
+            "namespace": ws.namespace,
+            "labels": pod_labels(ws),
+            "ownerReferences": [ws.owner_reference().to_k8s()],
+        },
+        "spec": {
+            "serveConfigV2": serve_config_v2,
+            "rayClusterConfig": {
+                "enableInTreeAutoscaling": False,
+                "headGroupSpec": {
+                    "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": _pod_template(ws, head),
+                },
+                "workerGroupSpecs": [{
+                    "groupName": WORKER_GROUP,
+                    "replicas": plan.node_count,
+                    "minReplicas": plan.node_count,
+                    "maxReplicas": plan.node_count,
+                    "rayStartParams": {"num-gpus": str(plan.gpus_per_node)},
+                    "template": _pod_template(ws, worker, worker_extra),
+                }],
+            },
+        },
+    })
+    return rs.to_k8s()
+
+
+def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
+    """``<ws>``: port 80 to the Ray Serve HTTP proxy on the workspace's Ray pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": names.service_name(ws.name),
+            "namespace": ws.namespace,
+            "labels": pod_labels(ws),
+            "ownerReferences": [ws.owner_reference().to_k8s()],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": pod_labels(ws),
+            "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": serve_port,
+                       "protocol": "TCP"}],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class InferenceState:
+    """InferenceReady as read from the RayService: status, reason and a message."""
+
+    ready: bool
+    reason: str
+    message: str
+    failed: bool = False
+
+
+def rayservice_state(obj: dict | None) -> InferenceState:
+    """Ready when KubeRay's Ready condition is True (or every Serve app is RUNNING)."""
+    if obj is None:
+        return InferenceState(False, "RayServiceNotFound", "waiting for the RayService to be created")
+    rs = RayService.model_validate(obj)
+    failed = rs.failed_applications()
+    if failed:
+        detail = "; ".join(f"{app}: {msg}" for app, msg in sorted(failed.items()))
+        return InferenceState(False, "ServeApplicationFailed", f"Ray Serve application failed: {detail}",
+                              failed=True)
+    active = rs.status.active_service_status if rs.status else None
+    apps = (active.application_statuses or {}) if active else {}
+    running = bool(apps) and all(a.status == APP_RUNNING for a in apps.values())
+    cond = rs.condition(CONDITION_READY)
+    if rs.is_ready or running:
+        return InferenceState(True, "InferenceReady",
+                              f"RayService {rs.name} is ready; Ray Serve applications running: "
+                              f"{', '.join(sorted(apps)) or 'all'}")
+    if apps:
+        pending = ", ".join(f"{n}={a.status}" for n, a in sorted(apps.items()) if a.status != APP_RUNNING)
+        deploying = any(a.status == APP_DEPLOYING for a in apps.values())
+        reason = "ServeDeploying" if deploying else "ServeNotReady"
+        return InferenceState(False, reason, f"waiting for Ray Serve applications: {pending}")
+    if cond is not None:
+        return InferenceState(False, cond.reason or "RayServiceNotReady",
+                              f"waiting for RayService {rs.name}: {cond.message or cond.reason}")
+    return InferenceState(False, "RayServiceNotReady",
+                          f"waiting for KubeRay to start the Ray cluster of RayService {rs.name}")
+

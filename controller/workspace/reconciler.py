@@ -1,0 +1,320 @@
+"""The Workspace reconciler: finalizer -> validate -> estimate -> Machines -> RayService/Job -> status.
+
+Level-triggered and idempotent: every pass reads the Workspace and what it owns from the informer
+caches, creates whatever is missing under deterministic names, and rebuilds the status from what
+it saw. So a pass may be repeated, interrupted or run by a freshly started controller without
+creating anything twice. Nothing here blocks a worker: while Machines come up the pass returns
+``requeue_after`` (and Machine/RayService events wake it earlier). Conflicts on writes are
+requeued with backoff; user mistakes end up in conditions and Events, never in a crash loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.workspace import (
+    CONDITION_WORKSPACE_DELETING,
+    CONDITION_WORKSPACE_READY,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    Workspace,
+)
+from controller.runtime import (
+    AlreadyExists,
+    ApiError,
+    Client,
+    Conflict,
+    EventRecorder,
+    NotFound,
+    Request,
+    ResourceKind,
+    Result,
+    Store,
+)
+from controller.workspace import metrics, names
+from controller.workspace.inference import build_rayservice, build_service, rayservice_state
+from controller.workspace.machines import build_machine, desired_machine_names, summarize_machines
+from controller.workspace.plan import Plan, PlanError, plan_for
+from controller.workspace.serveconfig import build_serve_config
+from controller.workspace.status import Observation, apply_observation
+from controller.workspace.tuning import build_tuning_job, job_state
+from controller.workspace.validation import validate
+
+log = logging.getLogger(__name__)
+
+SERVICES = ResourceKind(group="", version="v1", plural="services", kind="Service", namespaced=True)
+JOBS = ResourceKind(group="batch", version="v1", plural="jobs", kind="Job", namespaced=True)
+
+ANNOTATION_SPEC_HASH = "kaito.sh/spec-hash"
+DEFAULT_SERVE_IMAGE = "ghcr.io/kaito-py/rayserve:0.1.0"
+MACHINE_INDEX = "label:" + LABEL_WORKSPACE
+
+# Condition reasons that are worth a Warning event (something failed, a person should look).
+WARNING_REASONS = frozenset({
+    "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
+    "ServeConfigFailed", "WorkspaceFailed",
+})
+
+
+@dataclass
+class Stores:
+    """The informer caches the reconciler reads (the Manager's shared informers)."""
+
+    workspaces: Store
+    machines: Store
+    rayservices: Store
+    services: Store
+    jobs: Store
+
+
+@dataclass
+class Options:
+    serve_image: str = DEFAULT_SERVE_IMAGE
+    tuning_image: str = DEFAULT_SERVE_IMAGE
+    machine_poll_seconds: float = 5.0  # re-check while Machines come up (events usually come first)
+    inference_poll_seconds: float = 30.0  # safety net while waiting for KubeRay
+    deletion_poll_seconds: float = 2.0
+
+
+def _hash(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class WorkspaceReconciler:
+    """``reconcile(Request) -> Result`` for kaito.sh Workspaces (see module docstring)."""
+
+    def __init__(
+        self,
+        client: Client,
+        stores: Stores,
+        recorder: EventRecorder | None = None,
+        options: Options | None = None,
+        planner: Callable[[Workspace], Plan] = plan_for,
+        validator: Callable[[Workspace], str | None] = validate,
+        serve_config: Callable[[Workspace, Plan], str] = build_serve_config,
+    ) -> None:
+        self.client = client
+        self.stores = stores
+        self.recorder = recorder
+        self.options = options or Options()
+        self.planner = planner
+        self.validator = validator
+        self.serve_config = serve_config
+
+    # --- entry point ------------------------------------------------------------------------------
+    def reconcile(self, request: Request) -> Result:
+        raw = self.stores.workspaces.get(request.key)
+        if raw is None:
+            metrics.forget_workspace(request.namespace or "", request.name)
+            self._refresh_counts()
+            return Result()
+        try:
+            ws = Workspace.model_validate(copy.deepcopy(raw))
+        except ValidationError as exc:
+            log.warning("workspace %s does not parse, skipping: %s", request.key, exc)
+            return Result()
+        try:
+            if ws.metadata.deletion_timestamp:
+                return self._finalize(ws, raw)
+            if names.FINALIZER not in (ws.metadata.finalizers or []):
+                raw = self._add_finalizer(ws)
+                ws = Workspace.model_validate(copy.deepcopy(raw))
+            return self._sync(ws, raw)
+        except Conflict as exc:
+            log.info("workspace %s: conflict (%s); requeueing", request.key, exc.message)
+            return Result(requeue=True)
+        finally:
+            self._refresh_counts()
+
+    # --- the normal path --------------------------------------------------------------------------
+    def _sync(self, ws: Workspace, raw: dict) -> Result:
+        obs = Observation(tuning=ws.tuning is not None)
+        target = ws.status.target_node_count if ws.status else None
+        worker_nodes: list[str] | None = None
+        requeue: float | None = None
+        problem = self.validator(ws)
+        plan: Plan | None = None
+        if problem:
+            obs.invalid = problem
+        else:
+            try:
+                plan = self.planner(ws)
+            except PlanError as exc:
+                obs.plan_error = str(exc)
+        if plan is not None:
+            if target:  # set once: later estimates (a changed catalog) do not move it
+                plan = plan.with_node_count(target)
+            target = plan.node_count
+            obs.plan_message = plan.message
+            summary = self._ensure_machines(ws, raw, plan)
+            obs.machines = summary
+            worker_nodes = summary.worker_nodes
+            if not summary.all_ready:
+                requeue = self.options.machine_poll_seconds
+            elif ws.tuning is not None:
+                obs.job = job_state(self._ensure_job(ws, raw, plan))
+            else:
+                obs.inference = self._ensure_inference(ws, raw, plan)
+                if not obs.inference.ready and not obs.inference.failed:
+                    requeue = self.options.inference_poll_seconds
+        self._write_status(ws, raw, obs, target, worker_nodes)
+        return Result(requeue_after=requeue)
+
+    def _add_finalizer(self, ws: Workspace) -> dict:
+        finalizers = [*(ws.metadata.finalizers or []), names.FINALIZER]
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": ws.metadata.resource_version}}
+        return self.client.patch(WORKSPACES, ws.name, patch, namespace=ws.namespace)
+
+    # --- Machines -----------------------------------------------------------------------------------
+    def _machines_of(self, ws: Workspace) -> list[dict]:
+        return [
+            m for m in self.stores.machines.by_index(MACHINE_INDEX, ws.name)
+            if (m.get("metadata", {}).get("labels") or {}).get(LABEL_WORKSPACE_NAMESPACE) == ws.namespace
+        ]
+
+    def _ensure_machines(self, ws: Workspace, raw: dict, plan: Plan):  # -> MachineSummary
+        desired = desired_machine_names(ws, plan.node_count)
+        observed = self._machines_of(ws)
+        have = {m["metadata"]["name"] for m in observed}
+        for index, name in enumerate(desired):
+            if name in have:
+                continue
+            machine = build_machine(ws, index, plan.instance_type, plan.disk_gib)
+            try:
+                created = self.client.create(MACHINES, machine)
+            except AlreadyExists:
+                continue  # the cache has not seen our earlier create yet
+            except ApiError as exc:
+                self._event(raw, "Warning", "MachineCreationFailed",
+                            f"creating Machine {name}: {exc.message}")
+                continue
+            observed.append(created)
+            self._event(raw, "Normal", "MachineCreated",
+                        f"created Machine {name} ({plan.instance_type}, {index + 1}/{plan.node_count})")
+        return summarize_machines(desired, observed)
+
+    # --- inference ----------------------------------------------------------------------------------
+    def _ensure_inference(self, ws: Workspace, raw: dict, plan: Plan):  # -> InferenceState
+        from controller.workspace.inference import InferenceState
+
+        try:
+            serve_config = self.serve_config(ws, plan)
+        except Exception as exc:  # the builder rejected our inputs: say so, do not crash-loop
+            log.exception("workspace %s: building the serve config failed", ws.key)
+            return InferenceState(False, "ServeConfigFailed", f"building the Ray Serve config failed: {exc}",
+                                  failed=True)
+        desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
+        rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, raw)
+        self._create_or_update(SERVICES, self.stores.services, build_service(ws), raw, create_only=True)
+        return rayservice_state(rs)
+
+    def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan) -> dict | None:
+        job = build_tuning_job(ws, plan, self.options.tuning_image)
+        # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
+        return self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True)
+
+    def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: dict,
+                          create_only: bool = False) -> dict | None:
+        """Create ``desired`` or, when its spec hash changed, replace the existing object's spec."""
+        meta = desired["metadata"]
+        spec_hash = _hash(desired.get("spec"))
+        meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash
+        key = f"{meta['namespace']}/{meta['name']}"
+        existing = store.get(key)
+        if existing is None:
+            try:
+                created = self.client.create(kind, desired)
+            except AlreadyExists:
+                return self._get_or_none(kind, meta["name"], meta["namespace"])
+            self._event(owner, "Normal", f"{kind.kind}Created", f"created {kind.kind} {meta['name']}")
+            return created
+        old_hash = (existing["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+        if create_only or old_hash == spec_hash:
+            return existing
+        updated = copy.deepcopy(existing)
+        updated["spec"] = desired["spec"]
+        updated["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash
+        updated["metadata"].setdefault("labels", {}).update(meta.get("labels") or {})
+        result = self.client.update(kind, updated)  # Conflict propagates -> requeue
+        self._event(owner, "Normal", f"{kind.kind}Updated", f"updated {kind.kind} {meta['name']}")
+        return result
+
+    def _get_or_none(self, kind: ResourceKind, name: str, namespace: str | None) -> dict | None:
+        try:
+            return self.client.get(kind, name, namespace)
+        except NotFound:
+            return None
+
+    # --- status -------------------------------------------------------------------------------------
+    def _write_status(self, ws: Workspace, raw: dict, obs: Observation, target: int | None,
+                      worker_nodes: list[str] | None) -> None:
+        before = {c.type: (c.status, c.reason) for c in (ws.status.conditions if ws.status else None) or []}
+        changed = apply_observation(ws, obs, target, worker_nodes)
+        if changed:
+            body = copy.deepcopy(raw)
+            body["status"] = ws.status.to_k8s() if ws.status else {}
+            self.client.update_status(WORKSPACES, body)  # Conflict propagates -> requeue
+            self._condition_events(raw, ws, before)
+            was_ready = before.get(CONDITION_WORKSPACE_READY, ("False", ""))[0] == "True"
+            if ws.is_condition_true(CONDITION_WORKSPACE_READY) and not was_ready:
+                metrics.observe_ready_transition(ws)
+        metrics.observe_workspace(ws)
+
+    def _condition_events(self, raw: dict, ws: Workspace, before: dict[str, tuple[str, str]]) -> None:
+        for cond in (ws.status.conditions if ws.status else None) or []:
+            if before.get(cond.type) == (cond.status, cond.reason):
+                continue
+            type_ = "Warning" if cond.reason in WARNING_REASONS else "Normal"
+            self._event(raw, type_, cond.reason, f"{cond.type}={cond.status}: {cond.message}")
+
+    # --- deletion -----------------------------------------------------------------------------------
+    def _finalize(self, ws: Workspace, raw: dict) -> Result:
+        """Delete the workspace's Machines, wait until they are gone, then drop the finalizer."""
+        if names.FINALIZER not in (ws.metadata.finalizers or []):
+            return Result()
+        selector = names.owner_selector(ws.namespace or "", ws.name)
+        machines, _ = self.client.list(MACHINES, label_selector=selector)  # authoritative, not the cache
+        remaining = []
+        for m in machines:
+            name = m["metadata"]["name"]
+            remaining.append(name)
+            if not m["metadata"].get("deletionTimestamp") and self.client.delete(MACHINES, name):
+                self._event(raw, "Normal", "MachineDeleted", f"deleting Machine {name}")
+        if remaining:
+            msg = f"waiting for {len(remaining)} machine(s) to be deleted: {', '.join(sorted(remaining))}"
+            if ws.set_condition(CONDITION_WORKSPACE_DELETING, "True", "DeletingMachines", msg):
+                body = copy.deepcopy(raw)
+                body["status"] = ws.status.to_k8s() if ws.status else {}
+                with contextlib.suppress(Conflict, NotFound):  # cosmetic; the next pass writes it
+                    self.client.update_status(WORKSPACES, body)
+            return Result(requeue_after=self.options.deletion_poll_seconds)
+        finalizers = [f for f in ws.metadata.finalizers or [] if f != names.FINALIZER]
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": ws.metadata.resource_version}}
+        with contextlib.suppress(NotFound):
+            self.client.patch(WORKSPACES, ws.name, patch, namespace=ws.namespace)
+        self._event(raw, "Normal", "WorkspaceDeleted", "machines deleted; finalizer removed")
+        metrics.forget_workspace(ws.namespace or "", ws.name)
+        return Result()
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+        if self.recorder is not None:
+            self.recorder.event(obj, type_, reason, message)
+
+    def _refresh_counts(self) -> None:
+        parsed = []
+        for raw in self.stores.workspaces.list():
+            try:
+                parsed.append(Workspace.model_validate(raw))
+            except ValidationError:
+                continue
+        metrics.refresh_counts(parsed)

@@ -1,0 +1,43 @@
+"""Wiring the Workspace reconciler into a Manager: which caches it reads, which events wake it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.workspace import GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from controller.runtime import Controller, Manager, Request
+from controller.workspace.reconciler import JOBS, SERVICES, Options, Stores, WorkspaceReconciler
+
+CONTROLLER_NAME = "workspace"
+
+
+def machine_to_workspace(machine: dict) -> Iterable[Request]:
+    """A Machine event wakes the workspace its owner labels name (Machines have no ownerReference)."""
+    labels = (machine.get("metadata") or {}).get("labels") or {}
+    name, namespace = labels.get(LABEL_WORKSPACE), labels.get(LABEL_WORKSPACE_NAMESPACE)
+    return [Request(namespace, name)] if name and namespace else []
+
+
+def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options | None = None,
+                               **overrides) -> tuple[Controller, WorkspaceReconciler]:
+    """Register the workspace controller with ``mgr``.
+
+    ``overrides`` replace the reconciler's planner / validator / serve_config (tests, experiments).
+    """
+    ws_inf = mgr.informer(WORKSPACES)
+    machine_inf = mgr.informer(MACHINES)
+    rs_inf = mgr.informer(RAYSERVICES)
+    svc_inf = mgr.informer(SERVICES)
+    job_inf = mgr.informer(JOBS)
+    machine_inf.store.add_label_index(LABEL_WORKSPACE)
+    stores = Stores(ws_inf.store, machine_inf.store, rs_inf.store, svc_inf.store, job_inf.store)
+    reconciler = WorkspaceReconciler(mgr.client, stores, mgr.event_recorder("kaito-controller"), options,
+                                     **overrides)
+    ctrl = Controller(CONTROLLER_NAME, reconciler, workers=workers)
+    ctrl.watch(ws_inf)
+    ctrl.watch_mapped(machine_inf, machine_to_workspace)
+    for inf in (rs_inf, svc_inf, job_inf):
+        ctrl.watch_owned(inf, owner_kind="Workspace", owner_group=GROUP)
+    mgr.add_controller(ctrl)
+    return ctrl, reconciler

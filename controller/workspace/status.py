@@ -1,0 +1,138 @@
+"""From what the reconciler observed to the Workspace's status conditions and state.
+
+Pure: ``conditions_for(observation)`` decides every condition from observed facts alone, so the
+status is rebuilt from scratch on each reconcile (Kaito's ``syncWorkspaceStatus``) and a restarted
+controller writes the same status as the one before it. Reasons are CamelCase words; messages say
+what is waited on or what failed, in words a person can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.api.workspace import (
+    CONDITION_INFERENCE_READY,
+    CONDITION_JOB_STARTED,
+    CONDITION_RESOURCE_READY,
+    CONDITION_WORKSPACE_READY,
+    CONDITION_WORKSPACE_SUCCEEDED,
+    Workspace,
+)
+from controller.workspace.inference import InferenceState
+from controller.workspace.machines import MachineSummary
+from controller.workspace.tuning import JobState
+
+MAX_MESSAGE = 1024  # keep `kubectl describe` readable; the Event carries the same text
+
+
+@dataclass
+class Observation:
+    """Facts gathered by one reconcile, in the order the reconciler gathers them."""
+
+    tuning: bool = False
+    invalid: str | None = None  # validation failed: the message
+    plan_error: str | None = None  # the node estimate failed: the message
+    plan_message: str = ""  # the estimator's explanation
+    machines: MachineSummary | None = None
+    inference: InferenceState | None = None
+    job: JobState | None = None
+
+
+@dataclass(frozen=True)
+class Cond:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+def _trim(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+def resource_condition(obs: Observation) -> Cond:
+    if obs.invalid:
+        return Cond(CONDITION_RESOURCE_READY, "False", "InvalidWorkspace", obs.invalid)
+    if obs.plan_error:
+        return Cond(CONDITION_RESOURCE_READY, "False", "EstimateFailed", obs.plan_error)
+    m = obs.machines
+    plan = f" {obs.plan_message}" if obs.plan_message else ""
+    if m is None:
+        return Cond(CONDITION_RESOURCE_READY, "False", "MachinesPending", f"creating machines.{plan}")
+    if m.all_ready:
+        nodes = f" on nodes {', '.join(m.worker_nodes)}" if m.worker_nodes else ""
+        return Cond(CONDITION_RESOURCE_READY, "True", "MachinesReady", f"{m.describe()}{nodes}.{plan}")
+    reason = "MachineLaunchFailed" if m.failures else "MachinesNotReady"
+    return Cond(CONDITION_RESOURCE_READY, "False", reason, f"{m.describe()}.{plan}")
+
+
+def _blocked(type_: str, resource: Cond) -> Cond:
+    reason = "InvalidWorkspace" if resource.reason == "InvalidWorkspace" else "WaitingForResources"
+    return Cond(type_, "False", reason, f"waiting for ResourceReady: {resource.message}")
+
+
+def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
+    """Every condition of the workspace, and its ``status.state``."""
+    resource = resource_condition(obs)
+    failed = resource.reason in ("InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed")
+    if obs.tuning:
+        return _tuning_conditions(obs, resource, failed)
+    if resource.status != "True":
+        inference = _blocked(CONDITION_INFERENCE_READY, resource)
+    else:
+        st = obs.inference or InferenceState(False, "RayServicePending", "creating the RayService")
+        inference = Cond(CONDITION_INFERENCE_READY, "True" if st.ready else "False", st.reason, st.message)
+        failed = failed or (obs.inference is not None and obs.inference.failed)
+    if resource.status == "True" and inference.status == "True":
+        ready = Cond(CONDITION_WORKSPACE_READY, "True", "WorkspaceReady",
+                     "resources and inference are ready")
+        state = "Ready"
+    else:
+        blocker = resource if resource.status != "True" else inference
+        reason = "WorkspaceFailed" if failed else "WorkspacePending"
+        ready = Cond(CONDITION_WORKSPACE_READY, "False", reason, f"{blocker.type}: {blocker.message}")
+        state = "NotReady" if failed else "Pending"
+    return [resource, inference, ready], state
+
+
+def _tuning_conditions(obs: Observation, resource: Cond, failed: bool) -> tuple[list[Cond], str]:
+    if resource.status != "True":
+        started = _blocked(CONDITION_JOB_STARTED, resource)
+        job = None
+    else:
+        job = obs.job or JobState(False, False, False, "creating the tuning Job")
+        started = Cond(CONDITION_JOB_STARTED, "True" if job.started else "False",
+                       "JobStarted" if job.started else "JobPending", job.message)
+    if job is not None and job.succeeded:
+        done = Cond(CONDITION_WORKSPACE_SUCCEEDED, "True", "WorkspaceSucceeded", job.message)
+        state = "Succeeded"
+    elif failed or (job is not None and job.failed):
+        msg = job.message if job is not None and job.failed else f"{resource.type}: {resource.message}"
+        done = Cond(CONDITION_WORKSPACE_SUCCEEDED, "False", "WorkspaceFailed", msg)
+        state = "Failed"
+    else:
+        blocker = started if resource.status == "True" else resource
+        done = Cond(CONDITION_WORKSPACE_SUCCEEDED, "False", "WorkspacePending",
+                    f"{blocker.type}: {blocker.message}")
+        state = "Running" if job is not None and job.started else "Pending"
+    return [resource, started, done], state
+
+
+def apply_observation(ws: Workspace, obs: Observation, target_node_count: int | None,
+                      worker_nodes: list[str] | None) -> bool:
+    """Write the conditions, state, targetNodeCount and workerNodes into ``ws.status``; True if changed."""
+    status = ws.ensure_status()
+    conds, state = conditions_for(obs)
+    changed = False
+    for c in conds:
+        changed |= ws.set_condition(c.type, c.status, c.reason, _trim(c.message))
+    if status.state != state:
+        status.state = state  # type: ignore[assignment]
+        changed = True
+    if target_node_count is not None and status.target_node_count != target_node_count:
+        status.target_node_count = target_node_count
+        changed = True
+    if worker_nodes is not None and (status.worker_nodes or []) != worker_nodes:
+        status.worker_nodes = worker_nodes or None
+        changed = True
+    return changed

@@ -1,0 +1,157 @@
+"""RayService / Service / Job shapes and how their statuses read."""
+
+from __future__ import annotations
+
+from ws_unit_helpers import workspace
+
+from controller.api.rayservice import RayService
+from controller.workspace import names
+from controller.workspace.inference import build_rayservice, build_service, rayservice_state
+from controller.workspace.plan import Plan
+from controller.workspace.tuning import build_tuning_job, job_state
+
+PLAN = Plan(
+    preset="phi-3-mini-4k-instruct",
+    instance_type="Standard_NC12s_v3",
+    node_count=2,
+    gpus_per_node=2,
+    tensor_parallel=1,
+    pipeline_parallel=1,
+    disk_gib=50,
+    message="Estimate: ...",
+)
+
+
+def test_rayservice_is_pinned_owned_and_carries_the_serve_config() -> None:
+    ws = workspace(adapters=[{"source": {"name": "fr", "image": "reg/fr:1"}, "strength": "0.5"}])
+    rs = build_rayservice(ws, PLAN, "applications: []\n", "img:1")
+    RayService.model_validate(rs)
+    assert rs["metadata"]["ownerReferences"][0]["kind"] == "Workspace"
+    assert rs["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    assert rs["spec"]["serveConfigV2"] == "applications: []\n"
+    cluster = rs["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    [group] = cluster["workerGroupSpecs"]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 2
+    assert group["rayStartParams"]["num-gpus"] == "2"
+    for template in (head["template"], group["template"]):
+        spec = template["spec"]
+        assert spec["nodeSelector"][names.LABEL_WORKSPACE] == "phi"
+        assert spec["nodeSelector"][names.LABEL_WORKSPACE_NAMESPACE] == "team-a"
+        assert spec["nodeSelector"]["apps"] == "phi-3"
+        assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec[
+            "tolerations"
+        ]
+        assert template["metadata"]["labels"][names.LABEL_WORKSPACE] == "phi"
+    worker = group["template"]["spec"]
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert worker["containers"][0]["volumeMounts"] == [{"name": "adapter-0", "mountPath": "/mnt/adapter/fr"}]
+    assert worker["initContainers"][0]["image"] == "reg/fr:1"
+    ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
+    assert ports["serve"] == 8000 and ports["dashboard"] == 8265
+
+
+def test_service_port_80_to_serve_port() -> None:
+    svc = build_service(workspace())
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8000, "protocol": "TCP"}]
+    assert svc["spec"]["selector"] == {names.LABEL_WORKSPACE: "phi"}
+    assert svc["metadata"]["ownerReferences"][0]["name"] == "phi"
+
+
+def _rs(status: dict | None) -> dict:
+    obj = build_rayservice(workspace(), PLAN, "x", "img")
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def test_rayservice_state_transitions() -> None:
+    assert rayservice_state(None).reason == "RayServiceNotFound"
+    st = rayservice_state(_rs(None))
+    assert not st.ready and "KubeRay" in st.message
+    st = rayservice_state(
+        _rs({"activeServiceStatus": {"applicationStatuses": {"llm": {"status": "DEPLOYING"}}}})
+    )
+    assert not st.ready and st.reason == "ServeDeploying" and "llm=DEPLOYING" in st.message
+    st = rayservice_state(
+        _rs(
+            {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "Initializing",
+                        "message": "head pod pending",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ]
+            }
+        )
+    )
+    assert not st.ready and st.reason == "Initializing" and "head pod pending" in st.message
+    st = rayservice_state(
+        _rs(
+            {
+                "activeServiceStatus": {
+                    "applicationStatuses": {
+                        "llm": {"status": "DEPLOY_FAILED", "message": "ImportError: no module rayserve"}
+                    }
+                }
+            }
+        )
+    )
+    assert not st.ready and st.failed and "ImportError" in st.message
+    st = rayservice_state(
+        _rs({"activeServiceStatus": {"applicationStatuses": {"llm": {"status": "RUNNING"}}}})
+    )
+    assert st.ready
+    st = rayservice_state(
+        _rs(
+            {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "NonZeroServeEndpoints",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        "message": "",
+                    }
+                ]
+            }
+        )
+    )
+    assert st.ready
+
+
+def test_tuning_job_shape_and_state() -> None:
+    ws = workspace(
+        tuning={
+            "preset": {"name": "phi-3-mini-4k-instruct"},
+            "method": "qlora",
+            "input": {"urls": ["https://example.com/data.jsonl"]},
+            "output": {"volumeSource": {"persistentVolumeClaim": {"claimName": "out"}}},
+        }
+    )
+    job = build_tuning_job(ws, PLAN, "img:1")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["python", "-m", "rayserve.tuning"]
+    assert c["args"][:4] == ["--preset", "phi-3-mini-4k-instruct", "--method", "qlora"]
+    assert "--input-urls" in c["args"] and "--output-dir" in c["args"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Workspace"
+    assert not job_state(None).started
+    assert job_state({"metadata": {"name": "j"}, "status": {"active": 1}}).started
+    done = job_state(
+        {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    )
+    assert done.succeeded
+    failed = job_state(
+        {
+            "metadata": {"name": "j"},
+            "status": {
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+            },
+        }
+    )
+    assert failed.failed and "BackoffLimitExceeded" in failed.message
