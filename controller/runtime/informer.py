@@ -62,6 +62,7 @@ class Informer:
         field_selector: str | None = None,
         watch_timeout: int = 300,
         backoff_max: float = 30.0,
+        list_page_size: int = 500,
     ) -> None:
         self.client = client
         self.kind = kind
@@ -71,6 +72,7 @@ class Informer:
         self.resync_period = resync_period
         self.watch_timeout = watch_timeout
         self.backoff_max = backoff_max
+        self.list_page_size = list_page_size  # paged lists keep big relists off the apiserver's heap
         self.store = Store()
         self.resource_version = ""  # last RV seen (list, event or bookmark)
         self.relists = 0  # how many times the cache was rebuilt from a list (for tests and logs)
@@ -161,7 +163,11 @@ class Informer:
 
     def _list_and_diff(self) -> None:
         items, rv = self.client.list(
-            self.kind, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
+            self.kind,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            limit=self.list_page_size,
         )
         with self._lock:
             if self._stop.is_set():
