@@ -1,0 +1,88 @@
+"""The ValidatingWebhookConfiguration that sends Workspace CREATE/UPDATE to our webhook."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from controller.api.workspace import GROUP, VERSIONS
+from controller.webhook.server import VALIDATE_PATH
+
+CONFIGURATION_NAME = "kaito-workspace-validation"
+WEBHOOK_NAME = "validation.workspace.kaito.sh"
+
+
+def render_validating_webhook_configuration(
+    ca_bundle: bytes,
+    *,
+    url: str | None = None,
+    service_name: str | None = None,
+    service_namespace: str | None = None,
+    service_port: int = 443,
+    path: str = VALIDATE_PATH,
+    name: str = CONFIGURATION_NAME,
+    failure_policy: str = "Fail",
+    timeout_seconds: int = 10,
+) -> dict[str, Any]:
+    """The configuration object, pointing either at ``url`` (local runs: https://127.0.0.1:PORT/validate)
+    or at a Service (in a cluster). ``ca_bundle`` is the PEM CA that signed the serving cert."""
+    if (url is None) == (service_name is None):
+        raise ValueError("give exactly one of url or service_name")
+    client_config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
+    if url is not None:
+        client_config["url"] = url
+    else:
+        client_config["service"] = {
+            "name": service_name,
+            "namespace": service_namespace or "kaito-system",
+            "path": path,
+            "port": service_port,
+        }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kaito-py"}},
+        "webhooks": [
+            {
+                "name": WEBHOOK_NAME,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": failure_policy,
+                "matchPolicy": "Equivalent",
+                "timeoutSeconds": timeout_seconds,
+                "clientConfig": client_config,
+                "rules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": list(VERSIONS),
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["workspaces"],
+                        "scope": "Namespaced",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def apply_validating_webhook_configuration(api_client: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """Create the configuration, or replace the one of the same name (e.g. with a new caBundle).
+
+    ``api_client`` is a ``kubernetes.client.ApiClient``.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.AdmissionregistrationV1Api(api_client)
+    name = config["metadata"]["name"]
+    try:
+        return api_client.sanitize_for_serialization(api.create_validating_webhook_configuration(config))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    current = api.read_validating_webhook_configuration(name)
+    body = {
+        **config,
+        "metadata": {**config["metadata"], "resourceVersion": current.metadata.resource_version},
+    }
+    return api_client.sanitize_for_serialization(api.replace_validating_webhook_configuration(name, body))

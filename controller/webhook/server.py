@@ -1,0 +1,153 @@
+"""The webhook's HTTPS server: stdlib http.server + ssl, in a background thread.
+
+POST /validate answers AdmissionReviews (see admission.py); GET /healthz says ok. With no cert files
+given, a CA and serving cert are generated at start (certs.py) and the CA is exposed as ``ca_bundle``
+for the ValidatingWebhookConfiguration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from controller.webhook.admission import review
+from controller.webhook.certs import ServingCerts, generate_serving_certs
+from presets.registry import Catalog
+
+log = logging.getLogger(__name__)
+
+VALIDATE_PATH = "/validate"
+MAX_BODY = 3 * 1024 * 1024  # the API server's own request size limit
+HANDSHAKE_TIMEOUT = 30.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.debug("webhook %s - " + fmt, self.address_string(), *args)
+
+    def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path in ("/healthz", "/readyz"):
+            self._send(200, b"ok", "text/plain")
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path != VALIDATE_PATH:
+            self._send(404, b"not found", "text/plain")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length <= 0 or length > MAX_BODY:
+            self._send(400, b"an AdmissionReview body is required", "text/plain")
+            return
+        try:
+            body = json.loads(self.rfile.read(length))
+            answer = review(body, catalog=self.server.catalog)
+        except (ValueError, TypeError) as exc:
+            self._send(400, f"bad AdmissionReview: {exc}".encode(), "text/plain")
+            return
+        except Exception:  # a bug must answer 500, not kill the thread and hang the API server
+            log.exception("webhook failed on a request")
+            self._send(500, b"internal error", "text/plain")
+            return
+        self._send(200, json.dumps(answer).encode())
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    catalog: Catalog | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # TLS handshake here, in the request's thread, so a slow client cannot stall accept()
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("webhook TLS handshake with %s failed: %s", client_address, exc)
+            return
+        super().finish_request(request, client_address)
+
+
+class WebhookServer:
+    """``WebhookServer(port=0).start()``; then ``.url`` and ``.ca_bundle`` go into the webhook config."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        ca_bundle: bytes | None = None,
+        hosts: list[str] | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._catalog = catalog
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if cert_file is None or key_file is None:
+            certs: ServingCerts = generate_serving_certs(hosts or [host])
+            self._tmp = tempfile.TemporaryDirectory(prefix="kaito-webhook-")
+            cert_file, key_file = certs.write(Path(self._tmp.name))
+            ca_bundle = certs.ca_pem
+        self.cert_file, self.key_file = cert_file, key_file
+        self.ca_bundle = ca_bundle or b""
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1] if self._httpd else self._port
+
+    @property
+    def url(self) -> str:
+        """The validate endpoint, for a ValidatingWebhookConfiguration's clientConfig.url."""
+        return f"https://{self.host}:{self.port}{VALIDATE_PATH}"
+
+    def start(self) -> WebhookServer:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        httpd = _Server((self.host, self._port), _Handler)
+        httpd.catalog = self._catalog
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="kaito-webhook", daemon=True)
+        self._thread.start()
+        log.info("webhook serving on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> WebhookServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,326 @@
+"""Workspace validation: pure functions the admission webhook and the reconciler both call.
+
+Every message names the field, says what is wrong and what to do instead. Rules follow Kaito's
+``workspace_validation.go`` (shared/research/kaito.md §1.8) with this project's catalog and estimator.
+
+On UPDATE only what changed is judged: an object whose spec is unchanged (a finalizer added, a label
+edited, a deletion under way) is always admitted, so a catalog change can never wedge an existing
+workspace's metadata updates or its deletion.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from controller.api.workspace import (
+    ANNOTATION_BYPASS_RESOURCE_CHECKS,
+    MAX_ADAPTERS,
+    AdapterSpec,
+    TuningSpec,
+    Workspace,
+)
+from presets.estimator import EstimateError, estimate_nodes, unknown_preset_message, unknown_sku_message
+from presets.registry import Catalog, GpuSku, Preset, default_catalog
+
+# The RayService serving a workspace takes its name; KubeRay wants a DNS-1035 label of <= 47 characters
+# (it appends "-xxxxx" for the RayCluster and stays under 53).
+MAX_NAME_LENGTH = 47
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+BLOCKED_HOSTS = {"localhost", "metadata.google.internal", "metadata.azure.com"}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str  # the wire path, e.g. "inference.preset.name"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass
+class ValidationResult:
+    errors: list[FieldError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.errors
+
+    @property
+    def message(self) -> str:
+        """All errors in one string, as the API server shows a webhook denial."""
+        return "; ".join(str(e) for e in self.errors)
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message))
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"true", "1", "yes"}
+
+
+def _spec(ws: Workspace) -> dict[str, Any]:
+    dumped = ws.to_k8s()
+    return {k: dumped.get(k) for k in ("resource", "inference", "tuning")}
+
+
+# --- entry points ---------------------------------------------------------------------------------------
+
+
+def validate_workspace_object(
+    obj: dict[str, Any], old_obj: dict[str, Any] | None = None, *, catalog: Catalog | None = None
+) -> ValidationResult:
+    """Validate raw API objects (as in an AdmissionReview); shape errors become field errors too."""
+    result = ValidationResult()
+    try:
+        ws = Workspace.from_k8s(obj)
+    except ValidationError as exc:
+        for err in exc.errors():
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+            result.error(path or "(root)", "is required" if err["type"] == "missing" else err["msg"])
+        return result
+    old = None
+    if old_obj is not None:
+        try:
+            old = Workspace.from_k8s(old_obj)
+        except ValidationError:
+            old = None  # an old object we cannot read: judge the new one as if created
+    return validate_workspace(ws, old, catalog=catalog)
+
+
+def validate_workspace(
+    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None
+) -> ValidationResult:
+    """Validate a Workspace on create (``old`` None) or update."""
+    catalog = catalog or default_catalog()
+    result = ValidationResult()
+    if old is not None:
+        if ws.metadata.deletion_timestamp or _spec(ws) == _spec(old):
+            return result
+        validate_update(ws, old, result)
+    else:
+        validate_name(ws.name, result)
+    validate_spec(ws, catalog, result)
+    return result
+
+
+# --- rules ----------------------------------------------------------------------------------------------
+
+
+def validate_name(name: str, result: ValidationResult) -> None:
+    if len(name) > MAX_NAME_LENGTH or not DNS1035_LABEL.match(name):
+        result.error(
+            "metadata.name",
+            f"{name!r} must be at most {MAX_NAME_LENGTH} characters of lowercase letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit (the RayService that serves the "
+            "workspace takes the same name)",
+        )
+
+
+def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> None:
+    hint = "; delete and recreate the workspace to change it"
+    if (old.inference is None) != (ws.inference is None):
+        result.error("inference", f"inference cannot be added or removed once the workspace exists{hint}")
+    if (old.tuning is None) != (ws.tuning is None):
+        result.error("tuning", f"tuning cannot be added or removed once the workspace exists{hint}")
+    old_type, new_type = old.resource.instance_type, ws.resource.instance_type
+    if old_type and old_type != new_type:
+        result.error(
+            "resource.instanceType", f"is immutable: it was {old_type!r}, the update sets {new_type!r}{hint}"
+        )
+    if old.resource.label_selector != ws.resource.label_selector:
+        result.error("resource.labelSelector", f"is immutable{hint}")
+    if old.inference and ws.inference:
+        old_preset, new_preset = old.inference.preset, ws.inference.preset
+        if old_preset and new_preset and old_preset.name != new_preset.name:
+            result.error(
+                "inference.preset.name",
+                f"is immutable: it was {old_preset.name!r}, the update sets {new_preset.name!r}{hint}",
+            )
+        if (old_preset is None) != (new_preset is None):
+            result.error("inference", f"cannot switch between preset and template{hint}")
+    if old.tuning and ws.tuning:
+        if old.tuning.preset.name != ws.tuning.preset.name:
+            result.error("tuning.preset.name", f"is immutable{hint}")
+        if old.tuning.method != ws.tuning.method:
+            result.error("tuning.method", f"is immutable{hint}")
+
+
+def validate_spec(ws: Workspace, catalog: Catalog, result: ValidationResult) -> None:
+    if ws.inference is None and ws.tuning is None:
+        result.error("(root)", "specify either inference or tuning; the workspace has neither")
+        return
+    if ws.inference is not None and ws.tuning is not None:
+        result.error("(root)", "specify either inference or tuning, not both")
+        return
+    instance_type = ws.resource.instance_type
+    sku = catalog.sku(instance_type) if instance_type else None
+    if not instance_type:
+        result.error("resource.instanceType", "is required: name the GPU VM size, e.g. Standard_NC6s_v3")
+    elif sku is None:
+        result.error("resource.instanceType", unknown_sku_message(instance_type, catalog))
+
+    bypass = _truthy(
+        ws.metadata.annotations and ws.metadata.annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS)
+    )
+    if ws.inference is not None:
+        inf = ws.inference
+        if (inf.preset is None) == (inf.template is None):
+            result.error(
+                "inference", "set exactly one of inference.preset (a catalog model) or inference.template"
+            )
+        preset = _known_preset(
+            inf.preset.name if inf.preset else None, "inference.preset.name", catalog, result
+        )
+        if preset is not None:
+            if preset.hf_auth_required and not (
+                inf.preset and inf.preset.preset_options and inf.preset.preset_options.model_access_secret
+            ):
+                result.warnings.append(
+                    f"preset {preset.name} is gated on Hugging Face: set "
+                    "inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN"
+                )
+            if sku is not None:
+                _check_fit(preset, sku, ws.resource.count, None, bypass, result, catalog)
+        validate_adapters(inf.adapters or [], result)
+    if ws.tuning is not None:
+        validate_tuning(ws.tuning, ws.resource.count, sku, bypass, catalog, result)
+
+
+def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:
+    if name is None:
+        return None
+    preset = catalog.preset(name)
+    if preset is None:
+        result.error(path, unknown_preset_message(name, catalog))
+    return preset
+
+
+def _check_fit(
+    preset: Preset,
+    sku: GpuSku,
+    count: int,
+    method: str | None,
+    bypass: bool,
+    result: ValidationResult,
+    catalog: Catalog,
+) -> None:
+    path = "resource.instanceType"
+    try:
+        estimate_nodes(preset, sku, count, tuning_method=method, catalog=catalog)
+    except EstimateError as exc:
+        if bypass:
+            allowed_by = f"(allowed by annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS})"
+            result.warnings.append(f"{path}: {exc.message} {allowed_by}")
+        else:
+            result.error(path, exc.message)
+
+
+def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> None:
+    if len(adapters) > MAX_ADAPTERS:
+        result.error(
+            "inference.adapters",
+            f"has {len(adapters)} adapters; at most {MAX_ADAPTERS} are allowed: "
+            f"remove {len(adapters) - MAX_ADAPTERS}",
+        )
+    seen: set[str] = set()
+    for i, adapter in enumerate(adapters):
+        path = f"inference.adapters[{i}]"
+        name = adapter.source.name
+        if len(name) > 63 or not DNS1123_LABEL.match(name):
+            result.error(
+                f"{path}.source.name",
+                f"{name!r} is not a valid adapter name: use at most 63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit",
+            )
+        if name in seen:
+            result.error(
+                f"{path}.source.name", f"duplicate adapter name {name!r}: each adapter needs its own name"
+            )
+        seen.add(name)
+        sources = adapter.source.given_sources()
+        if "urls" in sources:
+            result.error(
+                f"{path}.source.urls", "URLs are not supported for adapters: use image, volumeSource or path"
+            )
+        elif len(sources) != 1:
+            found = ", ".join(sources) if sources else "none"
+            result.error(f"{path}.source", f"set exactly one of image, volumeSource or path (found: {found})")
+        try:
+            strength = float(adapter.strength)
+        except ValueError:
+            strength = float("nan")
+        if not 0.0 <= strength <= 1.0:  # also false for NaN
+            result.error(
+                f"{path}.strength",
+                f'{adapter.strength!r} for adapter {name!r} must be a number between 0 and 1, e.g. "0.5"',
+            )
+
+
+def validate_tuning(
+    tuning: TuningSpec,
+    count: int,
+    sku: GpuSku | None,
+    bypass: bool,
+    catalog: Catalog,
+    result: ValidationResult,
+) -> None:
+    preset = _known_preset(tuning.preset.name, "tuning.preset.name", catalog, result)
+    if preset is not None and not preset.supports_tuning:
+        tunable = sorted(p.name for p in catalog.presets.values() if p.supports_tuning)
+        result.error(
+            "tuning.preset.name",
+            f"preset {preset.name} does not support tuning; tunable presets: {', '.join(tunable)}",
+        )
+        preset = None
+    if count != 1:
+        result.error(
+            "resource.count", f"tuning runs on a single node: set resource.count to 1 (it is {count})"
+        )
+    if preset is not None and sku is not None:
+        _check_fit(preset, sku, 1, tuning.method, bypass, result, catalog)
+
+    sources = tuning.input.given_sources()
+    if len(sources) != 1:
+        found = ", ".join(sources) if sources else "none"
+        result.error("tuning.input", f"set exactly one of urls, image, volumeSource or path (found: {found})")
+    for j, url in enumerate(tuning.input.urls or []):
+        problem = url_problem(url)
+        if problem:
+            result.error(f"tuning.input.urls[{j}]", problem)
+    dests = tuning.output.given_destinations()
+    if len(dests) != 1:
+        found = ", ".join(dests) if dests else "none"
+        result.error("tuning.output", f"set exactly one of image, volumeSource or path (found: {found})")
+    if tuning.output.image and not tuning.output.image_push_secret:
+        result.error(
+            "tuning.output.imagePushSecret",
+            "is required with tuning.output.image: name a docker-registry Secret that may push to it",
+        )
+
+
+def url_problem(url: str) -> str | None:
+    """Why a dataset URL is refused (not http(s), or aimed at this cluster's private network), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL"
+    host = parts.hostname.lower()
+    if host in BLOCKED_HOSTS:
+        return f"{url!r} points at {host}, which tuning jobs may not fetch from"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        return (
+            f"{url!r} points at a private or local address; serve the data from a public host or use a volume"
+        )
+    return None
