@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from the Go module proxy into a cache under $HOME.
+# Builds kube-apiserver, kube-controller-manager (for garbage collection) and etcd from the Go module proxy into a cache under $HOME.
 #
 # Why: no release downloads or images are reachable, but the Go proxy is. go.mod here requires
 # k8s.io/kubernetes and replaces each staging module with its published v0.Y.Z twin, so
@@ -14,18 +14,24 @@ kv="$(sed -n 's#^[[:space:]]*k8s.io/kubernetes \(v[^ ]*\).*#\1#p' "$here/go.mod"
 minor="$(echo "$kv" | cut -d. -f2)"
 stamp="$out/.stamp"
 want="$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -d' ' -f1)"
-if [[ -x "$out/kube-apiserver" && -x "$out/etcd" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/etcd" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "control plane binaries up to date in $out ($kv)"
   exit 0
 fi
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=readonly
 cd "$here"
 start=$(date +%s)
-echo "building kube-apiserver $kv into $out (cold: ~10-20 min on 2 cores; cached afterwards)"
-go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$kv \
-  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-  -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+# build into a scratch dir and rename into place: running servers keep their old inode
+tmp="$(mktemp -d "$out/.build.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$kv \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+for cmd in kube-apiserver kube-controller-manager; do
+  echo "building $cmd $kv into $out (cold: ~5 min each on 2 cores; cached afterwards)"
+  go build -trimpath -ldflags "$ldflags" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+done
 echo "building etcd"
-go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
+go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+mv -f "$tmp"/kube-apiserver "$tmp"/kube-controller-manager "$tmp"/etcd "$out/"
 echo "$want" > "$stamp"
 echo "control plane built in $(( $(date +%s) - start ))s"

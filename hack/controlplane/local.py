@@ -1,4 +1,4 @@
-"""Start and stop a real etcd + kube-apiserver on loopback, envtest style.
+"""Start and stop a real etcd + kube-apiserver (+ GC controller-manager) on loopback.
 
 Why: integration tests, benchmarks and the demo all need real API semantics (resourceVersion,
 409 conflicts, watches, 410 Gone, CRD schema + CEL validation, admission webhooks) that no
@@ -46,7 +46,7 @@ def free_port() -> int:
 def ensure_binaries() -> Path:
     """Build (or reuse) kube-apiserver and etcd; fail loudly if that is impossible."""
     out = bin_dir()
-    built = (out / "kube-apiserver").exists() and (out / "etcd").exists()
+    built = all((out / b).exists() for b in ("kube-apiserver", "kube-controller-manager", "etcd"))
     if not built and shutil.which("go") is None:
         raise RuntimeError(
             "kube-apiserver/etcd are not built and 'go' is not on PATH: install Go >= 1.26 "
@@ -66,8 +66,11 @@ class ControlPlane:
     apiserver_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_apiserver_args: list[str] = field(default_factory=list)
+    # garbage collection (ownerReferences) and namespace deletion, as a real cluster has them
+    with_controller_manager: bool = True
     _etcd: subprocess.Popen | None = None
     _apiserver: subprocess.Popen | None = None
+    _kcm: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -95,7 +98,25 @@ class ControlPlane:
         t0 = time.monotonic()
         self.start_etcd(bins)
         self.start_apiserver(bins, timeout=max(5.0, timeout - (time.monotonic() - t0)))
+        if self.with_controller_manager:
+            self.start_controller_manager(bins)
         return self
+
+    def start_controller_manager(self, bins: Path | None = None) -> None:
+        """Only the garbage collector and namespace controllers: no kubelet or scheduler exists."""
+        bins = bins or bin_dir()
+        log = open(self.workdir / "controller-manager.log", "ab")  # noqa: SIM115
+        self._kcm = subprocess.Popen(
+            [
+                str(bins / "kube-controller-manager"),
+                "--kubeconfig", str(self.kubeconfig),
+                "--controllers", "garbagecollector,namespace",
+                "--leader-elect=false", "--use-service-account-credentials=false",
+                "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
+                "--concurrent-gc-syncs", "5",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
     def start_etcd(self, bins: Path | None = None) -> None:
         bins = bins or bin_dir()
@@ -149,6 +170,8 @@ class ControlPlane:
         self.start_apiserver(timeout=timeout)
 
     def stop(self) -> None:
+        _terminate(self._kcm)
+        self._kcm = None
         self.stop_apiserver()
         _terminate(self._etcd)
         self._etcd = None
