@@ -73,9 +73,16 @@ def _unwrap(obj: dict | DeletedFinalStateUnknown) -> dict | None:
 
 
 def controller_owner(
-    obj: dict, owner_kind: str, owner_group: str | None = None, only_controller: bool = True
+    obj: dict,
+    owner_kind: str,
+    owner_group: str | None = None,
+    only_controller: bool = True,
+    owner_namespaced: bool = True,
 ) -> list[Request]:
-    """Requests for obj's owners of owner_kind (only the controller ref by default)."""
+    """Requests for obj's owners of owner_kind (only the controller ref by default).
+
+    An ownerReference names no namespace: a namespaced owner lives in the object's namespace, a
+    cluster-scoped owner (owner_namespaced=False) in none."""
     meta = obj.get("metadata") or {}
     out: list[Request] = []
     for ref in meta.get("ownerReferences") or []:
@@ -88,8 +95,8 @@ def controller_owner(
             group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
             if group != owner_group:
                 continue
-        # owner references are namespace-local: the owner lives in the object's namespace
-        out.append(Request(meta.get("namespace") or None, ref["name"]))
+        namespace = (meta.get("namespace") or None) if owner_namespaced else None
+        out.append(Request(namespace, ref["name"]))
     return out
 
 
@@ -131,11 +138,13 @@ class Controller:
         owner_kind: str,
         owner_group: str | None = None,
         only_controller: bool = True,
+        owner_namespaced: bool = True,
     ) -> None:
         """Owned objects: each event enqueues the owner named by the controller ownerReference
         (on update both the old and the new owner, in case the reference changed)."""
         self.watch_mapped(
-            informer, lambda obj: controller_owner(obj, owner_kind, owner_group, only_controller)
+            informer,
+            lambda obj: controller_owner(obj, owner_kind, owner_group, only_controller, owner_namespaced),
         )
 
     def watch_mapped(self, informer: Informer, mapper: Callable[[dict], Iterable[Request]]) -> None:
