@@ -14,9 +14,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from controller.runtime import Client, Manager
+from controller.webhook import (
+    WebhookServer,
+    apply_validating_webhook_configuration,
+    render_validating_webhook_configuration,
+)
 from controller.workspace.reconciler import DEFAULT_SERVE_IMAGE, Options
 from controller.workspace.setup import setup_workspace_controller
 
@@ -46,14 +50,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def start_webhook(args: argparse.Namespace, client: Client) -> Any | None:
-    """Start controller/webhook's HTTPS server and register it; None when the package is absent."""
-    try:
-        from controller.webhook import server as webhook_server  # type: ignore[attr-defined]
-    except ImportError:
-        log.warning("--webhook-port given but controller.webhook is not available; running without it")
-        return None
-    return webhook_server.start_local(client=client, port=args.webhook_port, host=args.webhook_host)
+def start_webhook(args: argparse.Namespace, client: Client) -> WebhookServer:
+    """Serve the admission webhook over HTTPS (a fresh self-signed cert) and register it.
+
+    The ValidatingWebhookConfiguration points at ``https://<webhook-host>:<port>/validate`` with
+    the new CA, replacing any left by an earlier run, so a local API server can reach us.
+    """
+    server = WebhookServer(host=args.webhook_host, port=args.webhook_port).start()
+    config = render_validating_webhook_configuration(server.ca_bundle, url=server.url)
+    apply_validating_webhook_configuration(client.api_client, config)
+    log.info("admission webhook registered at %s", server.url)
+    return server
 
 
 def build_manager(args: argparse.Namespace, client: Client) -> Manager:
@@ -85,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return mgr.run_forever()
     finally:
-        if webhook is not None and hasattr(webhook, "stop"):
+        if webhook is not None:
             webhook.stop()
         client.close()
 

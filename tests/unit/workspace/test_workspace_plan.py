@@ -6,7 +6,7 @@ import pytest
 from ws_unit_helpers import workspace
 
 from controller.workspace.plan import Plan, PlanError, plan_for
-from controller.workspace.validation import basic_problems
+from controller.workspace.validation import validate
 
 
 def test_plan_from_estimator_explains_itself() -> None:
@@ -29,8 +29,13 @@ def test_plan_keeps_recorded_node_count() -> None:
     assert kept.node_count == 3 and kept.max_replicas == 6 and "set earlier" in kept.message
 
 
-def test_basic_problems() -> None:
-    assert basic_problems(workspace()) == []
+def test_validate_reuses_the_webhook_rules() -> None:
+    assert validate(workspace()) is None
     ws = workspace()
     ws.inference = None
-    assert "neither" in basic_problems(ws)[0]
+    assert "neither" in (validate(ws) or "")
+    assert "phi-9" in (validate(workspace(preset="phi-9")) or "")
+    ws = workspace()
+    ws.inference.preset = None
+    ws.inference.template = {"spec": {"containers": []}}
+    assert "template" in (validate(ws) or "")

@@ -1,0 +1,245 @@
+"""The workspace controller end to end on a real kube-apiserver.
+
+The test plays the provisioner (marks Machines Ready) and KubeRay (sets RayService status), so
+what is checked is exactly the controller's contract: Machines -> RayService + Service ->
+conditions in order -> finalizer cleanup, restarts that create nothing twice, and metrics.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from ws_it_helpers import (
+    conditions,
+    events_for,
+    machines_of,
+    running_controller,
+    scrape,
+    set_machine_status,
+    set_rayservice_running,
+    wait_for,
+    workspace_manifest,
+)
+
+from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.workspace import Workspace
+from controller.runtime import Client, NotFound
+from controller.workspace import names
+from controller.workspace.plan import plan_for
+from controller.workspace.reconciler import JOBS, SERVICES
+from controller.workspace.serveconfig import build_serve_config
+
+pytestmark = pytest.mark.integration
+
+
+def _serve_config(ws: Workspace, plan) -> str:  # type: ignore[no-untyped-def]
+    """The real builder when rayserve.builder has landed, else a stand-in with the same inputs."""
+    try:
+        return build_serve_config(ws, plan)
+    except ImportError:
+        return yaml.safe_dump(
+            {
+                "applications": [
+                    {
+                        "name": "llm",
+                        "import_path": "rayserve.app:build_app",
+                        "args": {"preset": plan.preset, "replicas": plan.max_replicas},
+                    }
+                ]
+            }
+        )
+
+
+def _status(client: Client, ns: str, name: str) -> tuple[str | None, str | None, str | None]:
+    c = conditions(client, ns, name)
+    return tuple(c.get(t, {}).get("status") for t in ("ResourceReady", "InferenceReady", "WorkspaceReady"))
+
+
+def test_apply_machines_rayservice_conditions_in_order_then_delete(
+    ws_client: Client, ws_ns: str, kubeconfig: str
+) -> None:
+    client, ns, name = ws_client, ws_ns, "phi"
+    with running_controller(kubeconfig, serve_config=_serve_config) as mgr:
+        client.create(WORKSPACES, workspace_manifest(name, count=2), ns)
+
+        # finalizer, target count, two Machines with deterministic names and the owner labels
+        ms = wait_for(
+            lambda: len(machines_of(client, ns, name)) == 2 and machines_of(client, ns, name),
+            what="2 machines",
+        )
+        expected = [names.machine_name(ns, name, i) for i in range(2)]
+        assert [m["metadata"]["name"] for m in ms] == expected
+        for m in ms:
+            assert m["metadata"]["labels"][names.LABEL_WORKSPACE] == name
+            assert m["metadata"]["labels"][names.LABEL_WORKSPACE_NAMESPACE] == ns
+            assert m["metadata"]["labels"]["apps"] == name
+            assert m["spec"]["taints"] == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
+            assert m["spec"]["resources"]["requests"]["storage"] == "50Gi"
+        ws = wait_for(
+            lambda: (o := client.get(WORKSPACES, name, ns)).get("status", {}).get("targetNodeCount") and o,
+            what="targetNodeCount",
+        )
+        assert ws["status"]["targetNodeCount"] == 2
+        assert names.FINALIZER in ws["metadata"]["finalizers"]
+        rr = wait_for(lambda: conditions(client, ns, name).get("ResourceReady"), what="ResourceReady")
+        assert rr["status"] == "False" and rr["reason"] == "MachinesNotReady"
+        assert "0/2 machines ready" in rr["message"] and "Estimate:" in rr["message"]
+
+        # a launch failure is surfaced with the provisioner's message
+        set_machine_status(
+            client, expected[1], False, launched=("False", "QuotaExceeded", "quota for NCv3 is 0")
+        )
+        rr = wait_for(
+            lambda: (
+                (c := conditions(client, ns, name)["ResourceReady"])["reason"] == "MachineLaunchFailed" and c
+            ),
+            what="MachineLaunchFailed",
+        )
+        assert "quota for NCv3 is 0" in rr["message"]
+
+        # Machines Ready -> ResourceReady, workerNodes, RayService + Service
+        set_machine_status(client, expected[0], True, node="node-a")
+        set_machine_status(client, expected[1], True, node="node-b")
+        wait_for(lambda: _status(client, ns, name)[0] == "True", what="ResourceReady=True")
+        assert _status(client, ns, name)[1:] == ("False", "False")  # in order: resources first
+        ws = client.get(WORKSPACES, name, ns)
+        assert ws["status"]["workerNodes"] == ["node-a", "node-b"]
+        rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
+        parsed = Workspace.model_validate(ws)
+        assert rs["spec"]["serveConfigV2"] == _serve_config(parsed, plan_for(parsed))
+        assert rs["metadata"]["ownerReferences"][0]["uid"] == ws["metadata"]["uid"]
+        worker = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+        assert worker["replicas"] == 2
+        assert worker["template"]["spec"]["nodeSelector"][names.LABEL_WORKSPACE] == name
+        svc = wait_for(lambda: client.get(SERVICES, names.service_name(name), ns), what="Service")
+        assert svc["spec"]["ports"][0]["port"] == 80 and svc["spec"]["ports"][0]["targetPort"] == 8000
+        ir = wait_for(lambda: conditions(client, ns, name)["InferenceReady"], what="InferenceReady")
+        assert ir["status"] == "False"
+
+        # KubeRay reports the app RUNNING -> InferenceReady, then WorkspaceReady
+        set_rayservice_running(client, ns, names.rayservice_name(name))
+        wait_for(lambda: _status(client, ns, name) == ("True", "True", "True"), what="all ready")
+        ws = client.get(WORKSPACES, name, ns)
+        assert ws["status"]["state"] == "Ready"
+        reasons = {e["reason"] for e in events_for(client, ns, name)}
+        assert {"MachineCreated", "RayServiceCreated", "MachinesReady", "InferenceReady"} <= reasons
+
+        # metrics on the Manager's /metrics
+        text = wait_for(
+            lambda: (
+                (t := scrape(mgr.metrics_port))
+                and f'kaito_workspace_ready{{condition="WorkspaceReady",name="{name}",namespace="{ns}"}} 1.0'
+                in t
+                and t
+            ),
+            what="ready gauge",
+        )
+        assert 'kaito_workspace_time_to_ready_seconds_count{preset_name="phi-3-mini-4k-instruct"}' in text
+        assert "kaito_workspace_count{phase=" in text
+        assert 'kaito_workspace_preset_count{preset_name="phi-3-mini-4k-instruct"}' in text
+        assert 'controller_runtime_reconcile_total{controller="workspace"' in text
+
+        # delete: the finalizer removes the Machines, then lets the Workspace go
+        client.delete(WORKSPACES, name, ns)
+        wait_for(lambda: not machines_of(client, ns, name), what="machines deleted")
+        wait_for(lambda: _gone(client, WORKSPACES, name, ns), what="workspace gone")
+
+
+def _gone(client: Client, kind, name: str, ns: str | None = None) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        client.get(kind, name, ns)
+    except NotFound:
+        return True
+    return False
+
+
+def test_deletion_waits_for_machines_to_be_gone(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
+    client, ns, name = ws_client, ws_ns, "held"
+    with running_controller(kubeconfig, serve_config=_serve_config):
+        client.create(WORKSPACES, workspace_manifest(name), ns)
+        [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
+        # the provisioner's termination finalizer holds the Machine while the cloud VM goes
+        client.patch(
+            MACHINES, m["metadata"]["name"], {"metadata": {"finalizers": ["karpenter.sh/termination"]}}
+        )
+        client.delete(WORKSPACES, name, ns)
+        wait_for(
+            lambda: machines_of(client, ns, name)[0]["metadata"].get("deletionTimestamp"), what="deleting"
+        )
+        deleting = wait_for(
+            lambda: conditions(client, ns, name).get("WorkspaceDeleting"), what="WorkspaceDeleting"
+        )
+        assert m["metadata"]["name"] in deleting["message"]
+        assert not _gone(client, WORKSPACES, name, ns)  # held by our finalizer until the Machine is gone
+        client.patch(MACHINES, m["metadata"]["name"], {"metadata": {"finalizers": None}})
+        wait_for(lambda: _gone(client, WORKSPACES, name, ns), what="workspace gone")
+
+
+def test_restart_midway_creates_nothing_twice(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
+    client, ns, name = ws_client, ws_ns, "restart"
+    client.create(WORKSPACES, workspace_manifest(name, count=3), ns)
+    with running_controller(kubeconfig, serve_config=_serve_config):
+        first = wait_for(lambda: len(ms := machines_of(client, ns, name)) == 3 and ms, what="3 machines")
+    uids = {m["metadata"]["name"]: m["metadata"]["uid"] for m in first}
+    for i, m in enumerate(first):
+        set_machine_status(client, m["metadata"]["name"], True, node=f"node-{i}")
+    # a new controller process (fresh caches) picks up where the old one stopped
+    with running_controller(kubeconfig, serve_config=_serve_config):
+        rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
+        set_rayservice_running(client, ns, rs["metadata"]["name"])
+        wait_for(lambda: _status(client, ns, name) == ("True", "True", "True"), what="all ready")
+    with running_controller(kubeconfig, serve_config=_serve_config):  # and once more, when all is done
+        wait_for(lambda: _status(client, ns, name) == ("True", "True", "True"), what="still ready")
+        after = machines_of(client, ns, name)
+        assert {m["metadata"]["name"]: m["metadata"]["uid"] for m in after} == uids
+        rss, _ = client.list(RAYSERVICES, ns)
+        assert len(rss) == 1
+        assert client.get(WORKSPACES, name, ns)["status"]["targetNodeCount"] == 3
+
+
+def test_invalid_workspace_is_reported_not_crashed(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
+    client, ns, name = ws_client, ws_ns, "bad"
+    with running_controller(kubeconfig, serve_config=_serve_config):
+        client.create(WORKSPACES, workspace_manifest(name, preset="phi-9-ultra"), ns)
+        rr = wait_for(lambda: conditions(client, ns, name).get("ResourceReady"), what="ResourceReady")
+        assert rr["status"] == "False"
+        assert "phi-9-ultra" in rr["message"]
+        assert machines_of(client, ns, name) == []
+        wait_for(
+            lambda: any(e["type"] == "Warning" for e in events_for(client, ns, name)), what="warning event"
+        )
+        ws = client.get(WORKSPACES, name, ns)
+        assert ws["status"]["state"] == "NotReady"
+
+
+def test_tuning_workspace_runs_a_job(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
+    client, ns, name = ws_client, ws_ns, "tune"
+    tuning = {
+        "preset": {"name": "phi-3-mini-4k-instruct"},
+        "method": "qlora",
+        "input": {"urls": ["https://example.com/data.jsonl"]},
+        "output": {"volumeSource": {"emptyDir": {}}},
+    }
+    with running_controller(kubeconfig, serve_config=_serve_config):
+        client.create(
+            WORKSPACES, workspace_manifest(name, instance_type="Standard_NC24ads_A100_v4", tuning=tuning), ns
+        )
+        [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
+        set_machine_status(client, m["metadata"]["name"], True, node="gpu-0")
+        job = wait_for(lambda: client.get(JOBS, names.tuning_job_name(name), ns), what="Job")
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["python", "-m", "rayserve.tuning"]
+        js = wait_for(lambda: conditions(client, ns, name).get("JobStarted"), what="JobStarted")
+        assert js["status"] == "False"
+        now = "2026-01-01T00:00:00Z"
+        client.patch(
+            JOBS,
+            job["metadata"]["name"],
+            {"status": {"startTime": now, "active": 1}},
+            namespace=ns,
+            subresource="status",
+        )
+        wait_for(
+            lambda: conditions(client, ns, name)["JobStarted"]["status"] == "True", what="JobStarted=True"
+        )
+        assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Running"
