@@ -23,9 +23,11 @@ def render_validating_webhook_configuration(
     name: str = CONFIGURATION_NAME,
     failure_policy: str = "Fail",
     timeout_seconds: int = 10,
+    namespace_selector: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The configuration object, pointing either at ``url`` (local runs: https://127.0.0.1:PORT/validate)
-    or at a Service (in a cluster). ``ca_bundle`` is the PEM CA that signed the serving cert."""
+    or at a Service (in a cluster). ``ca_bundle`` is the PEM CA that signed the serving cert;
+    ``namespace_selector`` (a LabelSelector) limits which namespaces' Workspaces are sent."""
     if (url is None) == (service_name is None):
         raise ValueError("give exactly one of url or service_name")
     client_config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
@@ -38,30 +40,31 @@ def render_validating_webhook_configuration(
             "path": path,
             "port": service_port,
         }
+    webhook: dict[str, Any] = {
+        "name": WEBHOOK_NAME,
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": failure_policy,
+        "matchPolicy": "Equivalent",
+        "timeoutSeconds": timeout_seconds,
+        "clientConfig": client_config,
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "apiVersions": list(VERSIONS),
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["workspaces"],
+                "scope": "Namespaced",
+            }
+        ],
+    }
+    if namespace_selector is not None:
+        webhook["namespaceSelector"] = namespace_selector
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kaito-py"}},
-        "webhooks": [
-            {
-                "name": WEBHOOK_NAME,
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": failure_policy,
-                "matchPolicy": "Equivalent",
-                "timeoutSeconds": timeout_seconds,
-                "clientConfig": client_config,
-                "rules": [
-                    {
-                        "apiGroups": [GROUP],
-                        "apiVersions": list(VERSIONS),
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["workspaces"],
-                        "scope": "Namespaced",
-                    }
-                ],
-            }
-        ],
+        "webhooks": [webhook],
     }
 
 
