@@ -15,16 +15,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from controller.runtime import Client, Manager
+from controller.runtime import ApiError, Client, Manager, ResourceKind
 from controller.webhook import (
     WebhookServer,
     apply_validating_webhook_configuration,
     render_validating_webhook_configuration,
 )
+from controller.webhook.config import CONFIGURATION_NAME
 from controller.workspace.reconciler import DEFAULT_SERVE_IMAGE, Options
 from controller.workspace.setup import setup_workspace_controller
 
 log = logging.getLogger("kaito-controller")
+
+WEBHOOK_CONFIGS = ResourceKind("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+                               "ValidatingWebhookConfiguration", namespaced=False)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,6 +67,23 @@ def start_webhook(args: argparse.Namespace, client: Client) -> WebhookServer:
     return server
 
 
+def stop_webhook(server: WebhookServer, client: Client) -> None:
+    """Stop serving and unregister, if the configuration still points at us.
+
+    A registration left behind with failurePolicy Fail would make the API server refuse every
+    Workspace create/update after a local run ends. Another replica that re-registered its own
+    URL is left alone.
+    """
+    server.stop()
+    try:
+        current = client.get(WEBHOOK_CONFIGS, CONFIGURATION_NAME)
+        urls = {(w.get("clientConfig") or {}).get("url") for w in current.get("webhooks") or []}
+        if urls == {server.url}:
+            client.delete(WEBHOOK_CONFIGS, CONFIGURATION_NAME)
+    except (ApiError, OSError) as exc:
+        log.warning("could not unregister the admission webhook: %s", exc)
+
+
 def build_manager(args: argparse.Namespace, client: Client) -> Manager:
     mgr = Manager(
         client,
@@ -93,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return mgr.run_forever()
     finally:
         if webhook is not None:
-            webhook.stop()
+            stop_webhook(webhook, client)
         client.close()
 
 
