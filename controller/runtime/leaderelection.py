@@ -76,6 +76,12 @@ class LeaderElector:
     ) -> None:
         if not lease_duration > renew_deadline > retry_period > 0:
             raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
+        if isinstance(client, Client):
+            # lease calls must give up well inside renew_deadline, or a hung request could keep a
+            # leader acting past the moment another candidate may take over
+            client = Client(
+                client.api_client, request_timeout=max(0.5, min(client.request_timeout, renew_deadline / 2))
+            )
         self.client = client
         self.lease_name = lease_name
         self.namespace = namespace

@@ -101,10 +101,12 @@ def test_takeover_after_the_leader_dies_waits_for_expiry_but_not_longer(rt_clien
         t0 = time.monotonic()
         a.stop()
         assert rt_client.get(LEASES, "rt-lease", ns)["spec"]["holderIdentity"] == "a"
-        wait_for(lambda: b.is_leader, timeout=LEASE + 4 * RETRY + 2, interval=0.01, what="b to take over")
+        wait_for(lambda: b.is_leader, timeout=LEASE + 4 * RETRY + 3, interval=0.01, what="b to take over")
         takeover = time.monotonic() - t0
         # b may only take an unreleased lease once it has looked unchanged for a whole lease duration
-        assert LEASE - RETRY - 0.5 <= takeover <= LEASE + 4 * RETRY, takeover
+        # (measured from b's last sight of a renewal, up to one retry before a died), and takes it on
+        # its next retry after that; the slack is for request latency on a loaded machine
+        assert LEASE - RETRY - 0.5 <= takeover <= LEASE + 4 * RETRY + 1.0, takeover
         assert mon.overlaps == 0
     finally:
         mon.stop()
