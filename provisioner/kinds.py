@@ -6,11 +6,11 @@ Why one place: the Machine controller, the fake cloud and the tests must agree o
 
 from __future__ import annotations
 
+from controller.api.kinds import MACHINES
 from controller.runtime.client import ResourceKind
 
-MACHINES = ResourceKind(
-    group="karpenter.sh", version="v1alpha5", plural="machines", kind="Machine", namespaced=False
-)
+__all__ = ["CONFIGMAPS", "MACHINES", "NODES"]
+
 NODES = ResourceKind(group="", version="v1", plural="nodes", kind="Node", namespaced=False)
 CONFIGMAPS = ResourceKind(group="", version="v1", plural="configmaps", kind="ConfigMap", namespaced=True)
 

@@ -48,6 +48,7 @@ from provisioner.cloud.base import (
     QuotaExceeded,
     SKUUnavailable,
     ownership_tags,
+    parse_timestamp,
 )
 from provisioner.cloud.catalog import load_instance_types
 from provisioner.cloud.naming import agent_pool_name
@@ -301,7 +302,7 @@ class AzureCloud(CloudProvider):
             capacity=sku.capacity() if sku else {},
             labels=dict(pool.node_labels or {}),
             tags=tags,
-            created_at=_parse_time(tags.get(TAG_CREATED_AT)),
+            created_at=parse_timestamp(tags.get(TAG_CREATED_AT)),
         )
 
 
@@ -315,15 +316,6 @@ def _provisioning_error(pool: AgentPool, name: str) -> CloudError:
     if detail is None:
         return CloudError(f"agent pool {name} failed to provision", reason="LaunchFailed")
     return classify_arm_error(detail.code or "", detail.message or "")
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def from_environment(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -181,13 +181,26 @@ class InstanceType(BaseModel):
         return cap
 
 
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # RFC 3339 in UTC, as metav1.Time writes it
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """A ``2026-01-02T03:04:05Z`` timestamp (tags, creationTimestamp); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def ownership_tags(req: LaunchRequest, created_at: datetime) -> dict[str, str]:
     """The tags every provider stamps on an instance it launches for ``req``."""
     return {
         TAG_MANAGED_BY: MANAGED_BY_VALUE,
         TAG_MACHINE_NAME: req.machine_name,
         TAG_MACHINE_UID: req.machine_uid,
-        TAG_CREATED_AT: created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        TAG_CREATED_AT: created_at.astimezone(UTC).strftime(TIMESTAMP_FORMAT),
     }
 
 

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER_ID_PREFIX = "fake://"
 LABEL_INSTANCE = "fake.kaito.sh/instance"
-LABEL_NODE = "fake.kaito.sh/node"
+LABEL_NODE = "fake.kaito.sh/cloud"  # value: the inventory namespace, so two fake clouds never mix
 DATA_KEY = "instance.json"
 DEFAULT_NAMESPACE = "kube-system"
 
@@ -231,7 +231,7 @@ class FakeCloud(CloudProvider):
         """One pass: boot due instances, make booted nodes Ready, clear startup taints, drop stray nodes."""
         now = self._clock()
         records = {r["id"]: r for r in self._list_records()}
-        nodes, _ = self._client.list(kinds.NODES, label_selector=f"{LABEL_NODE}=true")
+        nodes, _ = self._client.list(kinds.NODES, label_selector=f"{LABEL_NODE}={self.namespace}")
         by_name = {n["metadata"]["name"]: n for n in nodes}
         for iid, record in records.items():
             node = by_name.get(iid)
@@ -258,8 +258,7 @@ class FakeCloud(CloudProvider):
         node = {
             "metadata": {
                 "name": iid,
-                "labels": {**record["labels"], LABEL_NODE: "true"},
-                "annotations": {"fake.kaito.sh/instance-namespace": self.namespace},
+                "labels": {**record["labels"], LABEL_NODE: self.namespace},
             },
             "spec": {"providerID": PROVIDER_ID_PREFIX + iid, "taints": [_k8s_taint(t) for t in taints]},
             "status": {

@@ -1,0 +1,181 @@
+"""Helpers for the provisioner's integration tests: the Machine CRD, Machines, an in-process
+provisioner that can be stopped and rebuilt (a restart), and polling."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from controller.runtime import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+from provisioner import kinds
+from provisioner.cloud.fake import FakeCloud
+from provisioner.machine_controller import Options
+from provisioner.main import Config, Provisioner, build
+
+REPO = Path(__file__).resolve().parents[3]
+CRDS = ResourceKind(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
+)
+NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
+EVENTS = ResourceKind("", "v1", "events", "Event", namespaced=True)
+RUN_LABEL = "test.kaito.sh/run"
+A100 = "Standard_NC24ads_A100_v4"
+
+T = TypeVar("T")
+
+
+def install_machine_crd(client: Client, timeout: float = 60.0) -> None:
+    """Create (or update) the Machine CRD from config/crd and wait until it is served."""
+    crd = yaml.safe_load((REPO / "config" / "crd" / "karpenter.sh_machines.yaml").read_text())
+    try:
+        client.create(CRDS, crd)
+    except AlreadyExists:
+        current = client.get(CRDS, crd["metadata"]["name"])
+        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        with contextlib.suppress(Conflict):
+            client.update(CRDS, crd)
+
+    def served() -> bool:
+        try:
+            client.list(kinds.MACHINES, limit=1)
+            return True
+        except NotFound:
+            return False
+
+    wait_for(served, timeout, "Machine CRD served")
+
+
+def make_namespace(client: Client) -> str:
+    name = f"prov-{uuid.uuid4().hex[:8]}"
+    client.create(NAMESPACES, {"metadata": {"name": name}})
+    return name
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except NotFound as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def machine_manifest(name: str, run_id: str, sku: str = A100, gpus: int = 1) -> dict:
+    return {
+        "apiVersion": "karpenter.sh/v1alpha5",
+        "kind": "Machine",
+        "metadata": {
+            "name": name,
+            "labels": {
+                RUN_LABEL: run_id,
+                "kaito.sh/workspace": "phi-3",
+                "kaito.sh/workspacenamespace": "default",
+                "karpenter.sh/provisioner-name": "default",
+            },
+        },
+        "spec": {
+            "machineTemplateRef": {"name": name},
+            "requirements": [
+                {"key": kinds.LABEL_INSTANCE_TYPE, "operator": "In", "values": [sku]},
+                {"key": "karpenter.sh/provisioner-name", "operator": "In", "values": ["default"]},
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+            ],
+            "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+            "startupTaints": [
+                {"key": "example.com/gpu-driver", "value": "installing", "effect": "NoSchedule"}
+            ],
+            "resources": {"requests": {"storage": "100Gi", "nvidia.com/gpu": str(gpus)}},
+        },
+    }
+
+
+def condition(machine: dict, type_: str) -> dict | None:
+    for cond in (machine.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return cond
+    return None
+
+
+def condition_is(client: Client, name: str, type_: str, status: str = "True") -> dict | None:
+    machine = client.get(kinds.MACHINES, name)
+    cond = condition(machine, type_)
+    return machine if cond is not None and cond["status"] == status else None
+
+
+def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = None) -> bool:
+    try:
+        client.get(kind, name, namespace)
+    except NotFound:
+        return True
+    return False
+
+
+def events_for(client: Client, name: str, reason: str) -> list[dict]:
+    items, _ = client.list(EVENTS, "default")
+    return [e for e in items if e["involvedObject"].get("name") == name and e["reason"] == reason]
+
+
+FAST = Options(
+    registration_ttl=60.0,
+    launch_poll_interval=0.3,
+    delete_poll_interval=0.2,
+    backoff_base=0.3,
+    backoff_max=2.0,
+)
+
+
+def config(cloud_ns: str, run_id: str, **options: Any) -> Config:
+    return Config(
+        cloud="fake",
+        leader_election=False,
+        health_port=None,
+        metrics_port=None,
+        options=replace(FAST, machine_selector={RUN_LABEL: run_id}, **options),
+        orphan_grace=3600.0,
+        orphan_interval=3600.0,
+        fake_namespace=cloud_ns,
+        fake_delay=1.0,
+        fake_ready_delay=0.3,
+        fake_tick=0.1,
+    )
+
+
+@contextlib.contextmanager
+def running(client: Client, cfg: Config) -> Iterator[Provisioner]:
+    """A provisioner built like ``kaito-provisioner`` builds it, stopped on exit."""
+    prov = build(client, cfg)
+    prov.start()
+    try:
+        yield prov
+    finally:
+        prov.stop()
+
+
+def fake(prov: Provisioner) -> FakeCloud:
+    assert isinstance(prov.provider, FakeCloud)
+    return prov.provider
+
+
+def delete_machines(client: Client, run_id: str, timeout: float = 30.0) -> None:
+    """Clean-up for a test whose provisioner is still running: delete its Machines, wait for them."""
+    items, _ = client.list(kinds.MACHINES, label_selector=f"{RUN_LABEL}={run_id}")
+    for item in items:
+        client.delete(kinds.MACHINES, item["metadata"]["name"])
+    for item in items:
+        wait_for(
+            lambda n=item["metadata"]["name"]: gone(client, kinds.MACHINES, n), timeout, "machine deleted"
+        )
