@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.api.rayservice import APP_DEPLOYING, APP_RUNNING, CONDITION_READY, RayService
+from controller.api.rayservice import (
+    APP_DEPLOY_FAILED,
+    APP_DEPLOYING,
+    APP_NOT_STARTED,
+    APP_RUNNING,
+    APP_UNHEALTHY,
+    CONDITION_READY,
+    AppStatus,
+    RayService,
+)
 from controller.api.workspace import AdapterSpec, Workspace
 from controller.workspace import names
 from controller.workspace.plan import Plan
@@ -186,32 +195,53 @@ class InferenceState:
     failed: bool = False
 
 
+# Ready=False reasons after which KubeRay will not recover by itself (the spec must change).
+TERMINAL_REASONS = frozenset({"ValidationFailed", "InitializingTimeout"})
+
+
+def _apps(rs: RayService) -> tuple[dict[str, AppStatus], dict[str, AppStatus]]:
+    """(active, pending) application statuses; KubeRay reports a first deploy under pending."""
+    st = rs.status
+    active = st.active_service_status if st else None
+    pending = st.pending_service_status if st else None
+    return ((active.application_statuses or {}) if active else {},
+            (pending.application_statuses or {}) if pending else {})
+
+
 def rayservice_state(obj: dict | None) -> InferenceState:
-    """Ready when KubeRay's Ready condition is True (or every Serve app is RUNNING)."""
+    """Ready when KubeRay's Ready condition is True (or every active Serve app is RUNNING)."""
     if obj is None:
         return InferenceState(False, "RayServiceNotFound", "waiting for the RayService to be created")
     rs = RayService.model_validate(obj)
-    failed = rs.failed_applications()
+    active, pending = _apps(rs)
+    failed = {n: a.message or a.status or "" for n, a in {**pending, **active}.items()
+              if a.status in (APP_DEPLOY_FAILED, APP_UNHEALTHY)}
     if failed:
         detail = "; ".join(f"{app}: {msg}" for app, msg in sorted(failed.items()))
         return InferenceState(False, "ServeApplicationFailed", f"Ray Serve application failed: {detail}",
                               failed=True)
-    active = rs.status.active_service_status if rs.status else None
-    apps = (active.application_statuses or {}) if active else {}
-    running = bool(apps) and all(a.status == APP_RUNNING for a in apps.values())
     cond = rs.condition(CONDITION_READY)
+    if cond is not None and cond.status != "True" and cond.reason in TERMINAL_REASONS:
+        return InferenceState(False, cond.reason, f"RayService {rs.name}: {cond.message or cond.reason}",
+                              failed=True)
+    observed = rs.status.observed_generation if rs.status else None
+    if observed is not None and rs.metadata.generation and observed < rs.metadata.generation:
+        return InferenceState(False, "RayServiceUpdating",
+                              f"waiting for KubeRay to apply generation {rs.metadata.generation} of "
+                              f"RayService {rs.name} (status is of generation {observed})")
+    running = bool(active) and all(a.status == APP_RUNNING for a in active.values())
     if rs.is_ready or running:
         return InferenceState(True, "InferenceReady",
                               f"RayService {rs.name} is ready; Ray Serve applications running: "
-                              f"{', '.join(sorted(apps)) or 'all'}")
+                              f"{', '.join(sorted(active)) or 'all'}")
+    apps = active or pending
     if apps:
-        pending = ", ".join(f"{n}={a.status}" for n, a in sorted(apps.items()) if a.status != APP_RUNNING)
-        deploying = any(a.status == APP_DEPLOYING for a in apps.values())
+        waiting = ", ".join(f"{n}={a.status}" for n, a in sorted(apps.items()) if a.status != APP_RUNNING)
+        deploying = any(a.status in (APP_DEPLOYING, APP_NOT_STARTED) for a in apps.values())
         reason = "ServeDeploying" if deploying else "ServeNotReady"
-        return InferenceState(False, reason, f"waiting for Ray Serve applications: {pending}")
+        return InferenceState(False, reason, f"waiting for Ray Serve applications: {waiting or 'proxy'}")
     if cond is not None:
         return InferenceState(False, cond.reason or "RayServiceNotReady",
                               f"waiting for RayService {rs.name}: {cond.message or cond.reason}")
     return InferenceState(False, "RayServiceNotReady",
                           f"waiting for KubeRay to start the Ray cluster of RayService {rs.name}")
-

@@ -34,6 +34,7 @@ from controller.runtime import (
     Client,
     Conflict,
     EventRecorder,
+    Invalid,
     NotFound,
     Request,
     ResourceKind,
@@ -61,7 +62,7 @@ MACHINE_INDEX = "label:" + LABEL_WORKSPACE
 # Condition reasons that are worth a Warning event (something failed, a person should look).
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
-    "ServeConfigFailed", "WorkspaceFailed",
+    "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
 })
 
 
@@ -213,8 +214,12 @@ class WorkspaceReconciler:
             return InferenceState(False, "ServeConfigFailed", f"building the Ray Serve config failed: {exc}",
                                   failed=True)
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
-        rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, raw)
-        self._create_or_update(SERVICES, self.stores.services, build_service(ws), raw, create_only=True)
+        try:
+            rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, raw)
+            self._create_or_update(SERVICES, self.stores.services, build_service(ws), raw, create_only=True)
+        except Invalid as exc:  # the API server rejected what we built: retrying will not help
+            return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
+                                  f"Service: {exc.message}", failed=True)
         return rayservice_state(rs)
 
     def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan) -> dict | None:

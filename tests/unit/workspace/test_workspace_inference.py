@@ -155,3 +155,42 @@ def test_tuning_job_shape_and_state() -> None:
         }
     )
     assert failed.failed and "BackoffLimitExceeded" in failed.message
+
+
+def test_rayservice_state_first_deploy_is_reported_under_pending() -> None:
+    pending = {"pendingServiceStatus": {"applicationStatuses": {"llm": {"status": "DEPLOYING"}}}}
+    st = rayservice_state(_rs(pending))
+    assert not st.ready and st.reason == "ServeDeploying"
+    failed = {
+        "pendingServiceStatus": {
+            "applicationStatuses": {"llm": {"status": "DEPLOY_FAILED", "message": "OOM"}}
+        }
+    }
+    st = rayservice_state(_rs(failed))
+    assert st.failed and "OOM" in st.message
+
+
+def test_rayservice_state_terminal_and_stale() -> None:
+    invalid = {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ValidationFailed",
+                "message": "bad serveConfigV2",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ]
+    }
+    st = rayservice_state(_rs(invalid))
+    assert st.failed and "bad serveConfigV2" in st.message
+    obj = _rs(
+        {
+            "observedGeneration": 1,
+            "serviceStatus": "Running",
+            "activeServiceStatus": {"applicationStatuses": {"llm": {"status": "RUNNING"}}},
+        }
+    )
+    obj["metadata"]["generation"] = 2
+    st = rayservice_state(obj)
+    assert not st.ready and st.reason == "RayServiceUpdating"
