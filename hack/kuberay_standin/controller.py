@@ -1,0 +1,391 @@
+"""The RayService reconciler of the stand-in: spec.serveConfigV2 -> Serve on the local head -> status.
+
+It follows KubeRay's RayService controller (ray-operator/controllers/ray/rayservice_controller.go)
+where the operator can observe a difference, and simplifies where it cannot:
+
+* Every reconcile computes the *whole* desired Serve config from the informer cache (all live
+  RayServices, see serveconfig.py) and PUTs it when it differs from what was last submitted, or
+  when Serve reports no applications at all (head restarted: KubeRay resubmits in that case too).
+  A changed serveConfigV2 is therefore an in-place redeploy, as in KubeRay; a deleted RayService
+  simply drops out of the next PUT, which deletes its apps. No finalizer is needed (KubeRay has
+  none on RayService either: the RayCluster goes by ownerReference); a leftover
+  ``ray.io/rayservice-finalizer`` is removed once the apps are gone.
+* Status, as KubeRay writes it: until all of a RayService's apps are RUNNING for the first time,
+  its app statuses are reported under ``pendingServiceStatus`` (KubeRay's first RayCluster is the
+  *pending* one); then the "cluster" is promoted and they live under ``activeServiceStatus`` from
+  then on. ``numServeEndpoints`` is 1 while promoted and the Serve proxy is healthy. Conditions:
+  Ready False/Initializing -> True/NonZeroServeEndpoints (-> False/ZeroServeEndpoints if the proxy
+  dies); UpgradeInProgress False/Initializing -> False/NoPendingCluster; ValidationFailed for a
+  serveConfigV2 that cannot be deployed or a name over 47 characters. ``serviceStatus: Running``
+  mirrors Ready; ``observedGeneration`` is the spec generation the status describes.
+* Stand-in extras in status: ``serveEndpoint`` (what ``http://<name>-serve-svc.<ns>:8000`` is in a
+  cluster) and ``dashboardURL``. The requeue period is KubeRay's 2 s.
+* rayClusterConfig (pods, worker groups, node selectors) is ignored: every replica runs on the
+  one local head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.api.meta import Condition, set_condition
+from controller.api.rayservice import (
+    CONDITION_READY,
+    CONDITION_UPGRADE_IN_PROGRESS,
+    SERVICE_STATUS_RUNNING,
+    RayService,
+)
+from controller.runtime.client import ApiError, Client, NotFound, ResourceKind
+from controller.runtime.controller import Request, Result
+from controller.runtime.events import EventRecorder
+from controller.runtime.store import Store
+from hack.kuberay_standin.dashboard import DashboardError, ServeDashboard
+from hack.kuberay_standin.serveconfig import (
+    ParsedServeConfig,
+    ServeConfigError,
+    all_running,
+    application_statuses,
+    merged_config,
+    parse_serve_config,
+    route_base,
+)
+
+log = logging.getLogger(__name__)
+
+LEGACY_FINALIZER = "ray.io/rayservice-finalizer"
+MAX_NAME_LENGTH = 47  # KubeRay: 63 - len("-serve-svc") rounded down by its RayCluster suffix rule
+DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+# KubeRay's condition reasons (rayv1.RayServiceConditionReason) and event reasons (utils/constant.go).
+REASON_INITIALIZING = "Initializing"
+REASON_NON_ZERO = "NonZeroServeEndpoints"
+REASON_ZERO = "ZeroServeEndpoints"
+REASON_VALIDATION_FAILED = "ValidationFailed"
+REASON_NO_PENDING = "NoPendingCluster"
+EVENT_UPDATED = "UpdatedServeApplications"
+EVENT_UPDATE_FAILED = "FailedToUpdateServeApplications"
+EVENT_INVALID_SPEC = "InvalidRayServiceSpec"
+EVENT_INVALID_METADATA = "InvalidRayServiceMetadata"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+class RayServiceStandin:
+    """Reconciler (controller.runtime ``Reconciler`` protocol) for RayServices on one Ray head."""
+
+    def __init__(
+        self,
+        client: Client,
+        kind: ResourceKind,
+        store: Store,
+        dashboard: ServeDashboard,
+        serve_host: str,
+        serve_port: int,
+        dashboard_url: str,
+        recorder: EventRecorder | None = None,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.kind = kind
+        self.store = store
+        self.dashboard = dashboard
+        self.serve_host = serve_host
+        self.serve_port = serve_port
+        self.dashboard_url = dashboard_url
+        self.recorder = recorder
+        self.poll_interval = poll_interval
+        self._lock = threading.Lock()  # one PUT at a time; the submitted config is shared state
+        self._submitted: dict[str, Any] | None = None
+        self.submissions = 0  # how many PUTs were sent (tests, logs)
+
+    # --- the shared Serve config --------------------------------------------------------------------
+    def _desired(self) -> tuple[dict[str, ParsedServeConfig], dict[str, tuple[str, str]]]:
+        """Every live RayService's parsed config by key, and the rejected ones: key -> (event, error)."""
+        configs: dict[str, ParsedServeConfig] = {}
+        rejected: dict[str, tuple[str, str]] = {}
+        for obj in self.store.list():
+            meta = obj.get("metadata") or {}
+            if meta.get("deletionTimestamp"):
+                continue
+            name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
+            problem = _metadata_problem(name)
+            if problem:
+                rejected[_key(obj)] = (EVENT_INVALID_METADATA, problem)
+                continue
+            try:
+                RayService.from_k8s(obj)
+            except ValidationError as exc:
+                rejected[_key(obj)] = (EVENT_INVALID_SPEC, f"invalid RayService: {exc}")
+                continue
+            try:
+                configs[_key(obj)] = parse_serve_config(
+                    namespace, name, (obj.get("spec") or {}).get("serveConfigV2")
+                )
+            except ServeConfigError as exc:
+                rejected[_key(obj)] = (EVENT_INVALID_SPEC, str(exc))
+        return configs, rejected
+
+    def sync_serve(self) -> tuple[dict[str, ParsedServeConfig], dict[str, tuple[str, str]], dict[str, Any]]:
+        """Submit the union of all RayServices if it changed; return (configs, rejected, Serve details)."""
+        with self._lock:
+            configs, rejected = self._desired()
+            desired = merged_config(list(configs.values()), self.serve_host, self.serve_port)
+            details = self.dashboard.get_details()
+            lost = bool(desired["applications"]) and not details.get("applications")
+            if desired != self._submitted or lost:
+                if lost and self._submitted is not None:
+                    log.warning("Serve reports no applications (head restarted?): resubmitting")
+                self._submit(desired, configs)
+                details = self.dashboard.get_details()
+            return configs, rejected, details
+
+    def _submit(self, desired: dict[str, Any], configs: dict[str, ParsedServeConfig]) -> None:
+        names = [app["name"] for app in desired["applications"]]
+        log.info("PUT Serve config: %d application(s): %s", len(names), ", ".join(names) or "-")
+        try:
+            self.dashboard.put_config(desired)
+        except DashboardError as exc:
+            for key in configs:
+                obj = self.store.get(key)
+                if obj is not None and self.recorder is not None:
+                    self.recorder.event(obj, "Warning", EVENT_UPDATE_FAILED, str(exc))
+            raise
+        previous = {app["name"]: app for app in (self._submitted or {}).get("applications", [])}
+        self._submitted = desired
+        self.submissions += 1
+        if self.recorder is None:
+            return
+        for key, cfg in configs.items():
+            mine = [
+                desired_app
+                for desired_app in desired["applications"]
+                if desired_app["name"] in cfg.serve_names.values()
+            ]
+            if any(previous.get(app["name"]) != app for app in mine):
+                obj = self.store.get(key)
+                if obj is not None:
+                    self.recorder.event(
+                        obj,
+                        "Normal",
+                        EVENT_UPDATED,
+                        f"Submitted {len(mine)} Serve application(s) to the local Ray head "
+                        f"at {self.dashboard_url}",
+                    )
+
+    # --- reconcile ----------------------------------------------------------------------------------
+    def reconcile(self, request: Request) -> Result:
+        configs, rejected, details = self.sync_serve()
+        obj = self.store.get(request.key)
+        if obj is None:
+            return Result()  # deleted: its apps left Serve with the PUT above
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return self._finalize(obj, details)
+        if request.key in rejected:
+            event, message = rejected[request.key]
+            self._write_status(obj, self._validation_failed_status(obj, message))
+            if self.recorder is not None:
+                self.recorder.event(obj, "Warning", event, message)
+            return Result()  # a spec change (new generation) re-enqueues it
+        cfg = configs[request.key]
+        self._write_status(obj, self._status(obj, cfg, details))
+        return Result(requeue_after=self.poll_interval)
+
+    def _finalize(self, obj: dict, details: dict[str, Any]) -> Result:
+        """Drop the legacy finalizer once none of this RayService's apps is left in Serve."""
+        meta = obj["metadata"]
+        if LEGACY_FINALIZER not in (meta.get("finalizers") or []):
+            return Result()
+        prefix = f"{meta.get('namespace')}.{meta['name']}."
+        if any(name.startswith(prefix) for name in details.get("applications") or {}):
+            return Result(requeue_after=self.poll_interval)
+        finalizers = [f for f in meta["finalizers"] if f != LEGACY_FINALIZER]
+        updated = {**obj, "metadata": {**meta, "finalizers": finalizers}}
+        with contextlib.suppress(NotFound):
+            self.client.update(self.kind, updated)
+        return Result()
+
+    # --- status -------------------------------------------------------------------------------------
+    def _status(self, obj: dict, cfg: ParsedServeConfig, details: dict[str, Any]) -> dict[str, Any]:
+        rs = RayService.from_k8s(obj)
+        old = rs.status.to_k8s() if rs.status else {}
+        generation = rs.metadata.generation
+        statuses = application_statuses(cfg, details.get("applications") or {})
+        active = dict(old.get("activeServiceStatus") or {})
+        promoted = bool(active.get("rayClusterName"))
+        cluster = self._cluster_status(rs.name)
+        if not promoted and all_running(cfg, statuses):
+            promoted = True  # KubeRay: the pending cluster is ready -> promote it to active
+        if promoted:
+            active = {**cluster, "applicationStatuses": statuses}
+            pending: dict[str, Any] = {}
+        else:
+            active = {}
+            pending = {**cluster, "applicationStatuses": statuses}
+        endpoints = 1 if promoted and _proxy_healthy(details) else 0
+
+        conditions = [Condition.model_validate(c) for c in old.get("conditions") or []]
+        if not conditions:
+            for type_ in (CONDITION_READY, CONDITION_UPGRADE_IN_PROGRESS):
+                set_condition(
+                    conditions,
+                    Condition(
+                        type=type_,
+                        status="False",
+                        reason=REASON_INITIALIZING,
+                        message="RayService is initializing",
+                        observed_generation=generation,
+                    ),
+                )
+        ready = next(c for c in conditions if c.type == CONDITION_READY)
+        if endpoints > 0:
+            set_condition(
+                conditions,
+                Condition(
+                    type=CONDITION_READY,
+                    status="True",
+                    reason=REASON_NON_ZERO,
+                    message="Number of serve endpoints is greater than 0",
+                    observed_generation=generation,
+                ),
+            )
+        elif ready.status == "True":
+            set_condition(
+                conditions,
+                Condition(
+                    type=CONDITION_READY,
+                    status="False",
+                    reason=REASON_ZERO,
+                    message="Number of serve endpoints dropped to 0",
+                    observed_generation=generation,
+                ),
+            )
+        elif ready.reason == REASON_VALIDATION_FAILED:
+            set_condition(
+                conditions,
+                Condition(
+                    type=CONDITION_READY,
+                    status="False",
+                    reason=REASON_INITIALIZING,
+                    message="RayService is initializing",
+                    observed_generation=generation,
+                ),
+            )
+        if promoted:
+            set_condition(
+                conditions,
+                Condition(
+                    type=CONDITION_UPGRADE_IN_PROGRESS,
+                    status="False",
+                    reason=REASON_NO_PENDING,
+                    message="Active Ray cluster exists and no pending Ray cluster",
+                    observed_generation=generation,
+                ),
+            )
+        for c in conditions:
+            c.observed_generation = generation
+        is_ready = any(c.type == CONDITION_READY and c.status == "True" for c in conditions)
+        status: dict[str, Any] = {
+            "conditions": [c.to_k8s() for c in conditions],
+            "numServeEndpoints": endpoints,
+            "observedGeneration": generation,
+            "activeServiceStatus": active or None,
+            "pendingServiceStatus": pending or None,
+            "serviceStatus": SERVICE_STATUS_RUNNING if is_ready else None,
+            "serveEndpoint": self.serve_url(rs.namespace or "default", rs.name),
+            "dashboardURL": self.dashboard_url,
+        }
+        return {k: v for k, v in status.items() if v is not None}
+
+    def _validation_failed_status(self, obj: dict, message: str) -> dict[str, Any]:
+        rs_status = (obj.get("status") or {}).copy()
+        generation = (obj.get("metadata") or {}).get("generation")
+        conditions = [Condition.model_validate(c) for c in rs_status.get("conditions") or []]
+        set_condition(
+            conditions,
+            Condition(
+                type=CONDITION_READY,
+                status="False",
+                reason=REASON_VALIDATION_FAILED,
+                message=message[:32768],
+                observed_generation=generation,
+            ),
+        )
+        rs_status["conditions"] = [c.to_k8s() for c in conditions]
+        rs_status["observedGeneration"] = generation
+        rs_status.pop("serviceStatus", None)
+        return rs_status
+
+    def _cluster_status(self, name: str) -> dict[str, Any]:
+        return {
+            "rayClusterName": f"{name}-standin",
+            "rayClusterStatus": {
+                "state": "ready",
+                "head": {"podIP": self.serve_host, "serviceIP": self.serve_host},
+            },
+        }
+
+    def serve_url(self, namespace: str, name: str) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}{route_base(namespace, name)}"
+
+    def _write_status(self, obj: dict, status: dict[str, Any]) -> None:
+        old = obj.get("status") or {}
+        if _comparable(old) == _comparable(status):
+            return
+        status["lastUpdateTime"] = _now()
+        try:
+            self.client.update_status(self.kind, {**obj, "status": status})
+        except NotFound:
+            return  # deleted meanwhile
+        except ApiError:
+            raise  # Conflict (stale cache): the controller requeues with backoff
+        apps = (status.get("activeServiceStatus") or status.get("pendingServiceStatus") or {}).get(
+            "applicationStatuses"
+        ) or {}
+        log.info(
+            "%s: Ready=%s apps=%s",
+            _key(obj),
+            next((c["status"] for c in status["conditions"] if c["type"] == CONDITION_READY), "?"),
+            {a: s.get("status") for a, s in apps.items()},
+        )
+
+
+def _metadata_problem(name: str) -> str | None:
+    """KubeRay's ValidateRayServiceMetadata."""
+    if len(name) > MAX_NAME_LENGTH:
+        return f"RayService name should be no more than {MAX_NAME_LENGTH} characters"
+    if not DNS1035.match(name):
+        return f"RayService name should be a valid DNS1035 label: {name!r}"
+    return None
+
+
+def _proxy_healthy(details: dict[str, Any]) -> bool:
+    """True when some Serve proxy reports HEALTHY (the head's ray.io/serve=true label in KubeRay)."""
+    for proxy in (details.get("proxies") or {}).values():
+        status = proxy.get("status") if isinstance(proxy, dict) else proxy
+        if status == "HEALTHY":
+            return True
+    return False
+
+
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """A status without the fields that change on every write."""
+    out = {k: v for k, v in status.items() if k != "lastUpdateTime"}
+    out["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []
+    ]
+    return out

@@ -1,0 +1,237 @@
+"""One local Ray head on loopback: start it (or attach to one), wait for its dashboard, stop it.
+
+Why each choice:
+
+* ``ray start --head --block`` as our child, in its own process group, rather than ``ray start``
+  + ``ray stop``: ``ray stop`` kills *every* Ray process of the user on the machine, and this
+  machine is shared (other engineers' tests run their own Ray). With ``--block`` the CLI stays in
+  the foreground, owns the GCS/raylet/dashboard it spawned (and a reaper that fate-shares them),
+  and cleans them up on SIGTERM; we signal only our own process group.
+* Every port that has a fixed default (GCS 6379, dashboard 8265, client server 10001, dashboard
+  agent 52365, ...) is given a free one, so two stand-ins (or a stand-in and a test's own Ray)
+  never collide.
+* A private ``--temp-dir``: sessions, logs and ``ray_current_cluster`` stay ours, so a bare
+  ``ray.init()`` elsewhere on the machine never attaches to this cluster by accident. It is kept
+  short because Ray puts unix sockets under it (108-byte path limit).
+* ``--num-gpus 0`` by default: nodes are fake and replicas run on CPU. A serve config that asks
+  for GPUs (``num_gpus``, GPU placement-group bundles) stays DEPLOYING forever on such a head, as
+  on a real cluster without GPU workers; ``num_gpus``/``resources`` declare logical GPUs or custom
+  resources (Ray does not check that they exist) when a demo needs such a config to schedule.
+* ``RAY_AUTH_MODE=disabled``: Ray 2.60 turns token auth on by default and the dashboard REST API
+  then answers 401.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # On SIGTERM the head would first "drain" for up to 30 s (for Kubernetes pod deletion during
+    # RayService upgrades); a local stand-in has nobody to drain for.
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+}
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together so the kernel cannot hand out one twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def ray_binary() -> str:
+    """The ``ray`` CLI of the running interpreter's environment (not whatever is first on PATH)."""
+    beside = Path(sys.executable).with_name("ray")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ray")
+    if found is None:
+        raise RuntimeError("the 'ray' CLI is not installed in this environment (pip install 'ray[serve]')")
+    return found
+
+
+def dashboard_up(dashboard_url: str, timeout: float = 2.0) -> bool:
+    """True when the dashboard's Serve REST API answers (the head is usable for deploys)."""
+    try:
+        resp = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return resp.status_code == 200
+
+
+@dataclass
+class RayHead:
+    """A Ray head the stand-in deploys to.
+
+    ``start()`` launches one; ``attach(dashboard_url)`` uses a running one (its Serve HTTP port is
+    read from Serve if Serve runs, else ``serve_port`` or a free port is used when we first deploy).
+    """
+
+    num_cpus: int = 2
+    num_gpus: int = 0
+    resources: dict[str, float] = field(default_factory=dict)
+    object_store_memory: int = 100 * 1024 * 1024
+    python_path: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    # Ports and the temp dir are free/fresh unless given (the demo fixes some to wire Prometheus).
+    serve_port: int | None = None
+    dashboard_port: int | None = None
+    metrics_port: int | None = None
+    temp_dir: str | None = None
+    startup_timeout: float = 90.0
+
+    dashboard_url: str = ""
+    gcs_address: str = ""
+    proc: subprocess.Popen | None = None
+    owned: bool = False
+    _log_file: object | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> RayHead:
+        """Start ``ray start --head --block`` on loopback and wait until Serve's REST API answers."""
+        (gcs, dash, client, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr, serve) = (
+            _free_ports(10)
+        )
+        dash = self.dashboard_port or dash
+        self.metrics_port = self.metrics_port or metrics
+        self.serve_port = self.serve_port or serve
+        if self.temp_dir:
+            Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+            if len(self.temp_dir) > 60:
+                log.warning(
+                    "Ray temp dir %s is long: Ray's unix socket paths under it may exceed 107 bytes",
+                    self.temp_dir,
+                )
+        else:
+            # Ray puts unix sockets under the temp dir: keep its path short.
+            self.temp_dir = tempfile.mkdtemp(prefix="krs-", dir="/tmp")
+        argv = [
+            ray_binary(),
+            "start",
+            "--head",
+            "--block",
+            f"--node-ip-address={LOOPBACK}",
+            f"--port={gcs}",
+            "--include-dashboard=true",
+            f"--dashboard-host={LOOPBACK}",
+            f"--dashboard-port={dash}",
+            f"--ray-client-server-port={client}",
+            f"--dashboard-agent-listen-port={agent_http}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--runtime-env-agent-port={runtime_env}",
+            f"--metrics-export-port={self.metrics_port}",
+            f"--node-manager-port={node_mgr}",
+            f"--object-manager-port={obj_mgr}",
+            f"--num-cpus={self.num_cpus}",
+            f"--num-gpus={self.num_gpus}",
+            f"--object-store-memory={self.object_store_memory}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        ]
+        if self.resources:
+            argv.append(f"--resources={json.dumps(self.resources)}")
+        env = {**os.environ, **RAY_ENV, **self.extra_env}
+        paths = [*self.python_path, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        if paths:
+            env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        log_path = self.log_path or Path(self.temp_dir) / "ray-start.log"
+        self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        log.info("starting Ray head: %s (log %s)", " ".join(argv), log_path)
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self.owned = True
+        self.dashboard_url = f"http://{LOOPBACK}:{dash}"
+        self.gcs_address = f"{LOOPBACK}:{gcs}"
+        deadline = time.monotonic() + self.startup_timeout
+        while not dashboard_up(self.dashboard_url):
+            if self.proc.poll() is not None:
+                tail = Path(log_path).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"ray start exited ({self.proc.returncode}):\n{tail}")
+            if time.monotonic() > deadline:
+                self.stop()
+                tail = Path(log_path).read_text(errors="replace")[-3000:]
+                raise TimeoutError(f"Ray dashboard not up within {self.startup_timeout:.0f}s:\n{tail}")
+            time.sleep(0.3)
+        log.info("Ray head up: dashboard %s, gcs %s", self.dashboard_url, self.gcs_address)
+        return self
+
+    def attach(self, dashboard_url: str) -> RayHead:
+        """Use a running cluster; its dashboard must answer now."""
+        self.dashboard_url = dashboard_url.rstrip("/")
+        if "://" not in self.dashboard_url:
+            self.dashboard_url = f"http://{self.dashboard_url}"
+        if not dashboard_up(self.dashboard_url, timeout=10):
+            raise RuntimeError(f"no Ray dashboard answers at {self.dashboard_url}")
+        self.owned = False
+        return self
+
+    @property
+    def running(self) -> bool:
+        if not self.owned:
+            return True
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def prometheus_sd_file(self) -> Path | None:
+        """Ray's Prometheus service-discovery file (node, autoscaler and dashboard metric ports)."""
+        if not self.temp_dir:
+            return None
+        return Path(self.temp_dir) / "prom_metrics_service_discovery.json"
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Stop the head we started (never one we attached to): SIGTERM our process group, then
+        SIGKILL what is left after ``grace`` seconds."""
+        if not self.owned or self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            # Only the CLI: it shuts its own children down in order (raylet, then GCS...).
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                log.warning("Ray head did not stop within %.0fs; killing it", grace)
+        # Workers may linger a moment after the CLI exits; they share our process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        if self._log_file is not None:
+            with contextlib.suppress(Exception):
+                self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file = None
+        log.info("Ray head stopped")

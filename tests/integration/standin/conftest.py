@@ -1,0 +1,48 @@
+"""Fixtures for the KubeRay stand-in: the real kube-apiserver with the RayService CRD, and ONE real
+local Ray head per test module (starting Ray costs ~10 s of a shared 2-core machine)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+
+import pytest
+from standin_helpers import HERE, install_rayservice_crd
+
+from controller.runtime.client import Client
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_insecure_tls() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+        yield
+
+
+@pytest.fixture(scope="module")
+def rs_client(apiserver) -> Iterator[Client]:  # type: ignore[no-untyped-def]
+    client = Client.from_kubeconfig(str(apiserver.kubeconfig))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+        install_rayservice_crd(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def standin(rs_client: Client, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The stand-in in-process (all namespaces) on its own Ray head; the echo app is importable."""
+    from hack.kuberay_standin.ray_head import RayHead
+    from hack.kuberay_standin.standin import Standin
+
+    log_dir = tmp_path_factory.mktemp("standin")
+    head = RayHead(num_cpus=2, python_path=[str(HERE)], log_path=log_dir / "ray-start.log")
+    st = Standin(rs_client, head, poll_interval=1.0).start()
+    try:
+        yield st
+    finally:
+        st.stop()

@@ -1,0 +1,161 @@
+"""The KubeRay stand-in against the real kube-apiserver and a real local Ray head: RayService
+create -> DEPLOYING -> RUNNING/Ready with the app answering HTTP; serveConfigV2 update -> in-place
+redeploy; broken import_path -> DEPLOY_FAILED with Serve's message; delete -> app gone from Serve."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import yaml
+from standin_helpers import (
+    app_status,
+    condition,
+    echo_serve_config,
+    get_rs,
+    http_get_json,
+    rayservice,
+    serve_apps,
+    wait_for,
+    wait_ready,
+)
+
+from controller.api.kinds import RAYSERVICES
+from controller.api.rayservice import RayService
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.serve,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Ray Serve's pydantic v1-style fields
+]
+
+
+class StatusRecorder:
+    """Every status the stand-in writes for one RayService, read from a watch."""
+
+    def __init__(self, client, namespace: str, name: str) -> None:  # type: ignore[no-untyped-def]
+        self.statuses: list[dict] = []
+        self._stream = client.watch(
+            RAYSERVICES, namespace, timeout_seconds=120, field_selector=f"metadata.name={name}"
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for ev in self._stream:
+                if ev["type"] in ("ADDED", "MODIFIED"):
+                    self.statuses.append(ev["object"].get("status") or {})
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_client, namespace):
+    rec = StatusRecorder(rs_client, namespace, "echo")
+    try:
+        rs_client.create(RAYSERVICES, rayservice("echo", namespace, echo_serve_config("hello")))
+        obj = wait_ready(rs_client, namespace, "echo")
+    finally:
+        rec.close()
+    st = obj["status"]
+
+    # KubeRay's shape: pending cluster while initializing, promoted to active once all apps RUN.
+    seen = [
+        (s.get("pendingServiceStatus") or {}).get("applicationStatuses", {}).get("echo", {}).get("status")
+        for s in rec.statuses
+    ]
+    assert {"DEPLOYING", "NOT_STARTED"} & set(seen), rec.statuses
+    first = next(s for s in rec.statuses if s.get("conditions"))
+    assert condition({"status": first}, "Ready")["reason"] == "Initializing"
+    assert condition(obj, "Ready")["reason"] == "NonZeroServeEndpoints"
+    assert condition(obj, "UpgradeInProgress")["status"] == "False"
+    assert st["serviceStatus"] == "Running"
+    assert st["numServeEndpoints"] == 1
+    assert st["observedGeneration"] == 1
+    assert "pendingServiceStatus" not in st
+    echo = app_status(obj, "echo")
+    assert echo["status"] == "RUNNING"
+    assert echo["serveDeploymentStatuses"]["Echo"]["status"] == "HEALTHY"
+    # the operator's own model reads it as KubeRay's
+    model = RayService.from_k8s(obj)
+    assert model.is_ready and model.application_status("echo").status == "RUNNING"
+
+    # the serve URL plays <name>-serve-svc.<ns>:8000; the app answers at it
+    assert st["serveEndpoint"] == f"http://127.0.0.1:{standin.serve_port}/{namespace}/echo"
+    code, body = http_get_json(st["serveEndpoint"])
+    assert code == 200 and body["message"] == "hello"
+    assert f"{namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
+
+
+def test_serve_config_update_redeploys_in_place(standin, rs_client, namespace):
+    rs_client.create(RAYSERVICES, rayservice("upd", namespace, echo_serve_config("v1")))
+    obj = wait_ready(rs_client, namespace, "upd")
+    url = obj["status"]["serveEndpoint"]
+    assert http_get_json(url)[1]["message"] == "v1"
+
+    rs_client.patch(RAYSERVICES, "upd", {"spec": {"serveConfigV2": echo_serve_config("v2")}}, namespace)
+    obj = wait_ready(rs_client, namespace, "upd", generation=2)
+    wait_for(lambda: http_get_json(url)[1].get("message") == "v2", 60, "the redeployed app answering v2")
+    assert condition(obj, "Ready")["observedGeneration"] == 2
+    assert obj["status"]["activeServiceStatus"]["rayClusterName"] == "upd-standin"  # in place, no new cluster
+
+
+def test_broken_import_path_is_deploy_failed_with_message(standin, rs_client, namespace):
+    cfg = echo_serve_config(import_path="standin_no_such_module:build")
+    rs_client.create(RAYSERVICES, rayservice("broken", namespace, cfg))
+
+    def failed() -> dict | None:
+        obj = get_rs(rs_client, namespace, "broken")
+        app = app_status(obj, "echo", "pendingServiceStatus")
+        return obj if app.get("status") in ("DEPLOY_FAILED", "UNHEALTHY") else None
+
+    obj = wait_for(failed, 90, "the broken app DEPLOY_FAILED")
+    app = app_status(obj, "echo", "pendingServiceStatus")
+    assert "standin_no_such_module" in app["message"]
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "Initializing"
+    assert "serviceStatus" not in obj["status"]
+    assert "activeServiceStatus" not in obj["status"]
+
+
+def test_invalid_serve_config_is_validation_failed_and_others_keep_running(standin, rs_client, namespace):
+    rs_client.create(RAYSERVICES, rayservice("good", namespace, echo_serve_config("fine")))
+    bad = yaml.safe_dump({"applications": [{"name": "a", "import_path": "noseparator"}]})
+    rs_client.create(RAYSERVICES, rayservice("bad", namespace, bad))
+
+    def has_ready() -> dict | None:
+        obj = get_rs(rs_client, namespace, "bad")
+        return obj if condition(obj, "Ready") else None
+
+    obj = wait_for(has_ready, 30, "a status on the invalid RayService")
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ValidationFailed"
+    assert "import path" in ready["message"]
+    good = wait_ready(rs_client, namespace, "good")
+    assert http_get_json(good["status"]["serveEndpoint"])[1]["message"] == "fine"
+
+
+def test_two_rayservices_with_the_same_app_name_do_not_collide(standin, rs_client, namespace):
+    rs_client.create(RAYSERVICES, rayservice("one", namespace, echo_serve_config("first")))
+    rs_client.create(RAYSERVICES, rayservice("two", namespace, echo_serve_config("second")))
+    one = wait_ready(rs_client, namespace, "one")
+    two = wait_ready(rs_client, namespace, "two")
+    assert http_get_json(one["status"]["serveEndpoint"])[1]["message"] == "first"
+    assert http_get_json(two["status"]["serveEndpoint"])[1]["message"] == "second"
+    # an app's own route_prefix stays below the RayService's URL
+    assert http_get_json(one["status"]["serveEndpoint"] + "/")[1]["path"].startswith(f"/{namespace}/one")
+
+
+def test_delete_removes_the_app_from_serve(standin, rs_client, namespace):
+    rs_client.create(RAYSERVICES, rayservice("gone", namespace, echo_serve_config("bye")))
+    obj = wait_ready(rs_client, namespace, "gone")
+    url = obj["status"]["serveEndpoint"]
+    serve_name = f"{namespace}.gone.echo"
+    assert serve_name in serve_apps(standin.head.dashboard_url)
+
+    rs_client.delete(RAYSERVICES, "gone", namespace)
+    wait_for(lambda: serve_name not in serve_apps(standin.head.dashboard_url), 60, "the app gone from Serve")
+    assert http_get_json(url)[0] == 404
