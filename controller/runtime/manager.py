@@ -78,6 +78,7 @@ class Manager:
         self._stopping = False
         self._done = threading.Event()
         self.lost_leadership = False
+        self.failed = False  # a controller could not start (e.g. its cache never synced)
         self.elector: LeaderElector | None = None
         if leader_election:
             self.elector = LeaderElector(
@@ -100,7 +101,7 @@ class Manager:
     def add_controller(self, ctrl: Controller) -> None:
         self._controllers.append(ctrl)
         if self._leader_work_started:
-            ctrl.start()
+            self._start_controller(ctrl)
 
     def add_runnable(self, fn: Runnable, needs_leader: bool = True) -> None:
         """fn(stop_event) runs in its own thread and must return soon after stop_event is set."""
@@ -162,14 +163,15 @@ class Manager:
         self._done.set()
 
     def run_forever(self) -> int:
-        """start(), block until SIGTERM/SIGINT (or lost leadership), stop(); returns an exit code."""
+        """start(), block until SIGTERM/SIGINT (or lost leadership, or a controller that could not
+        start), stop(); returns an exit code (0 on a signal, 1 otherwise)."""
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._done.set())
         self.start()
         self._done.wait()
         self.stop()
-        return 1 if self.lost_leadership else 0
+        return 1 if self.lost_leadership or self.failed else 0
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -209,10 +211,24 @@ class Manager:
             self._leader_work_started = True
             self._stop_leader.clear()
             for ctrl in self._controllers:
-                ctrl.start()
+                self._start_controller(ctrl)
             for fn, needs_leader in self._runnables:
                 if needs_leader:
                     self._spawn(fn, self._stop_leader)
+
+    def _start_controller(self, ctrl: Controller) -> None:
+        """Start off the caller's thread: this runs in the elector's callback, which must return
+        quickly to keep renewing the lease even if a controller waits long for an informer."""
+
+        def start() -> None:
+            try:
+                ctrl.start()
+            except Exception:
+                log.exception("manager %s: controller %s failed to start; stopping", self.name, ctrl.name)
+                self.failed = True
+                self._done.set()
+
+        threading.Thread(target=start, name=f"start-{ctrl.name}", daemon=True).start()
 
     def _stop_leader_work(self) -> None:
         with self._leader_lock:

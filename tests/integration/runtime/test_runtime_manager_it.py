@@ -4,6 +4,7 @@ owned objects enqueue their owner, probes and metrics served, the lease released
 from __future__ import annotations
 
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -173,3 +174,42 @@ def test_event_recorder_writes_and_aggregates_events(rt_client: Client, ns: str)
     assert first["source"]["component"] == "rt-test"
     with pytest.raises(ValueError):
         rec.event(w, "Bad", "X", "y")
+
+
+def test_only_the_leading_manager_runs_controllers_and_the_standby_takes_over(rt_client: Client, ns: str):
+    reconciled: dict[str, list[str]] = {"m1": [], "m2": []}
+    managers: dict[str, Manager] = {}
+    for ident in ("m1", "m2"):
+        mgr = Manager(
+            rt_client,
+            name="rt-ha",
+            namespace=ns,
+            identity=ident,
+            health_port=None,
+            metrics_port=None,
+            lease_duration=3.0,
+            renew_deadline=2.0,
+            retry_period=0.25,
+        )
+        ctrl = Controller(f"rt-ha-{ident}", lambda req, who=ident: reconciled[who].append(req.name))
+        ctrl.watch(mgr.informer(WIDGETS, ns))
+        mgr.add_controller(ctrl)
+        managers[ident] = mgr
+    rt_client.create(WIDGETS, widget("first"), ns)
+    managers["m1"].start()
+    wait_for(lambda: managers["m1"].is_leader, timeout=10, what="m1 to lead")
+    managers["m2"].start()
+    try:
+        wait_for(lambda: reconciled["m1"] == ["first"], what="m1 reconciles")
+        time.sleep(1.0)
+        assert not managers["m2"].is_leader and reconciled["m2"] == [], "the standby must not reconcile"
+
+        managers["m1"].stop()
+        wait_for(lambda: managers["m2"].is_leader, timeout=3.0, what="m2 to take over")
+        rt_client.create(WIDGETS, widget("second"), ns)
+        wait_for(lambda: "second" in reconciled["m2"], what="m2 reconciles")
+        assert sorted(reconciled["m2"]) == ["first", "second"]
+        assert reconciled["m1"] == ["first"]
+    finally:
+        for mgr in managers.values():
+            mgr.stop()
