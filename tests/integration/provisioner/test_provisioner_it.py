@@ -7,6 +7,8 @@ own run id; the fake cloud's inventory lives in a namespace of its own.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from prometheus_client import REGISTRY
 from prov_it_helpers import (
@@ -75,6 +77,12 @@ def test_machine_goes_launched_registered_initialized_ready(
         assert (kinds.TAINT_NOT_READY, "NoSchedule") not in taints
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
         assert [i.machine_name for i in prov.provider.list()] == [name]
+        # steady state: no more writes (a status that never compares equal would loop forever)
+        machine_rv = prov_client.get(kinds.MACHINES, name)["metadata"]["resourceVersion"]
+        node_rv = node["metadata"]["resourceVersion"]
+        time.sleep(1.5)
+        assert prov_client.get(kinds.MACHINES, name)["metadata"]["resourceVersion"] == machine_rv
+        assert prov_client.get(kinds.NODES, node_name)["metadata"]["resourceVersion"] == node_rv
         assert _metric("kaito_provisioner_machine_launch_duration_seconds_count") == launches_before + 1
         assert (
             _metric("kaito_provisioner_machine_registration_duration_seconds_count")
