@@ -192,19 +192,27 @@ class Client:
         self.request_timeout = request_timeout
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> Client:
-        """From a kubeconfig file (path, else $KUBECONFIG / ~/.kube/config), else in-cluster config."""
+    def from_kubeconfig(
+        cls, path: str | None = None, context: str | None = None, pool_maxsize: int = 32
+    ) -> Client:
+        """From a kubeconfig file (path, else $KUBECONFIG / ~/.kube/config), else in-cluster config.
+
+        pool_maxsize: every informer pins one connection for its watch, and workers share the rest;
+        the official default (5 x CPUs) is small on small machines and makes urllib3 discard and
+        re-open connections.
+        """
         from kubernetes import config
 
+        conf = kubernetes.client.Configuration()
         try:
-            api_client = config.new_client_from_config(config_file=path, context=context)
+            config.load_kube_config(config_file=path, context=context, client_configuration=conf)
         except config.ConfigException:
             if path is not None:
                 raise
             conf = kubernetes.client.Configuration()
             config.load_incluster_config(client_configuration=conf)
-            api_client = kubernetes.client.ApiClient(conf)
-        return cls(api_client)
+        conf.connection_pool_maxsize = max(conf.connection_pool_maxsize or 0, pool_maxsize)
+        return cls(kubernetes.client.ApiClient(conf))
 
     def close(self) -> None:
         self.api_client.close()
