@@ -1,0 +1,89 @@
+"""Per-request sampling over a batch of last-position logits.
+
+Why per row: rows of one continuous batch come from different requests with different
+temperature / top-k / top-p / seeds. Greedy rows are an argmax; sampled rows get their own
+``torch.Generator`` so a request with a ``seed`` is reproducible whatever it is batched with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplingParams(BaseModel):
+    """How to pick tokens for one request, and when to stop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(128, ge=1)
+    min_new_tokens: int = Field(0, ge=0)
+    temperature: float = Field(1.0, ge=0.0, le=5.0)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    do_sample: bool = False
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0.0
+
+
+class RowSampler:
+    """Sampling state of one sequence (its generator, if any)."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self.generator: torch.Generator | None = None
+        if not params.greedy:
+            self.generator = torch.Generator()
+            self.generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+
+    def pick(self, logits: torch.Tensor, history: Sequence[int], eos_blocked: Sequence[int]) -> int:
+        p = self.params
+        logits = logits.clone()
+        if eos_blocked:
+            logits[list(eos_blocked)] = -float("inf")
+        if p.repetition_penalty != 1.0 and history:
+            idx = torch.tensor(sorted(set(history)))
+            vals = logits[idx]
+            logits[idx] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        if p.greedy:
+            return int(logits.argmax())
+        logits = logits / p.temperature
+        if p.top_k:
+            kth = torch.topk(logits, min(p.top_k, logits.numel())).values[-1]
+            logits[logits < kth] = -float("inf")
+        probs = torch.softmax(logits, dim=-1)
+        if p.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            cum = sorted_probs.cumsum(0)
+            drop = cum - sorted_probs > p.top_p  # keep the smallest prefix reaching top_p
+            sorted_probs[drop] = 0.0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def pick_tokens(
+    logits: torch.Tensor,
+    samplers: Sequence[RowSampler],
+    histories: Sequence[Sequence[int]],
+    eos_ids: Sequence[int],
+) -> list[int]:
+    """One token per row of ``logits`` (``[batch, vocab]``); fast path when all rows are greedy
+    with no penalties and nothing blocked."""
+    simple = all(
+        s.params.greedy and s.params.repetition_penalty == 1.0 and len(h) >= s.params.min_new_tokens
+        for s, h in zip(samplers, histories, strict=True)
+    )
+    if simple:
+        return logits.argmax(dim=-1).tolist()
+    out = []
+    for row, (s, h) in enumerate(zip(samplers, histories, strict=True)):
+        blocked = eos_ids if len(h) < s.params.min_new_tokens and not s.params.ignore_eos else ()
+        out.append(s.pick(logits[row], h, blocked))
+    return out

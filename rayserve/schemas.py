@@ -1,0 +1,143 @@
+"""Request bodies of the HTTP API, as pydantic models.
+
+Why strict models: a malformed body must become a 4xx that tells the caller what is wrong,
+never a 500 from deep inside generation. Two dialects are accepted:
+
+* Kaito's legacy ``POST /chat`` (``prompt`` or ``messages`` + HF-style ``generate_kwargs``),
+  answered with ``{"Result": text}``.
+* OpenAI's ``/v1/chat/completions`` and ``/v1/completions``; unknown fields that OpenAI
+  clients commonly send are ignored, unsupported features (``n > 1``, ``logprobs``,
+  beam search) are rejected explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["system", "user", "assistant", "tool", "developer"]
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Role
+    content: str | list[ContentPart] | None = ""
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class GenerateKwargs(BaseModel):
+    """HF ``generate`` keywords as Kaito's legacy server took them (same defaults).
+
+    Extra keys are accepted and ignored, as Kaito passed them through to a pipeline."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_length: int = Field(200, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    min_length: int = Field(0, ge=0)
+    min_new_tokens: int | None = Field(None, ge=0)
+    do_sample: bool = True
+    early_stopping: bool = False
+    num_beams: int = Field(1, ge=1, le=1, description="beam search is not supported")
+    temperature: float = Field(1.0, ge=0.0, le=5.0)
+    top_k: int = Field(10, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    typical_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    seed: int | None = None
+
+
+class LegacyChatRequest(BaseModel):
+    """Kaito's ``/chat``: exactly one of ``prompt`` / ``messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    model: str | None = Field(None, description="extension: base model or adapter name")
+    return_full_text: bool = True
+    clean_up_tokenization_spaces: bool = False
+    prefix: str | None = None
+    handle_long_generation: str | None = None
+    generate_kwargs: GenerateKwargs = Field(default_factory=GenerateKwargs)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> LegacyChatRequest:
+        if self.prompt is None and not self.messages:
+            raise ValueError("Text generation parameter prompt or conversational parameter messages required")
+        if self.prompt is not None and self.messages:
+            raise ValueError("give either prompt or messages, not both")
+        return self
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class _OpenAIBase(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="vLLM extension")
+    min_tokens: int = Field(0, ge=0, description="vLLM extension")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="vLLM extension")
+    n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        stops = [v] if isinstance(v, str) else v
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop takes up to 4 non-empty strings")
+        return stops
+
+
+class ChatCompletionRequest(_OpenAIBase):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: Literal[False] | None = None
+
+
+class CompletionRequest(_OpenAIBase):
+    prompt: str | list[str] | list[int]
+    max_tokens: int | None = Field(16, ge=1)
+    echo: bool = False
+    logprobs: None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _single(cls, v: str | list[str] | list[int]) -> str | list[int]:
+        if isinstance(v, list) and v and isinstance(v[0], str):
+            if len(v) != 1:
+                raise ValueError("only one prompt per request is supported")
+            return v[0]
+        if isinstance(v, list) and not v:
+            raise ValueError("prompt must not be empty")
+        return v

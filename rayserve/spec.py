@@ -1,0 +1,84 @@
+"""What to serve: the model, its adapters, and how one replica is laid out.
+
+These pydantic models are the contract between the control plane and the data plane. The
+controller's presets map a preset name onto a ``ModelSpec``; ``rayserve.builder`` puts the
+``ServeArgs`` into the serve config's ``args``; ``rayserve.app.build_app`` validates them
+back. Keeping them here (no Kubernetes imports) lets the serve app run on any Ray cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class ModelSpec(BaseModel):
+    """A causal LM checkpoint and the limits we serve it under."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="served model name: what clients put in `model`")
+    path: str = Field(description="local directory (or hub id where a hub is reachable)")
+    dtype: DType = Field("auto", description="'auto' = bfloat16 on GPU, float32 on CPU")
+    max_context: int = Field(4096, gt=0, description="prompt + generated tokens per request")
+    trust_remote_code: bool = False
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+class AdapterSpec(BaseModel):
+    """A LoRA adapter on the base model, selected per request by ``model: <name>``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    path: str = Field(description="directory written by peft's save_pretrained")
+    strength: float = Field(1.0, ge=0.0, le=10.0, description="multiplies the LoRA delta (1 = as trained)")
+
+
+class ParallelSpec(BaseModel):
+    """How one model replica is split: ``workers`` pipeline stages, ``gpus_per_worker`` each.
+
+    ``workers == 1`` runs the model inside the Serve replica itself; more spawns one Ray
+    actor per stage inside the replica's placement group.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int = Field(1, ge=1, le=64)
+    gpus_per_worker: float = Field(0, ge=0)
+    cpus_per_worker: float = Field(0.25, ge=0)
+
+
+class EngineSpec(BaseModel):
+    """Scheduler knobs of the continuous-batching engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1, description="sequences decoded together per step")
+    max_waiting: int = Field(64, ge=0, description="queued beyond the batch before answering 429")
+    max_new_tokens_default: int = Field(128, ge=1)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+
+
+class ServeArgs(BaseModel):
+    """Everything ``rayserve.app.build_app`` needs; the serve config's ``args`` carry it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelSpec
+    adapters: list[AdapterSpec] = Field(default_factory=list)
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServeArgs:
+        names = self.served_names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"model and adapter names must be unique, got {names}")
+        return self
+
+    def served_names(self) -> list[str]:
+        return [self.model.name, *(a.name for a in self.adapters)]

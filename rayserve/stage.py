@@ -1,0 +1,118 @@
+"""One pipeline stage: a contiguous slice of a decoder-only model's layers plus its KV caches.
+
+Why: a model too big for one GPU is split by layers (pipeline parallelism). Stage 0 owns the
+token embedding, the last stage owns the final norm and LM head, every stage owns its
+layers' KV cache, and only hidden states (``[batch, new_tokens, hidden]``) travel between
+stages. With one stage this is simply the whole model, so the unsharded path and the sharded
+path run the same code and the same arithmetic.
+
+It works for the Llama-style layout transformers uses for Phi-3, Llama, Mistral and Qwen:
+``model.model.{embed_tokens, layers, norm, rotary_emb}`` and ``model.lm_head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rayserve.kvcache import BatchKVCache, CacheOp, apply_ops, attention_bias
+
+
+def split_layers(num_layers: int, stages: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, end)`` layer ranges, as even as possible, earlier stages larger.
+
+    >>> split_layers(5, 2)
+    [(0, 3), (3, 5)]
+    """
+    if stages < 1 or stages > num_layers:
+        raise ValueError(f"cannot split {num_layers} layers into {stages} stages")
+    base, extra = divmod(num_layers, stages)
+    out, start = [], 0
+    for i in range(stages):
+        end = start + base + (1 if i < extra else 0)
+        out.append((start, end))
+        start = end
+    return out
+
+
+@dataclass
+class StageInput:
+    """What one forward of one stage needs; built by the coordinator, identical for all stages
+    except ``x`` (token ids for stage 0, hidden states after)."""
+
+    mask: torch.Tensor  # [batch, time] bool, time includes the new tokens
+    positions: torch.Tensor  # [batch, new] long
+    cache_key: str
+    ops: Sequence[CacheOp] = ()
+    adapter_names: Sequence[str] | None = None  # per row; None = no adapters loaded
+    last_only: bool = True
+
+
+class PipelineStage:
+    """Layers ``[start, end)`` of ``model`` on ``device``; see module docstring.
+
+    With ``prune`` the other layers (and the embedding / head a middle stage does not
+    need) are dropped so a stage actor holds only its share of the weights.
+    """
+
+    def __init__(self, model: nn.Module, start: int, end: int, device: torch.device, prune: bool = False):
+        core = model.model
+        n = len(core.layers)
+        self.model, self.start, self.end, self.device = model, start, end, device
+        self.is_first, self.is_last = start == 0, end == n
+        self.caches: dict[str, BatchKVCache] = {}
+        if prune:
+            core.layers = nn.ModuleList(core.layers[start:end])
+            if not self.is_first:
+                core.embed_tokens = None
+            if not self.is_last:
+                core.norm, model.lm_head = None, None
+            self.layers = list(core.layers)
+        else:
+            self.layers = list(core.layers[start:end])
+        self.embed = core.embed_tokens if self.is_first else None
+        self.norm = core.norm if self.is_last else None
+        self.lm_head = model.lm_head if self.is_last else None
+        self.rotary = core.rotary_emb
+        self.dtype = next(model.parameters()).dtype
+        self.sliding_window = getattr(model.config, "sliding_window", None)
+        model.to(device)
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor, inp: StageInput) -> torch.Tensor:
+        """Run this stage. Returns hidden states (inner stages, on CPU for transport) or
+        float32 logits of the last position (``[batch, vocab]``) from the last stage."""
+        from rayserve.adapters import adapter_rows
+
+        cache = apply_ops(self.caches, inp.cache_key, inp.ops)
+        h = self.embed(x.to(self.device)) if self.is_first else x.to(self.device, self.dtype)
+        positions = inp.positions.to(self.device)
+        q_len = h.shape[1]
+        bias = attention_bias(inp.mask, q_len, self.dtype, self.sliding_window).to(self.device)
+        pos_emb = self.rotary(h, positions)
+        with adapter_rows(self.layers, inp.adapter_names):
+            for layer in self.layers:
+                out = layer(
+                    h,
+                    attention_mask=bias,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    position_embeddings=pos_emb,
+                )
+                h = out[0] if isinstance(out, tuple) else out
+        if not self.is_last:
+            return h if h.device.type == "cpu" else h.cpu()
+        if inp.last_only:
+            h = h[:, -1:]
+        logits = self.lm_head(self.norm(h)).float()
+        return (logits[:, -1] if inp.last_only else logits).cpu()
+
+    def drop(self, key: str) -> None:
+        self.caches.pop(key, None)
+
+    def cache_bytes(self) -> int:
+        return sum(c.nbytes() for c in self.caches.values())

@@ -1,0 +1,80 @@
+"""Text <-> tokens at the edges of a request: chat templates, streaming detokenization and
+stop strings.
+
+Why separate from the engine: the engine decodes token ids only. Turning them back into text
+while streaming has two traps handled here - a multi-byte character split across tokens must
+not be emitted half-done (byte-level BPE yields U+FFFD until the rest arrives), and a stop
+string must not leak its first characters before we know it is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def render_chat(tokenizer, messages: Sequence[tuple[str, str]]) -> str:
+    """The prompt text for ``(role, content)`` messages, via the model's chat template."""
+    msgs = [{"role": r, "content": c} for r, c in messages]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    return "".join(f"{r}: {c}\n" for r, c in messages) + "assistant: "
+
+
+def encode(tokenizer, text: str, chat: bool) -> list[int]:
+    """Token ids of ``text``; a rendered chat prompt already carries its special tokens."""
+    return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
+
+
+class IncrementalDecoder:
+    """Feeds token ids, returns newly completed text."""
+
+    def __init__(self, tokenizer, skip_special_tokens: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.skip = skip_special_tokens
+        self.ids: list[int] = []
+        self.emitted = 0
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip)
+        if text.endswith("\ufffd"):
+            return ""  # wait for the rest of the character
+        delta = text[self.emitted :]
+        self.emitted = len(text)
+        return delta
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip)
+        delta = text[self.emitted :]
+        self.emitted = len(text)
+        return delta
+
+
+class StopMatcher:
+    """Holds back text that could be the start of a stop string; reports a hit."""
+
+    def __init__(self, stops: Sequence[str] | None) -> None:
+        self.stops = [s for s in (stops or []) if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, delta: str) -> str:
+        """Text safe to emit after ``delta``; sets ``stopped`` when a stop string appeared."""
+        if not self.stops:
+            return delta
+        self.buffer += delta
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            out, self.buffer = self.buffer[:cut], ""
+            return out
+        safe = len(self.buffer) - self.hold
+        if safe <= 0:
+            return ""
+        out, self.buffer = self.buffer[:safe], self.buffer[safe:]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        return out

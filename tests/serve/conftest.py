@@ -1,0 +1,107 @@
+"""Fixtures for tests against a real local Ray + Serve (CPU only).
+
+One Ray instance per test session (starting one costs ~5 s and ~1 GB): 4 logical CPUs
+(oversubscribed on purpose, replicas use fractions), a 100 MB object store, token auth off,
+and free ports for the dashboard (its REST API deploys serve configs), the metrics export
+and Serve's HTTP proxy - several engineers' test runs share this machine, so nothing uses
+a fixed port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Must be set before Ray starts: workers inherit the environment.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+pytestmark = pytest.mark.serve
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    check: Callable[[], object], timeout: float = 60, interval: float = 0.2, what: str = "condition"
+):
+    """Poll ``check`` until it returns something truthy; its last exception is re-raised."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # retry until the deadline
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}") from last
+
+
+@dataclass
+class RayServe:
+    """The session's Ray + Serve endpoints."""
+
+    http_url: str
+    dashboard_url: str
+    metrics_url: str
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from hack.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[RayServe]:
+    import ray
+    from ray import serve
+
+    dash, metrics, http = free_port(), free_port(), free_port()
+    ray.init(
+        num_cpus=4,
+        object_store_memory=100 * 2**20,
+        include_dashboard=True,
+        dashboard_port=dash,
+        _metrics_export_port=metrics,
+        _system_config={"metrics_report_interval_ms": 1000},
+        namespace="kaito-serve-tests",
+        log_to_driver=False,
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": http}, proxy_location="HeadOnly")
+    try:
+        yield RayServe(f"http://127.0.0.1:{http}", f"http://127.0.0.1:{dash}", f"http://127.0.0.1:{metrics}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def tiny_args(model_path: Path, **overrides) -> dict:
+    """``ServeArgs`` for the tiny model, as a dict (what a serve config carries)."""
+    args = {
+        "model": {"name": "tiny-phi-3", "path": str(model_path), "max_context": 256},
+        "parallel": {"workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 0.1},
+        "engine": {"max_batch_size": 8, "max_waiting": 16, "max_new_tokens_default": 16},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(args.get(key), dict):
+            args[key] = {**args[key], **value}
+        else:
+            args[key] = value
+    return args
