@@ -139,7 +139,6 @@ class LocalStack:
                 "--serve-port", str(self.ports["ray-serve"]),
                 "--metrics-export-port", str(self.ports["ray-metrics"]),
                 "--num-cpus", str(self.ray_cpus),
-                "--ray-temp-dir", str(self.workdir / "ray"),
             ],
         )
         proc.wait_http(f"http://127.0.0.1:{self.ports['health']}/readyz", timeout=180)
@@ -208,6 +207,11 @@ class LocalStack:
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.load(resp)
+
+    def serve_applications(self) -> dict:
+        """Ray Serve's view of the running apps, from the dashboard's REST API."""
+        with urllib.request.urlopen(f"{self.dashboard_url}/api/serve/applications/", timeout=10) as resp:
+            return json.load(resp).get("applications") or {}
 
     def promql(self, query: str) -> list[dict]:
         return prometheus.query(self.ports["prometheus"], query)
