@@ -1,23 +1,27 @@
-"""The ``serveConfigV2`` text of a workspace's RayService.
+"""The ``serveConfigV2`` text of a workspace's RayService, from ``rayserve.builder``.
 
-The serve config is owned by ``rayserve.builder`` (the data plane knows its own application);
-this module only gathers the builder's inputs from the Workspace and its Plan: the preset's
-model, the adapters (mounted at /mnt/adapter/<name> by the RayService pods), the autoscaling
-range the nodes allow, and how one replica is split into pipeline workers.
+The serve config is owned by the data plane (``rayserve.builder`` knows its own application);
+this module only gathers the builder's inputs from the Workspace and its Plan: the preset's model,
+the adapters (mounted at /mnt/adapter/<name> in the Ray pods), the autoscaling range the nodes
+allow, and how one replica is split into pipeline workers with placement-group bundles.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from controller.api.workspace import Workspace
 from controller.workspace import names
 from controller.workspace.inference import adapter_path
 from controller.workspace.plan import Plan
+from rayserve.builder import AutoscalingSpec, ServeConfigInput
+from rayserve.builder import build_serve_config as _build
+from rayserve.spec import AdapterSpec, ModelSpec
+
+# The demo's fake SKU advertises a GPU but runs the model on the CPUs of a small local Ray.
+FAKE_CPUS = 0.5
 
 
-def serve_inputs(ws: Workspace, plan: Plan) -> dict[str, Any]:
-    """Plain inputs for the builder: model spec, adapters, autoscaling, parallelism, port."""
+def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
+    """The builder's input: model, adapters, autoscaling within the nodes' GPUs, replica layout."""
     from presets.estimator import effective_dtype
     from presets.registry import get_preset, get_sku
 
@@ -25,35 +29,34 @@ def serve_inputs(ws: Workspace, plan: Plan) -> dict[str, Any]:
     sku = get_sku(plan.instance_type)
     if preset is None:
         raise ValueError(f"unknown preset {plan.preset!r}")
-    dtype = effective_dtype(preset, sku) if sku else preset.dtype
-    model = {
-        "name": preset.name,
-        "path": preset.model_source,
-        "dtype": "auto" if sku is not None and sku.fake else dtype,
-        "max_context": preset.max_context,
-    }
+    fake = sku is not None and sku.fake
+    model = ModelSpec(
+        name=preset.name,
+        path=preset.model_source,
+        dtype=effective_dtype(preset, sku) if sku is not None and not fake else preset.dtype,
+        max_context=preset.max_context,
+    )
     adapters = [
-        {"name": a.source.name, "path": adapter_path(a), "strength": float(a.strength or "1.0")}
+        AdapterSpec(name=a.source.name, path=adapter_path(a), strength=float(a.strength or "1.0"))
         for a in ((ws.inference.adapters if ws.inference else None) or [])
         if a.source.name
     ]
-    autoscaling = {
-        "min_replicas": 1,
-        "initial_replicas": 1,
-        "max_replicas": plan.max_replicas,
-        "target_ongoing_requests": 8,
-    }
-    parallel = {
-        "workers": plan.pipeline_parallel,
-        "gpus_per_worker": plan.tensor_parallel if plan.gpus_per_node else 0,
-    }
-    return {"model": model, "adapters": adapters, "autoscaling": autoscaling, "parallel": parallel,
-            "port": names.SERVE_PORT}
+    # Stages of a replica that fits on one node stay together (NVLink, no cross-node hops);
+    # a replica larger than a node must spread its stages over several nodes.
+    spans_nodes = plan.gpus_per_replica > plan.gpus_per_node
+    return ServeConfigInput(
+        model=model,
+        adapters=adapters,
+        autoscaling=AutoscalingSpec(min_replicas=1, initial_replicas=1, max_replicas=plan.max_replicas),
+        workers_per_replica=plan.pipeline_parallel,
+        gpus_per_worker=0 if fake else plan.tensor_parallel,
+        cpus_per_worker=FAKE_CPUS if fake else 1,
+        replica_cpus=FAKE_CPUS if fake else 1,
+        placement_strategy="PACK" if spans_nodes else "STRICT_PACK",
+        serve_port=names.SERVE_PORT,
+    )
 
 
 def build_serve_config(ws: Workspace, plan: Plan) -> str:
-    """The YAML text for ``spec.serveConfigV2``, from rayserve's builder."""
-    from rayserve import builder  # type: ignore[attr-defined]
-
-    inputs = serve_inputs(ws, plan)
-    return builder.build_serve_config(**inputs)
+    """The YAML text for ``spec.serveConfigV2`` (deterministic: same workspace, same bytes)."""
+    return _build(serve_input(ws, plan))

@@ -32,24 +32,6 @@ from controller.workspace.serveconfig import build_serve_config
 pytestmark = pytest.mark.integration
 
 
-def _serve_config(ws: Workspace, plan) -> str:  # type: ignore[no-untyped-def]
-    """The real builder when rayserve.builder has landed, else a stand-in with the same inputs."""
-    try:
-        return build_serve_config(ws, plan)
-    except ImportError:
-        return yaml.safe_dump(
-            {
-                "applications": [
-                    {
-                        "name": "llm",
-                        "import_path": "rayserve.app:build_app",
-                        "args": {"preset": plan.preset, "replicas": plan.max_replicas},
-                    }
-                ]
-            }
-        )
-
-
 def _status(client: Client, ns: str, name: str) -> tuple[str | None, str | None, str | None]:
     c = conditions(client, ns, name)
     return tuple(c.get(t, {}).get("status") for t in ("ResourceReady", "InferenceReady", "WorkspaceReady"))
@@ -59,7 +41,7 @@ def test_apply_machines_rayservice_conditions_in_order_then_delete(
     ws_client: Client, ws_ns: str, kubeconfig: str
 ) -> None:
     client, ns, name = ws_client, ws_ns, "phi"
-    with running_controller(kubeconfig, serve_config=_serve_config) as mgr:
+    with running_controller(kubeconfig) as mgr:
         client.create(WORKSPACES, workspace_manifest(name, count=2), ns)
 
         # finalizer, target count, two Machines with deterministic names and the owner labels
@@ -106,7 +88,16 @@ def test_apply_machines_rayservice_conditions_in_order_then_delete(
         assert ws["status"]["workerNodes"] == ["node-a", "node-b"]
         rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
         parsed = Workspace.model_validate(ws)
-        assert rs["spec"]["serveConfigV2"] == _serve_config(parsed, plan_for(parsed))
+        assert rs["spec"]["serveConfigV2"] == build_serve_config(parsed, plan_for(parsed))
+        [app] = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
+        assert app["import_path"] == "rayserve.app:build_app"
+        assert app["args"]["model"]["name"] == "phi-3-mini-4k-instruct"
+        [dep] = app["deployments"]
+        # 2 nodes x 2 GPUs (NC12s_v3), one GPU per replica -> up to 4 replicas
+        assert (
+            dep["autoscaling_config"]["max_replicas"] == 4 and dep["autoscaling_config"]["min_replicas"] == 1
+        )
+        assert dep["ray_actor_options"]["num_gpus"] == 1
         assert rs["metadata"]["ownerReferences"][0]["uid"] == ws["metadata"]["uid"]
         worker = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
         assert worker["replicas"] == 2
@@ -155,7 +146,7 @@ def _gone(client: Client, kind, name: str, ns: str | None = None) -> bool:  # ty
 
 def test_deletion_waits_for_machines_to_be_gone(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
     client, ns, name = ws_client, ws_ns, "held"
-    with running_controller(kubeconfig, serve_config=_serve_config):
+    with running_controller(kubeconfig):
         client.create(WORKSPACES, workspace_manifest(name), ns)
         [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
         # the provisioner's termination finalizer holds the Machine while the cloud VM goes
@@ -178,17 +169,17 @@ def test_deletion_waits_for_machines_to_be_gone(ws_client: Client, ws_ns: str, k
 def test_restart_midway_creates_nothing_twice(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
     client, ns, name = ws_client, ws_ns, "restart"
     client.create(WORKSPACES, workspace_manifest(name, count=3), ns)
-    with running_controller(kubeconfig, serve_config=_serve_config):
+    with running_controller(kubeconfig):
         first = wait_for(lambda: len(ms := machines_of(client, ns, name)) == 3 and ms, what="3 machines")
     uids = {m["metadata"]["name"]: m["metadata"]["uid"] for m in first}
     for i, m in enumerate(first):
         set_machine_status(client, m["metadata"]["name"], True, node=f"node-{i}")
     # a new controller process (fresh caches) picks up where the old one stopped
-    with running_controller(kubeconfig, serve_config=_serve_config):
+    with running_controller(kubeconfig):
         rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
         set_rayservice_running(client, ns, rs["metadata"]["name"])
         wait_for(lambda: _status(client, ns, name) == ("True", "True", "True"), what="all ready")
-    with running_controller(kubeconfig, serve_config=_serve_config):  # and once more, when all is done
+    with running_controller(kubeconfig):  # and once more, when all is done
         wait_for(lambda: _status(client, ns, name) == ("True", "True", "True"), what="still ready")
         after = machines_of(client, ns, name)
         assert {m["metadata"]["name"]: m["metadata"]["uid"] for m in after} == uids
@@ -199,7 +190,7 @@ def test_restart_midway_creates_nothing_twice(ws_client: Client, ws_ns: str, kub
 
 def test_invalid_workspace_is_reported_not_crashed(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
     client, ns, name = ws_client, ws_ns, "bad"
-    with running_controller(kubeconfig, serve_config=_serve_config):
+    with running_controller(kubeconfig):
         client.create(WORKSPACES, workspace_manifest(name, preset="phi-9-ultra"), ns)
         rr = wait_for(lambda: conditions(client, ns, name).get("ResourceReady"), what="ResourceReady")
         assert rr["status"] == "False"
@@ -220,7 +211,7 @@ def test_tuning_workspace_runs_a_job(ws_client: Client, ws_ns: str, kubeconfig: 
         "input": {"urls": ["https://example.com/data.jsonl"]},
         "output": {"volumeSource": {"emptyDir": {}}},
     }
-    with running_controller(kubeconfig, serve_config=_serve_config):
+    with running_controller(kubeconfig):
         client.create(
             WORKSPACES, workspace_manifest(name, instance_type="Standard_NC24ads_A100_v4", tuning=tuning), ns
         )

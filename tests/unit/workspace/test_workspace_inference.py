@@ -194,3 +194,40 @@ def test_rayservice_state_terminal_and_stale() -> None:
     obj["metadata"]["generation"] = 2
     st = rayservice_state(obj)
     assert not st.ready and st.reason == "RayServiceUpdating"
+
+
+def test_serve_config_sizes_placement_bundles_to_one_replica() -> None:
+    import yaml
+
+    from controller.workspace.serveconfig import build_serve_config
+
+    ws = workspace(adapters=[{"source": {"name": "fr", "image": "reg/fr:1"}, "strength": "0.5"}])
+    # a replica of tp 2 x pp 2 on one 4-GPU node; two nodes -> room for 2 replicas
+    plan = Plan(
+        "phi-3-mini-4k-instruct",
+        "Standard_NC24s_v3",
+        node_count=2,
+        gpus_per_node=4,
+        tensor_parallel=2,
+        pipeline_parallel=2,
+    )
+    text = build_serve_config(ws, plan)
+    assert text == build_serve_config(ws, plan)  # deterministic: no spurious RayService updates
+    [app] = yaml.safe_load(text)["applications"]
+    [dep] = app["deployments"]
+    assert dep["placement_group_bundles"] == [{"CPU": 2, "GPU": 2}, {"CPU": 1, "GPU": 2}]
+    assert dep["placement_group_strategy"] == "STRICT_PACK"
+    assert dep["autoscaling_config"]["max_replicas"] == 2
+    assert app["args"]["adapters"] == [{"name": "fr", "path": "/mnt/adapter/fr", "strength": 0.5}]
+    assert app["args"]["parallel"]["workers"] == 2 and app["args"]["parallel"]["gpus_per_worker"] == 2
+    # a replica larger than a node spreads its stages over nodes
+    big = Plan(
+        "phi-3-mini-4k-instruct",
+        "Standard_NC6s_v3",
+        node_count=2,
+        gpus_per_node=1,
+        tensor_parallel=1,
+        pipeline_parallel=2,
+    )
+    [dep] = yaml.safe_load(build_serve_config(ws, big))["applications"][0]["deployments"]
+    assert dep["placement_group_strategy"] == "PACK" and dep["autoscaling_config"]["max_replicas"] == 1
