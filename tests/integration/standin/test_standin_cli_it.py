@@ -1,0 +1,68 @@
+"""``kaito-kuberay-standin`` as the demo runs it: a real process that starts its own Ray head,
+reports readiness, serves a RayService, and on SIGTERM stops that head and nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from standin_helpers import HERE, echo_serve_config, http_get_json, rayservice, wait_for, wait_ready
+
+from controller.api.kinds import RAYSERVICES
+from hack.kuberay_standin.ray_head import free_port
+from hack.procs import ManagedProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.serve]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = subprocess.run(
+        ["ps", "-e", "-ww", "-o", "pid,args"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in out.splitlines() if text in line]
+
+
+def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs_client, namespace, tmp_path):
+    health = free_port()
+    state_file = tmp_path / "state.json"
+    proc = ManagedProcess(
+        "kuberay-standin",
+        [
+            "kaito-kuberay-standin",
+            "--kubeconfig", str(apiserver.kubeconfig),
+            "--namespace", namespace,
+            "--health-port", str(health),
+            "--python-path", str(HERE),
+            "--poll-interval", "1",
+            "--state-file", str(state_file),
+        ],
+        tmp_path / "standin.log",
+        env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+    ).start()  # fmt: skip
+    try:
+        proc.wait_http(f"http://127.0.0.1:{health}/readyz", timeout=120)
+        state = json.loads(state_file.read_text())
+        assert state["dashboardURL"].startswith("http://127.0.0.1:")
+        temp_dir = state["rayTempDir"]
+        assert _processes_mentioning(temp_dir), "the Ray head's processes should be running"
+
+        rs_client.create(RAYSERVICES, rayservice("cli", namespace, echo_serve_config("from the cli")))
+        obj = wait_ready(rs_client, namespace, "cli")
+        assert obj["status"]["serveEndpoint"] == f"{state['serveBaseURL']}/{namespace}/cli"
+        assert obj["status"]["dashboardURL"] == state["dashboardURL"]
+        assert http_get_json(obj["status"]["serveEndpoint"])[1]["message"] == "from the cli"
+    finally:
+        assert proc.proc is not None
+        start = time.monotonic()
+        if proc.running:
+            os.kill(proc.proc.pid, signal.SIGTERM)  # the process only, as a supervisor would
+        code = proc.proc.wait(60)
+        took = time.monotonic() - start
+        proc.stop()
+    assert code == 0, proc.log_tail()
+    assert took < 30, f"shutdown took {took:.1f}s"
+    wait_for(lambda: not _processes_mentioning(temp_dir), 15, "no Ray process of the stand-in's head left")
