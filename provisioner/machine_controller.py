@@ -212,6 +212,12 @@ class MachineReconciler:
             return False, self._backoff(machine)
         self._forget_failures(machine)
         if not instance.provider_id:
+            # The TTL also covers an instance that never gets as far as a providerID (an AKS pool
+            # stuck in Creating): it counts from the instance's creation, as the tags record it.
+            age = _seconds_since(instance.created_at, step.now)
+            if age is not None and age >= self.options.registration_ttl:
+                self._registration_timeout(machine)
+                raise _MachineDeleted
             message = f"waiting for {self.provider.name} instance {instance.id} ({instance.state.value})"
             self._set(machine, kinds.COND_LAUNCHED, "Unknown", "Launching", message)
             return False, self.options.launch_poll_interval
@@ -283,7 +289,7 @@ class MachineReconciler:
 
     def _registration_timeout(self, machine: Machine) -> None:
         ttl = self.options.registration_ttl
-        message = f"no node registered within {ttl:g}s of launch; deleting the machine"
+        message = f"no node registered within {ttl:g}s of launching the instance; deleting the machine"
         self._set(machine, kinds.COND_REGISTERED, "False", "RegistrationTimeout", message)
         obj = machine.to_k8s()
         with contextlib.suppress(Conflict, NotFound):  # the Event below still tells why

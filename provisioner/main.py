@@ -29,6 +29,17 @@ log = logging.getLogger("kaito-provisioner")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
+def label_selector(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` (equality only) as a dict; empty text selects everything."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"not a key=value label selector: {part!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def duration(text: str) -> float:
     """Seconds from ``90``, ``90s``, ``15m``, ``1h30m`` (Go-style durations, as Karpenter's flags)."""
     m = _DURATION.match(text.strip())
@@ -154,6 +165,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     p.add_argument("--instance-types-file", help="JSON SKU catalogue (default: the one shipped)")
     p.add_argument("--registration-ttl", type=duration, default=15 * 60.0, help="e.g. 15m (default)")
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument(
+        "--machine-selector",
+        type=label_selector,
+        default={},
+        metavar="K=V[,K=V]",
+        help="reconcile only Machines with these labels (default: all)",
+    )
     p.add_argument("--orphan-grace", type=duration, default=300.0, help="age before an orphan is deleted")
     p.add_argument("--orphan-interval", type=duration, default=120.0)
     p.add_argument("--fake-delay", type=duration, default=5.0, help="fake cloud: boot time of a node")
@@ -178,7 +196,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         instance_types_file=args.instance_types_file,
-        options=Options(registration_ttl=args.registration_ttl, workers=args.workers),
+        options=Options(
+            registration_ttl=args.registration_ttl,
+            workers=args.workers,
+            machine_selector=args.machine_selector or None,
+        ),
         orphan_grace=args.orphan_grace,
         orphan_interval=args.orphan_interval,
         fake_namespace=args.fake_namespace,

@@ -8,6 +8,7 @@ own run id; the fake cloud's inventory lives in a namespace of its own.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from prometheus_client import REGISTRY
@@ -25,10 +26,11 @@ from prov_it_helpers import (
     wait_for,
 )
 
-from controller.runtime import Client
+from controller.runtime import Client, Manager
 from provisioner import kinds
 from provisioner.cloud import base
 from provisioner.cloud.fake import FakeCloud, instance_name
+from provisioner.machine_controller import add_to_manager
 
 pytestmark = pytest.mark.integration
 
@@ -221,3 +223,32 @@ def test_fake_cloud_instances_are_found_by_a_new_process(prov_client: Client, cl
     assert gone(prov_client, kinds.NODES, inst.id)
     with pytest.raises(base.NotFound):
         first.delete(inst.id)
+
+
+class _NoProviderIdCloud(FakeCloud):
+    """A cloud whose instances never get as far as a providerID (an AKS pool stuck in Creating)."""
+
+    def create(self, req: base.LaunchRequest) -> base.Instance:
+        return (
+            super().create(req).model_copy(update={"provider_id": "", "state": base.InstanceState.CREATING})
+        )
+
+
+def test_instance_stuck_before_provider_id_times_out(prov_client: Client, cloud_ns: str, run_id: str) -> None:
+    name = f"ws{run_id}"
+    stuck = _NoProviderIdCloud(prov_client, namespace=cloud_ns, boot_delay=float("inf"))
+    mgr = Manager(prov_client, "prov-stuck", leader_election=False, health_port=None, metrics_port=None)
+    options = replace(config(cloud_ns, run_id).options, registration_ttl=2.0)
+    add_to_manager(mgr, stuck, options)
+    mgr.start()
+    try:
+        prov_client.create(kinds.MACHINES, machine_manifest(name, run_id))
+        launching = wait_for(
+            lambda: condition_is(prov_client, name, kinds.COND_LAUNCHED, "Unknown"), 10, "launching"
+        )
+        assert "waiting for fake instance" in condition(launching, kinds.COND_LAUNCHED)["message"]
+        wait_for(lambda: gone(prov_client, kinds.MACHINES, name), 20, "machine deleted by liveness")
+        assert events_for(prov_client, name, "RegistrationTimeout")
+        assert stuck.list() == []
+    finally:
+        mgr.stop()
