@@ -12,6 +12,7 @@ import yaml
 from ws_it_helpers import (
     conditions,
     events_for,
+    gone,
     machines_of,
     running_controller,
     scrape,
@@ -23,7 +24,7 @@ from ws_it_helpers import (
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
 from controller.api.workspace import Workspace
-from controller.runtime import Client, NotFound
+from controller.runtime import Client
 from controller.workspace import names
 from controller.workspace.plan import plan_for
 from controller.workspace.reconciler import JOBS, SERVICES
@@ -133,15 +134,7 @@ def test_apply_machines_rayservice_conditions_in_order_then_delete(
         # delete: the finalizer removes the Machines, then lets the Workspace go
         client.delete(WORKSPACES, name, ns)
         wait_for(lambda: not machines_of(client, ns, name), what="machines deleted")
-        wait_for(lambda: _gone(client, WORKSPACES, name, ns), what="workspace gone")
-
-
-def _gone(client: Client, kind, name: str, ns: str | None = None) -> bool:  # type: ignore[no-untyped-def]
-    try:
-        client.get(kind, name, ns)
-    except NotFound:
-        return True
-    return False
+        wait_for(lambda: gone(client, WORKSPACES, name, ns), what="workspace gone")
 
 
 def test_deletion_waits_for_machines_to_be_gone(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
@@ -161,9 +154,9 @@ def test_deletion_waits_for_machines_to_be_gone(ws_client: Client, ws_ns: str, k
             lambda: conditions(client, ns, name).get("WorkspaceDeleting"), what="WorkspaceDeleting"
         )
         assert m["metadata"]["name"] in deleting["message"]
-        assert not _gone(client, WORKSPACES, name, ns)  # held by our finalizer until the Machine is gone
+        assert not gone(client, WORKSPACES, name, ns)  # held by our finalizer until the Machine is gone
         client.patch(MACHINES, m["metadata"]["name"], {"metadata": {"finalizers": None}})
-        wait_for(lambda: _gone(client, WORKSPACES, name, ns), what="workspace gone")
+        wait_for(lambda: gone(client, WORKSPACES, name, ns), what="workspace gone")
 
 
 def test_restart_midway_creates_nothing_twice(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:

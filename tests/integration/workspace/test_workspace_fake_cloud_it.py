@@ -16,6 +16,7 @@ import pytest
 from ws_it_helpers import (
     NAMESPACES,
     conditions,
+    gone,
     machines_of,
     make_namespace,
     running_controller,
@@ -25,7 +26,7 @@ from ws_it_helpers import (
 )
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
-from controller.runtime import Client, NotFound, ResourceKind
+from controller.runtime import Client, ResourceKind
 from controller.workspace import names
 from provisioner.main import Config, Provisioner, build
 
@@ -53,14 +54,6 @@ def running_provisioner(kubeconfig: str, inventory_ns: str) -> Iterator[Provisio
     finally:
         prov.stop()
         client.close()
-
-
-def _gone(client: Client, name: str, ns: str) -> bool:
-    try:
-        client.get(WORKSPACES, name, ns)
-    except NotFound:
-        return True
-    return False
 
 
 def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
@@ -116,15 +109,11 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
             60,
             "machines deleted",
         )
-        wait_for(lambda: _gone(client, "phi", ns) and _gone(client, "big", ns), 30, "workspaces gone")
+        wait_for(
+            lambda: gone(client, WORKSPACES, "phi", ns) and gone(client, WORKSPACES, "big", ns),
+            30,
+            "workspaces gone",
+        )
         for node in nodes:
-            wait_for(lambda n=node: _node_gone(client, n["metadata"]["name"]), 30, "node gone")
+            wait_for(lambda n=node: gone(client, NODES, n["metadata"]["name"]), 30, "node gone")
     client.delete(NAMESPACES, inventory)
-
-
-def _node_gone(client: Client, name: str) -> bool:
-    try:
-        client.get(NODES, name)
-    except NotFound:
-        return True
-    return False

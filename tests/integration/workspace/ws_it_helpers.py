@@ -195,3 +195,12 @@ def scrape(port: int) -> str:
 def events_for(client: Client, ns: str, name: str) -> list[dict]:
     items, _ = client.list(EVENTS, ns, field_selector=f"involvedObject.name={name}")
     return items
+
+
+def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = None) -> bool:
+    """True once the object no longer exists."""
+    try:
+        client.get(kind, name, namespace)
+    except NotFound:
+        return True
+    return False
