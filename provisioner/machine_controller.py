@@ -311,10 +311,20 @@ class MachineReconciler:
 
     # --- deletion ----------------------------------------------------------------------------
     def _finalize(self, obj: dict, machine: Machine) -> Result:
+        """Node objects deleted -> instance gone -> Nodes released -> Machine finalizer dropped.
+
+        The order is Karpenter's node termination: our finalizer keeps a deleted Node object in
+        place until the instance is gone, so a kubelet that is still running cannot register the
+        Node again behind our back (it re-creates a Node object that is missing, not one that is
+        being deleted). No drain: the pods on a GPU node belong to the Workspace being torn down
+        (or to a RayService that reschedules them), and this control plane has no eviction.
+        """
         if kinds.TERMINATION_FINALIZER not in (machine.metadata.finalizers or []):
             return Result()
-        if self._delete_nodes(self._nodes_of(machine)):
-            return Result(requeue_after=1.0)
+        nodes = self._nodes_of(machine)
+        for node in nodes:
+            if not node["metadata"].get("deletionTimestamp"):
+                self.client.delete(kinds.NODES, node["metadata"]["name"])
         instance_id = self.provider.instance_id_for(machine.name, machine.metadata.uid or "")
         try:
             self.provider.delete(instance_id)
@@ -326,6 +336,8 @@ class MachineReconciler:
             return Result(requeue_after=self._backoff(machine))
         else:
             return Result(requeue_after=self.options.delete_poll_interval)
+        if self._release_nodes(nodes):
+            return Result(requeue_after=1.0)  # until the cache shows them gone
         finalizers = [f for f in machine.metadata.finalizers or [] if f != kinds.TERMINATION_FINALIZER]
         self.client.patch(
             kinds.MACHINES,
@@ -337,12 +349,8 @@ class MachineReconciler:
         log.info("machine %s: terminated", machine.name)
         return Result()
 
-    def _delete_nodes(self, nodes: list[dict]) -> bool:
-        """Delete the Nodes and release our finalizer on them; True while any is still there.
-
-        No drain: the pods on a GPU node belong to the Workspace being torn down (or to a
-        RayService that reschedules them), and this control plane has no eviction machinery.
-        """
+    def _release_nodes(self, nodes: list[dict]) -> bool:
+        """Delete the Nodes and drop our finalizer from them; True if there were any."""
         for node in nodes:
             name = node["metadata"]["name"]
             if not node["metadata"].get("deletionTimestamp"):
@@ -368,7 +376,7 @@ class MachineReconciler:
             log.info(
                 "machine %s is gone; releasing its nodes %s", name, [n["metadata"]["name"] for n in nodes]
             )
-            self._delete_nodes(nodes)
+            self._release_nodes(nodes)
 
     def _add_finalizer(self, obj: dict) -> None:
         meta = obj["metadata"]
