@@ -105,3 +105,53 @@ def tiny_args(model_path: Path, **overrides) -> dict:
         else:
             args[key] = value
     return args
+
+
+QA = [
+    ("what is kaito", "kaito is a fast operator"),
+    ("hello", "hello world"),
+    ("one two", "three four five"),
+    ("scale up", "scale down"),
+]
+
+
+def write_dataset(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    """An OpenAI chat-format JSONL file of (user, assistant) pairs."""
+    import json
+
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """Two LoRA adapters trained by rayserve.tuning: 'qa' learns QA, 'rev' the answers reversed."""
+    from rayserve.tuning.train import main
+
+    root = tmp_path_factory.mktemp("adapters")
+    out = {}
+    for name, pairs in {"qa": QA, "rev": [(q, " ".join(reversed(a.split()))) for q, a in QA]}.items():
+        data = write_dataset(root / f"{name}.jsonl", pairs)
+        main(
+            [
+                "--model",
+                str(tiny_model),
+                "--data",
+                str(data),
+                "--output",
+                str(root / name),
+                "--max-steps",
+                "25",
+                "--lr",
+                "5e-3",
+                "--rank",
+                "4",
+                "--batch-size",
+                "4",
+            ]
+        )
+        out[name] = root / name
+    return out
