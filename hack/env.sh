@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # Sourced by the README commands: makes (or reuses) the project's virtualenv under ~/.cache.
 #
-# Why under ~/.cache: CI runs in a fresh clone each time; torch alone is ~3 GB, so the venv is
-# keyed on a hash of pyproject.toml and reused until the pins change. pip's own cache sits
+# Why under ~/.cache: CI runs in a fresh clone each time and torch alone is ~3 GB, so one venv
+# is kept and only re-run through pip (incrementally) when the pins change. pip's own cache sits
 # beside it. The project itself is installed editable, so the clone's code is what runs.
 set -euo pipefail
 _root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-_key="$(sha256sum "$_root/pyproject.toml" | cut -c1-12)"
 export KAITO_CACHE="${KAITO_CACHE:-$HOME/.cache/kaito-py}"
-export KAITO_VENV="$KAITO_CACHE/venv-$_key"
+export KAITO_VENV="$KAITO_CACHE/venv"
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
+# the pins (dependencies + dev extras) decide whether the venv needs a pip run; other edits of
+# pyproject.toml (ruff, pytest settings) must not trigger one
+_want="$(sed -n '/^dependencies = \[/,/^\]/p; /^dev = \[/,/^\]/p' "$_root/pyproject.toml" | sha256sum | cut -c1-16)"
 mkdir -p "$KAITO_CACHE"
 exec {_lock}>"$KAITO_CACHE/.venv.lock"
 flock "$_lock"   # two shells setting up the same venv at once would corrupt it
-if [[ ! -f "$KAITO_VENV/.ready" ]]; then
+if [[ ! -x "$KAITO_VENV/bin/python" ]]; then
+  echo "creating python env in $KAITO_VENV (first run downloads torch, ~3 GB; cached afterwards)"
   rm -rf "$KAITO_VENV"
-  echo "setting up python env in $KAITO_VENV (first run downloads torch, ~3 GB; cached afterwards)"
   python3 -m venv "$KAITO_VENV"
   "$KAITO_VENV/bin/pip" install --quiet --upgrade pip
-  "$KAITO_VENV/bin/pip" install --progress-bar off -e "$_root[dev]"
-  touch "$KAITO_VENV/.ready"
+fi
+if [[ "$(cat "$KAITO_VENV/.pins" 2>/dev/null)" != "$_want" ]]; then
+  echo "installing pinned dependencies into $KAITO_VENV"
+  "$KAITO_VENV/bin/pip" install --quiet --progress-bar off -e "$_root[dev]"
+  echo "$_want" > "$KAITO_VENV/.pins"
 fi
 # the editable install points at whichever clone ran first; repoint it at this one (cheap)
 if ! "$KAITO_VENV/bin/python" - "$_root" <<'PY'
