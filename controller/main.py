@@ -44,6 +44,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="serve the validating admission webhook over HTTPS on this port and register it")
     p.add_argument("--webhook-host", default="127.0.0.1",
                    help="address the API server uses to reach the webhook (local runs)")
+    p.add_argument("--webhook-service", default=None,
+                   help="in a cluster: register the webhook through this Service in --namespace")
     p.add_argument("--bind-host", default="0.0.0.0", help="address the probe/metrics servers listen on")
     p.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
     p.add_argument("--serve-image", default=os.environ.get("KAITO_SERVE_IMAGE", DEFAULT_SERVE_IMAGE),
@@ -57,13 +59,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def start_webhook(args: argparse.Namespace, client: Client) -> WebhookServer:
     """Serve the admission webhook over HTTPS (a fresh self-signed cert) and register it.
 
-    The ValidatingWebhookConfiguration points at ``https://<webhook-host>:<port>/validate`` with
-    the new CA, replacing any left by an earlier run, so a local API server can reach us.
+    Local runs (no ``--webhook-service``): listen on ``--webhook-host`` and register the URL
+    ``https://<webhook-host>:<port>/validate``. In a cluster (``--webhook-service kaito-webhook``):
+    listen on all interfaces with a cert for the Service's DNS names and register the Service.
+    Either way the configuration is replaced with the new CA bundle, so a restart heals it.
     """
-    server = WebhookServer(host=args.webhook_host, port=args.webhook_port).start()
-    config = render_validating_webhook_configuration(server.ca_bundle, url=server.url)
+    if args.webhook_service:
+        svc, ns = args.webhook_service, args.namespace
+        dns = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+        server = WebhookServer(host="0.0.0.0", port=args.webhook_port, hosts=dns).start()
+        config = render_validating_webhook_configuration(server.ca_bundle, service_name=svc,
+                                                         service_namespace=ns)
+        where = f"Service {ns}/{svc}"
+    else:
+        server = WebhookServer(host=args.webhook_host, port=args.webhook_port).start()
+        config = render_validating_webhook_configuration(server.ca_bundle, url=server.url)
+        where = server.url
     apply_validating_webhook_configuration(client.api_client, config)
-    log.info("admission webhook registered at %s", server.url)
+    log.info("admission webhook registered at %s", where)
     return server
 
 
@@ -113,8 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return mgr.run_forever()
     finally:
-        if webhook is not None:
+        if webhook is not None and not args.webhook_service:
             stop_webhook(webhook, client)
+        elif webhook is not None:
+            webhook.stop()  # other replicas keep serving behind the Service
         client.close()
 
 

@@ -21,7 +21,7 @@ from controller.api.rayservice import (
     AppStatus,
     RayService,
 )
-from controller.api.workspace import AdapterSpec, Workspace
+from controller.api.workspace import ANNOTATION_ENABLE_LB, AdapterSpec, Workspace
 from controller.workspace import names
 from controller.workspace.plan import Plan
 
@@ -166,7 +166,12 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
 
 
 def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
-    """``<ws>``: port 80 to the Ray Serve HTTP proxy on the workspace's Ray pods."""
+    """``<ws>``: port 80 to the Ray Serve HTTP proxy on the workspace's Ray pods.
+
+    ClusterIP, or LoadBalancer when the workspace has Kaito's ``kaito.sh/enablelb: "True"``.
+    """
+    annotations = ws.metadata.annotations or {}
+    lb = annotations.get(ANNOTATION_ENABLE_LB, "").strip().lower() == "true"
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -177,7 +182,7 @@ def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
             "ownerReferences": [ws.owner_reference().to_k8s()],
         },
         "spec": {
-            "type": "ClusterIP",
+            "type": "LoadBalancer" if lb else "ClusterIP",
             "selector": pod_labels(ws),
             "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": serve_port,
                        "protocol": "TCP"}],

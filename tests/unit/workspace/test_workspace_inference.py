@@ -57,6 +57,10 @@ def test_service_port_80_to_serve_port() -> None:
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8000, "protocol": "TCP"}]
     assert svc["spec"]["selector"] == {names.LABEL_WORKSPACE: "phi"}
     assert svc["metadata"]["ownerReferences"][0]["name"] == "phi"
+    assert svc["spec"]["type"] == "ClusterIP"
+    ws = workspace()
+    ws.metadata.annotations = {"kaito.sh/enablelb": "True"}
+    assert build_service(ws)["spec"]["type"] == "LoadBalancer"
 
 
 def _rs(status: dict | None) -> dict:
