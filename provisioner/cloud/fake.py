@@ -25,12 +25,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.runtime.client import AlreadyExists, Client
+from controller.runtime.client import AlreadyExists, ApiError, Client, ResourceKind
 from controller.runtime.client import NotFound as ApiNotFound
 from provisioner import kinds
 from provisioner.cloud.base import (
@@ -59,6 +59,7 @@ LABEL_INSTANCE = "fake.kaito.sh/instance"
 LABEL_NODE = "fake.kaito.sh/cloud"  # value: the inventory namespace, so two fake clouds never mix
 DATA_KEY = "instance.json"
 DEFAULT_NAMESPACE = "kube-system"
+NAMESPACES = ResourceKind(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
 
 FAILURES: dict[str, type[CloudError]] = {
     "quota": QuotaExceeded,
@@ -158,6 +159,10 @@ class FakeCloud(CloudProvider):
         return instance_name(machine_name, machine_uid)
 
     def create(self, req: LaunchRequest) -> Instance:
+        with _as_cloud_errors("create"):
+            return self._create(req)
+
+    def _create(self, req: LaunchRequest) -> Instance:
         iid = self.instance_id_for(req.machine_name, req.machine_uid)
         existing = self._get_record(iid)
         if existing is not None:
@@ -189,7 +194,12 @@ class FakeCloud(CloudProvider):
             "data": {DATA_KEY: json.dumps(record, sort_keys=True)},
         }
         try:
-            self._client.create(kinds.CONFIGMAPS, cm, namespace=self.namespace)
+            try:
+                self._client.create(kinds.CONFIGMAPS, cm, namespace=self.namespace)
+            except ApiNotFound:  # first instance ever: the inventory namespace does not exist yet
+                with contextlib.suppress(AlreadyExists):
+                    self._client.create(NAMESPACES, {"metadata": {"name": self.namespace}})
+                self._client.create(kinds.CONFIGMAPS, cm, namespace=self.namespace)
         except AlreadyExists:
             again = self._get_record(iid)
             if again is None:
@@ -199,6 +209,10 @@ class FakeCloud(CloudProvider):
         return self._to_instance(record)
 
     def delete(self, instance_id: str) -> None:
+        with _as_cloud_errors("delete"):
+            self._delete(instance_id)
+
+    def _delete(self, instance_id: str) -> None:
         record = self._get_record(instance_id)
         node_gone = not self._client.delete(kinds.NODES, instance_id)
         if record is None:
@@ -209,13 +223,16 @@ class FakeCloud(CloudProvider):
         log.info("fake cloud: terminated %s", instance_id)
 
     def get(self, instance_id: str) -> Instance:
-        record = self._get_record(instance_id)
+        with _as_cloud_errors("get"):
+            record = self._get_record(instance_id)
         if record is None:
             raise NotFound(f"fake instance {instance_id} not found")
         return self._to_instance(record)
 
     def list(self) -> list[Instance]:
-        return [self._to_instance(r) for r in self._list_records() if r["tags"].get(TAG_MANAGED_BY)]
+        with _as_cloud_errors("list"):
+            records = self._list_records()
+        return [self._to_instance(r) for r in records if r["tags"].get(TAG_MANAGED_BY)]
 
     # --- the fake data plane -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -371,6 +388,15 @@ class FakeCloud(CloudProvider):
         if sku.zones:
             labels[kinds.LABEL_ZONE] = sku.zones[0]
         return labels
+
+
+@contextlib.contextmanager
+def _as_cloud_errors(verb: str) -> Iterator[None]:
+    """The fake cloud's "cloud API" is the API server: its failures are provider errors."""
+    try:
+        yield
+    except ApiError as exc:
+        raise CloudError(f"fake cloud: {verb} failed: {exc}") from exc
 
 
 def _record_of(cm: dict) -> dict | None:

@@ -207,11 +207,12 @@ def test_orphan_sweep_deletes_instances_without_a_machine(
 
 def test_fake_cloud_instances_are_found_by_a_new_process(prov_client: Client, cloud_ns: str) -> None:
     """No in-memory truth: a second FakeCloud on the same namespace sees and boots the instance."""
-    first = FakeCloud(prov_client, namespace=cloud_ns, boot_delay=0.0, ready_delay=0.0)
+    inventory = f"{cloud_ns}-inv"  # does not exist yet: the first create makes it
+    first = FakeCloud(prov_client, namespace=inventory, boot_delay=0.0, ready_delay=0.0)
     inst = first.create(
         base.LaunchRequest(machine_name="m1", machine_uid="u1", instance_type="Standard_Fake_GPU")
     )
-    second = FakeCloud(prov_client, namespace=cloud_ns, ready_delay=0.0)
+    second = FakeCloud(prov_client, namespace=inventory, ready_delay=0.0)
     assert [i.id for i in second.list()] == [inst.id]
     second.tick()
     node = prov_client.get(kinds.NODES, inst.id)
