@@ -223,7 +223,11 @@ class WorkspaceReconciler:
         return rayservice_state(rs)
 
     def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan) -> dict | None:
-        job = build_tuning_job(ws, plan, self.options.tuning_image)
+        from presets.registry import get_preset
+
+        preset = get_preset(plan.preset)
+        model = preset.model_source if preset else plan.preset
+        job = build_tuning_job(ws, plan, self.options.tuning_image, model)
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
         return self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True)
 

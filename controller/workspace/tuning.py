@@ -16,12 +16,16 @@ from controller.workspace.plan import Plan
 
 INPUT_DIR = "/mnt/data"
 OUTPUT_DIR = "/mnt/results"
-CONFIG_DIR = "/mnt/config"
-CONFIG_KEY = "training_config.yaml"
+DATASET_FILE = "dataset.jsonl"
 
 
 def _mounts(ws: Workspace) -> tuple[list[str], list[dict], list[dict], list[dict]]:
-    """(args, volumes, volumeMounts, initContainers) for the input, output and config."""
+    """(args, volumes, volumeMounts, initContainers) for the dataset and the adapter output.
+
+    ``rayserve.tuning`` reads one OpenAI-chat JSONL (``--data``: a URL or a path) and writes the
+    adapter to ``--output``. URL inputs are downloaded by the trainer itself; image, volume and
+    node-path inputs are mounted at /mnt/data and the dataset is ``/mnt/data/DATASET_FILE``.
+    """
     assert ws.tuning is not None
     args: list[str] = []
     volumes: list[dict] = []
@@ -29,9 +33,9 @@ def _mounts(ws: Workspace) -> tuple[list[str], list[dict], list[dict], list[dict
     inits: list[dict] = []
     src, dst = ws.tuning.input, ws.tuning.output
     if src.urls:
-        args += ["--input-urls", ",".join(src.urls)]
+        args += ["--data", src.urls[0]]
     else:
-        args += ["--input-dir", INPUT_DIR]
+        args += ["--data", f"{INPUT_DIR}/{DATASET_FILE}"]
         if src.volume_source:
             volumes.append({"name": "input", **src.volume_source})
         elif src.path:
@@ -42,31 +46,27 @@ def _mounts(ws: Workspace) -> tuple[list[str], list[dict], list[dict], list[dict
                           "command": ["sh", "-c", f"cp -r /data/. {INPUT_DIR}/"],
                           "volumeMounts": [{"name": "input", "mountPath": INPUT_DIR}]})
         mounts.append({"name": "input", "mountPath": INPUT_DIR, "readOnly": not src.image})
-    args += ["--output-dir", OUTPUT_DIR]
+    args += ["--output", OUTPUT_DIR]
     if dst.volume_source:
         volumes.append({"name": "output", **dst.volume_source})
     elif dst.path:
         volumes.append({"name": "output", "hostPath": {"path": dst.path, "type": "DirectoryOrCreate"}})
-    else:
+    else:  # an image destination: the adapter stays in the pod until a pusher exists (see report)
         volumes.append({"name": "output", "emptyDir": {}})
-        args += ["--output-image", dst.image or ""]
     mounts.append({"name": "output", "mountPath": OUTPUT_DIR})
-    if ws.tuning.config:
-        volumes.append({"name": "config", "configMap": {"name": ws.tuning.config}})
-        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
-        args += ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"]
     return args, volumes, mounts, inits
 
 
-def build_tuning_job(ws: Workspace, plan: Plan, image: str) -> dict:
-    """The Job: one pod on the workspace's node holding all its GPUs."""
+def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str) -> dict:
+    """The Job: one pod on the workspace's node holding all its GPUs; ``model`` is the base model's
+    directory or hub id (the preset's model source)."""
     assert ws.tuning is not None
     args, volumes, mounts, inits = _mounts(ws)
     container: dict = {
         "name": "tuning",
         "image": image,
         "command": ["python", "-m", "rayserve.tuning"],
-        "args": ["--preset", ws.tuning.preset.name, "--method", ws.tuning.method, *args],
+        "args": ["--model", model, "--method", ws.tuning.method, *args],
         "volumeMounts": mounts,
     }
     if plan.gpus_per_node:

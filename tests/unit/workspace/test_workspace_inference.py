@@ -137,11 +137,19 @@ def test_tuning_job_shape_and_state() -> None:
             "output": {"volumeSource": {"persistentVolumeClaim": {"claimName": "out"}}},
         }
     )
-    job = build_tuning_job(ws, PLAN, "img:1")
+    job = build_tuning_job(ws, PLAN, "img:1", "microsoft/Phi-3-mini-4k-instruct")
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["python", "-m", "rayserve.tuning"]
-    assert c["args"][:4] == ["--preset", "phi-3-mini-4k-instruct", "--method", "qlora"]
-    assert "--input-urls" in c["args"] and "--output-dir" in c["args"]
+    assert c["args"] == [
+        "--model",
+        "microsoft/Phi-3-mini-4k-instruct",
+        "--method",
+        "qlora",
+        "--data",
+        "https://example.com/data.jsonl",
+        "--output",
+        "/mnt/results",
+    ]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Workspace"
     assert not job_state(None).started
