@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from standin_helpers import HERE, install_rayservice_crd
 
+from controller.api.kinds import RAYSERVICES
 from controller.runtime.client import Client
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -46,3 +47,13 @@ def standin(rs_client: Client, tmp_path_factory: pytest.TempPathFactory):  # typ
         yield st
     finally:
         st.stop()
+
+
+@pytest.fixture
+def rs_namespace(namespace: str, rs_client: Client) -> Iterator[str]:
+    """A fresh namespace whose RayServices are deleted after the test, so apps do not pile up on the
+    module's Ray head (every test after would pay for them on a 2-core machine)."""
+    yield namespace
+    items, _ = rs_client.list(RAYSERVICES, namespace)
+    for item in items:
+        rs_client.delete(RAYSERVICES, item["metadata"]["name"], namespace)

@@ -53,11 +53,11 @@ class StatusRecorder:
         self._stream.close()
 
 
-def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_client, namespace):
-    rec = StatusRecorder(rs_client, namespace, "echo")
+def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_client, rs_namespace):
+    rec = StatusRecorder(rs_client, rs_namespace, "echo")
     try:
-        rs_client.create(RAYSERVICES, rayservice("echo", namespace, echo_serve_config("hello")))
-        obj = wait_ready(rs_client, namespace, "echo")
+        rs_client.create(RAYSERVICES, rayservice("echo", rs_namespace, echo_serve_config("hello")))
+        obj = wait_ready(rs_client, rs_namespace, "echo")
     finally:
         rec.close()
     st = obj["status"]
@@ -84,31 +84,31 @@ def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_clie
     assert model.is_ready and model.application_status("echo").status == "RUNNING"
 
     # the serve URL plays <name>-serve-svc.<ns>:8000; the app answers at it
-    assert st["serveEndpoint"] == f"http://127.0.0.1:{standin.serve_port}/{namespace}/echo"
+    assert st["serveEndpoint"] == f"http://127.0.0.1:{standin.serve_port}/{rs_namespace}/echo"
     code, body = http_get_json(st["serveEndpoint"])
     assert code == 200 and body["message"] == "hello"
-    assert f"{namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
+    assert f"{rs_namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
 
 
-def test_serve_config_update_redeploys_in_place(standin, rs_client, namespace):
-    rs_client.create(RAYSERVICES, rayservice("upd", namespace, echo_serve_config("v1")))
-    obj = wait_ready(rs_client, namespace, "upd")
+def test_serve_config_update_redeploys_in_place(standin, rs_client, rs_namespace):
+    rs_client.create(RAYSERVICES, rayservice("upd", rs_namespace, echo_serve_config("v1")))
+    obj = wait_ready(rs_client, rs_namespace, "upd")
     url = obj["status"]["serveEndpoint"]
     assert http_get_json(url)[1]["message"] == "v1"
 
-    rs_client.patch(RAYSERVICES, "upd", {"spec": {"serveConfigV2": echo_serve_config("v2")}}, namespace)
-    obj = wait_ready(rs_client, namespace, "upd", generation=2)
+    rs_client.patch(RAYSERVICES, "upd", {"spec": {"serveConfigV2": echo_serve_config("v2")}}, rs_namespace)
+    obj = wait_ready(rs_client, rs_namespace, "upd", generation=2)
     wait_for(lambda: http_get_json(url)[1].get("message") == "v2", 60, "the redeployed app answering v2")
     assert condition(obj, "Ready")["observedGeneration"] == 2
     assert obj["status"]["activeServiceStatus"]["rayClusterName"] == "upd-standin"  # in place, no new cluster
 
 
-def test_broken_import_path_is_deploy_failed_with_message(standin, rs_client, namespace):
+def test_broken_import_path_is_deploy_failed_with_message(standin, rs_client, rs_namespace):
     cfg = echo_serve_config(import_path="standin_no_such_module:build")
-    rs_client.create(RAYSERVICES, rayservice("broken", namespace, cfg))
+    rs_client.create(RAYSERVICES, rayservice("broken", rs_namespace, cfg))
 
     def failed() -> dict | None:
-        obj = get_rs(rs_client, namespace, "broken")
+        obj = get_rs(rs_client, rs_namespace, "broken")
         app = app_status(obj, "echo", "pendingServiceStatus")
         return obj if app.get("status") in ("DEPLOY_FAILED", "UNHEALTHY") else None
 
@@ -121,41 +121,71 @@ def test_broken_import_path_is_deploy_failed_with_message(standin, rs_client, na
     assert "activeServiceStatus" not in obj["status"]
 
 
-def test_invalid_serve_config_is_validation_failed_and_others_keep_running(standin, rs_client, namespace):
-    rs_client.create(RAYSERVICES, rayservice("good", namespace, echo_serve_config("fine")))
+def test_invalid_serve_config_is_validation_failed_and_others_keep_running(standin, rs_client, rs_namespace):
+    rs_client.create(RAYSERVICES, rayservice("good", rs_namespace, echo_serve_config("fine")))
     bad = yaml.safe_dump({"applications": [{"name": "a", "import_path": "noseparator"}]})
-    rs_client.create(RAYSERVICES, rayservice("bad", namespace, bad))
+    rs_client.create(RAYSERVICES, rayservice("bad", rs_namespace, bad))
 
     def has_ready() -> dict | None:
-        obj = get_rs(rs_client, namespace, "bad")
+        obj = get_rs(rs_client, rs_namespace, "bad")
         return obj if condition(obj, "Ready") else None
 
     obj = wait_for(has_ready, 30, "a status on the invalid RayService")
     ready = condition(obj, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "ValidationFailed"
     assert "import path" in ready["message"]
-    good = wait_ready(rs_client, namespace, "good")
+    good = wait_ready(rs_client, rs_namespace, "good")
     assert http_get_json(good["status"]["serveEndpoint"])[1]["message"] == "fine"
 
 
-def test_two_rayservices_with_the_same_app_name_do_not_collide(standin, rs_client, namespace):
-    rs_client.create(RAYSERVICES, rayservice("one", namespace, echo_serve_config("first")))
-    rs_client.create(RAYSERVICES, rayservice("two", namespace, echo_serve_config("second")))
-    one = wait_ready(rs_client, namespace, "one")
-    two = wait_ready(rs_client, namespace, "two")
+def test_two_rayservices_with_the_same_app_name_do_not_collide(standin, rs_client, rs_namespace):
+    rs_client.create(RAYSERVICES, rayservice("one", rs_namespace, echo_serve_config("first")))
+    rs_client.create(RAYSERVICES, rayservice("two", rs_namespace, echo_serve_config("second")))
+    one = wait_ready(rs_client, rs_namespace, "one")
+    two = wait_ready(rs_client, rs_namespace, "two")
     assert http_get_json(one["status"]["serveEndpoint"])[1]["message"] == "first"
     assert http_get_json(two["status"]["serveEndpoint"])[1]["message"] == "second"
     # an app's own route_prefix stays below the RayService's URL
-    assert http_get_json(one["status"]["serveEndpoint"] + "/")[1]["path"].startswith(f"/{namespace}/one")
+    assert http_get_json(one["status"]["serveEndpoint"] + "/")[1]["path"].startswith(f"/{rs_namespace}/one")
 
 
-def test_delete_removes_the_app_from_serve(standin, rs_client, namespace):
-    rs_client.create(RAYSERVICES, rayservice("gone", namespace, echo_serve_config("bye")))
-    obj = wait_ready(rs_client, namespace, "gone")
+def test_delete_removes_the_app_from_serve(standin, rs_client, rs_namespace):
+    rs_client.create(RAYSERVICES, rayservice("gone", rs_namespace, echo_serve_config("bye")))
+    obj = wait_ready(rs_client, rs_namespace, "gone")
     url = obj["status"]["serveEndpoint"]
-    serve_name = f"{namespace}.gone.echo"
+    serve_name = f"{rs_namespace}.gone.echo"
     assert serve_name in serve_apps(standin.head.dashboard_url)
 
-    rs_client.delete(RAYSERVICES, "gone", namespace)
+    rs_client.delete(RAYSERVICES, "gone", rs_namespace)
     wait_for(lambda: serve_name not in serve_apps(standin.head.dashboard_url), 60, "the app gone from Serve")
     assert http_get_json(url)[0] == 404
+
+
+def test_rayserve_builder_config_answers_chat(standin, rs_client, rs_namespace):
+    """The operator's real serve config (rayserve.builder, CPU layout of the fake SKU) with the tiny
+    checkpoint: Ready through the stand-in, and /chat answers below status.serveEndpoint."""
+    import httpx
+
+    from hack.tiny_model import ensure_tiny_model
+    from rayserve.builder import AutoscalingSpec, ServeConfigInput, build_serve_config
+    from rayserve.spec import ModelSpec
+
+    text = build_serve_config(
+        ServeConfigInput(
+            model=ModelSpec(name="tiny-phi-3", path=str(ensure_tiny_model()), max_context=256),
+            autoscaling=AutoscalingSpec(min_replicas=1, initial_replicas=1, max_replicas=1),
+            gpus_per_worker=0,
+            cpus_per_worker=0.5,
+            replica_cpus=0.5,
+        )
+    )
+    rs_client.create(RAYSERVICES, rayservice("tiny", rs_namespace, text))
+    obj = wait_ready(rs_client, rs_namespace, "tiny", timeout=180)
+    assert app_status(obj, "llm")["serveDeploymentStatuses"]["LLMServer"]["status"] == "HEALTHY"
+    resp = httpx.post(
+        obj["status"]["serveEndpoint"] + "/chat",
+        json={"prompt": "hello", "generate_kwargs": {"max_new_tokens": 4}},
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
+    assert isinstance(resp.json()["Result"], str)
