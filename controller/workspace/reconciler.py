@@ -42,8 +42,13 @@ from controller.runtime import (
     Store,
 )
 from controller.workspace import metrics, names
-from controller.workspace.inference import build_rayservice, build_service, rayservice_state
-from controller.workspace.machines import build_machine, desired_machine_names, summarize_machines
+from controller.workspace.inference import InferenceState, build_rayservice, build_service, rayservice_state
+from controller.workspace.machines import (
+    MachineSummary,
+    build_machine,
+    desired_machine_names,
+    summarize_machines,
+)
 from controller.workspace.plan import Plan, PlanError, plan_for
 from controller.workspace.serveconfig import build_serve_config
 from controller.workspace.status import Observation, apply_observation
@@ -182,7 +187,7 @@ class WorkspaceReconciler:
             if (m.get("metadata", {}).get("labels") or {}).get(LABEL_WORKSPACE_NAMESPACE) == ws.namespace
         ]
 
-    def _ensure_machines(self, ws: Workspace, raw: dict, plan: Plan):  # -> MachineSummary
+    def _ensure_machines(self, ws: Workspace, raw: dict, plan: Plan) -> MachineSummary:
         desired = desired_machine_names(ws, plan.node_count)
         observed = self._machines_of(ws)
         have = {m["metadata"]["name"] for m in observed}
@@ -204,9 +209,7 @@ class WorkspaceReconciler:
         return summarize_machines(desired, observed)
 
     # --- inference ----------------------------------------------------------------------------------
-    def _ensure_inference(self, ws: Workspace, raw: dict, plan: Plan):  # -> InferenceState
-        from controller.workspace.inference import InferenceState
-
+    def _ensure_inference(self, ws: Workspace, raw: dict, plan: Plan) -> InferenceState:
         try:
             serve_config = self.serve_config(ws, plan)
         except Exception as exc:  # the builder rejected our inputs: say so, do not crash-loop

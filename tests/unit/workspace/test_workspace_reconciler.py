@@ -1,0 +1,136 @@
+"""The reconciler's decisions over in-memory caches and a recording client (no server).
+
+The real API semantics are covered by tests/integration/workspace; here: a conflict is a requeue
+not a crash, a pass with a stale cache creates nothing twice, and the order of what is created.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from controller.api.workspace import LABEL_WORKSPACE
+from controller.runtime import AlreadyExists, Conflict, Request, ResourceKind, Store
+from controller.workspace import names
+from controller.workspace.reconciler import Options, Stores, WorkspaceReconciler
+
+
+class RecordingClient:
+    """Answers writes from an in-memory dict; ``conflicts`` status writes fail with 409 first."""
+
+    def __init__(self, conflicts: int = 0) -> None:
+        self.objects: dict[tuple[str, str | None, str], dict] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.conflicts = conflicts
+
+    def _key(self, kind: ResourceKind, obj: dict) -> tuple[str, str | None, str]:
+        meta = obj["metadata"]
+        return kind.plural, meta.get("namespace"), meta["name"]
+
+    def create(self, kind: ResourceKind, obj: dict, namespace: str | None = None) -> dict:
+        key = self._key(kind, obj)
+        self.calls.append(("create", kind.plural, key[2]))
+        if key in self.objects:
+            raise AlreadyExists(409, "AlreadyExists", "exists")
+        created = copy.deepcopy(obj)
+        created["metadata"]["uid"] = f"uid-{key[2]}"
+        self.objects[key] = created
+        return created
+
+    def update_status(self, kind: ResourceKind, obj: dict) -> dict:
+        self.calls.append(("update_status", kind.plural, obj["metadata"]["name"]))
+        if self.conflicts:
+            self.conflicts -= 1
+            raise Conflict(409, "Conflict", "the object has been modified")
+        return obj
+
+    def patch(
+        self, kind: ResourceKind, name: str, patch: Any, namespace: str | None = None, **_: Any
+    ) -> dict:
+        self.calls.append(("patch", kind.plural, name))
+        return WORKSPACE | {"metadata": {**WORKSPACE["metadata"], **patch["metadata"]}}
+
+
+WORKSPACE: dict = {
+    "apiVersion": "kaito.sh/v1beta1",
+    "kind": "Workspace",
+    "metadata": {
+        "name": "phi",
+        "namespace": "ns",
+        "uid": "u1",
+        "resourceVersion": "1",
+        "generation": 1,
+        "finalizers": [names.FINALIZER],
+    },
+    "resource": {
+        "instanceType": "Standard_NC12s_v3",
+        "count": 2,
+        "labelSelector": {"matchLabels": {"a": "b"}},
+    },
+    "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+}
+
+
+def _reconciler(client: RecordingClient) -> tuple[WorkspaceReconciler, Stores]:
+    stores = Stores(Store(), Store(), Store(), Store(), Store())
+    stores.machines.add_label_index(LABEL_WORKSPACE)
+    stores.workspaces.add(copy.deepcopy(WORKSPACE))
+    rec = WorkspaceReconciler(
+        client, stores, options=Options(), serve_config=lambda ws, plan: "applications: []\n"
+    )
+    return rec, stores
+
+
+def test_conflict_on_status_is_a_requeue_and_machines_are_not_created_twice() -> None:
+    client = RecordingClient(conflicts=1)
+    rec, _ = _reconciler(client)
+    result = rec.reconcile(Request("ns", "phi"))
+    assert result.requeue  # 409 -> rate-limited requeue, no exception
+    creates = [c for c in client.calls if c[0] == "create"]
+    assert [c[2] for c in creates] == [names.machine_name("ns", "phi", i) for i in range(2)]
+    # the cache has not seen the Machines yet: the next pass tries, gets AlreadyExists, moves on
+    result = rec.reconcile(Request("ns", "phi"))
+    assert result.requeue_after == Options().machine_poll_seconds
+    assert len([k for k in client.objects if k[0] == "machines"]) == 2
+
+
+def test_ready_machines_lead_to_rayservice_then_service() -> None:
+    client = RecordingClient()
+    rec, stores = _reconciler(client)
+    rec.reconcile(Request("ns", "phi"))
+    for i, key in enumerate(k for k in list(client.objects) if k[0] == "machines"):
+        m = copy.deepcopy(client.objects[key])
+        m["status"] = {
+            "nodeName": f"n{i}",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Ready",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+        stores.machines.add(m)
+    client.calls.clear()
+    rec.reconcile(Request("ns", "phi"))
+    assert [c[:2] for c in client.calls if c[0] == "create"] == [
+        ("create", "rayservices"),
+        ("create", "services"),
+    ]
+    rs = client.objects[("rayservices", "ns", "phi")]
+    assert rs["metadata"]["annotations"]["kaito.sh/spec-hash"]
+    assert ("update_status", "workspaces", "phi") in client.calls
+
+
+def test_missing_workspace_and_missing_finalizer() -> None:
+    client = RecordingClient()
+    rec, stores = _reconciler(client)
+    assert rec.reconcile(Request("ns", "gone")).requeue_after is None and not client.calls
+    stores.workspaces.delete("ns/phi")
+    ws = copy.deepcopy(WORKSPACE)
+    ws["metadata"]["finalizers"] = []
+    stores.workspaces.add(ws)
+    rec.reconcile(Request("ns", "phi"))
+    assert client.calls[0] == ("patch", "workspaces", "phi")  # the finalizer comes first
