@@ -227,3 +227,28 @@ def test_tuning_workspace_runs_a_job(ws_client: Client, ws_ns: str, kubeconfig: 
             lambda: conditions(client, ns, name)["JobStarted"]["status"] == "True", what="JobStarted=True"
         )
         assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Running"
+
+
+def test_adapter_change_updates_the_rayservice_in_place(
+    ws_client: Client, ws_ns: str, kubeconfig: str
+) -> None:
+    client, ns, name = ws_client, ws_ns, "adapt"
+    with running_controller(kubeconfig):
+        client.create(WORKSPACES, workspace_manifest(name), ns)
+        [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
+        set_machine_status(client, m["metadata"]["name"], True, node="node-x")
+        rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
+        adapter = {"source": {"name": "french", "image": "registry.example/french:1"}, "strength": "0.5"}
+        client.patch(WORKSPACES, name, {"inference": {"adapters": [adapter]}}, namespace=ns)
+
+        def updated() -> dict | None:
+            cur = client.get(RAYSERVICES, rs["metadata"]["name"], ns)
+            return cur if cur["metadata"]["generation"] > rs["metadata"]["generation"] else None
+
+        new = wait_for(updated, what="RayService updated")
+        assert new["metadata"]["uid"] == rs["metadata"]["uid"]  # in place, not recreated
+        [app] = yaml.safe_load(new["spec"]["serveConfigV2"])["applications"]
+        assert app["args"]["adapters"] == [{"name": "french", "path": "/mnt/adapter/french", "strength": 0.5}]
+        worker = new["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+        assert worker["initContainers"][0]["image"] == "registry.example/french:1"
+        assert "RayServiceUpdated" in {e["reason"] for e in events_for(client, ns, name)}
