@@ -179,9 +179,13 @@ class LocalStack:
             ws = self.get_json("workspace", name, "-n", namespace)
             for cond in ws.get("status", {}).get("conditions", []):
                 now = (cond.get("status", ""), cond.get("message", ""))
-                if seen.get(cond["type"]) != now:
-                    seen[cond["type"]] = now
-                    self.timeline.mark(f"{cond['type']}={now[0]}: {now[1]}")
+                before = seen.get(cond["type"])
+                if before == now:
+                    continue
+                seen[cond["type"]] = now
+                if before is None or before[0] != now[0]:
+                    self.timeline.mark(f"{cond['type']}={now[0]}")  # a phase ends on a status flip
+                self.log(f"         {cond['type']}={now[0]}: {now[1]}")
             if seen.get("WorkspaceReady", ("",))[0] == "True":
                 return ws
             for proc in self.procs.values():
