@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from prometheus_client import Histogram
+from pydantic import ValidationError
 
 from controller.api.machine import Machine, MachineStatus
 from controller.api.meta import Condition, set_condition
@@ -147,7 +148,11 @@ class MachineReconciler:
             if obj is None:
                 self._release_nodes_of_missing_machine(request.name)
                 return Result()
-            machine = Machine.from_k8s(obj)
+            try:
+                machine = Machine.from_k8s(obj)
+            except ValidationError as exc:  # the CRD schema should prevent this; never crash on it
+                self._event(obj, "Warning", "InvalidMachine", f"cannot read machine: {exc}"[:MAX_MESSAGE])
+                return Result()
             if machine.metadata.deletion_timestamp:
                 return self._finalize(obj, machine)
             if kinds.TERMINATION_FINALIZER not in (machine.metadata.finalizers or []):

@@ -329,7 +329,16 @@ def from_environment(
     """The provider with ``DefaultAzureCredential`` (workload identity, managed identity, env, CLI)."""
     from azure.identity import DefaultAzureCredential
 
-    client = ContainerServiceClient(DefaultAzureCredential(), subscription_id)
+    # Bounded retries and timeouts: every call runs in a controller worker, which must not hang on
+    # a flaky network for the SDK's default of up to minutes of backoff.
+    client = ContainerServiceClient(
+        DefaultAzureCredential(),
+        subscription_id,
+        retry_total=2,
+        retry_backoff_max=4,
+        connection_timeout=10,
+        read_timeout=30,
+    )
     return AzureCloud(
         client, resource_group, cluster_name, node_lookup=node_lookup, instance_types=instance_types
     )

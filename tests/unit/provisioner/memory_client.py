@@ -2,8 +2,10 @@
 
 Why: the fake cloud's boot sequence is driven by a clock; stepping it by hand against a dict is
 fast and exact. Its behaviour against the real API server is covered by the integration tests.
-Only what the fake cloud uses is implemented: get/list (equality label selectors)/create/
-patch (merge, and json "test"+"replace")/delete, with the runtime's error types.
+Only what the fake cloud and the reconciler use is implemented: get/list (equality label
+selectors)/create/update/update_status (resourceVersion checked)/patch (merge, and json
+"test"+"replace"; a resourceVersion in a merge patch is a precondition)/delete, with the
+runtime's error types.
 """
 
 from __future__ import annotations
@@ -63,6 +65,24 @@ class MemoryClient:
         self.objects[key] = obj
         return copy.deepcopy(obj)
 
+    def update(self, kind: ResourceKind, obj: dict, subresource: str | None = None) -> dict:
+        meta = obj["metadata"]
+        key = self._key(kind, meta["name"], meta.get("namespace"))
+        current = self.objects.get(key)
+        if current is None:
+            raise NotFound(404, "NotFound", meta["name"])
+        if meta.get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise Conflict(409, "Conflict", "stale resourceVersion")
+        new = copy.deepcopy(obj)
+        if subresource == "status":
+            new = {**copy.deepcopy(current), "status": new.get("status")}
+        new["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = new
+        return copy.deepcopy(new)
+
+    def update_status(self, kind: ResourceKind, obj: dict) -> dict:
+        return self.update(kind, obj, subresource="status")
+
     def patch(
         self,
         kind: ResourceKind,
@@ -77,6 +97,9 @@ class MemoryClient:
             raise NotFound(404, "NotFound", name)
         obj = self.objects[key]
         if patch_type == "merge":
+            wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
+            if wanted_rv is not None and wanted_rv != obj["metadata"]["resourceVersion"]:
+                raise Conflict(409, "Conflict", "stale resourceVersion")
             _merge(obj, patch)
         elif patch_type == "json":
             for op in patch:
