@@ -42,6 +42,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+MAX_TEMP_DIR_BYTES = 40  # + ~63 bytes of session/socket path must stay under Linux's 107
 RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -118,8 +119,36 @@ class RayHead:
     proc: subprocess.Popen | None = None
     owned: bool = False
     _log_file: object | None = None
+    _created_temp_dir: str | None = None  # ours to remove on stop (a requested dir is the caller's)
 
     # --- lifecycle ------------------------------------------------------------------------------
+    def _short_temp_dir(self) -> str:
+        """The --temp-dir to give Ray. Its unix sockets live at
+        ``<temp>/session_<date>_<pid>/sockets/plasma_store`` (~63 more bytes), Linux caps such
+        paths at 107 bytes, and Ray resolves symlinks. So a long requested dir (a pytest tmp_path)
+        becomes a symlink to a short real dir in /tmp: sessions and logs are still found at the
+        requested path. (A requested dir that already has content is left alone and Ray uses the
+        short dir directly.)"""
+        if self.temp_dir and len(self.temp_dir.encode()) <= MAX_TEMP_DIR_BYTES:
+            Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+            return self.temp_dir
+        short = tempfile.mkdtemp(prefix="krs-", dir="/tmp")
+        if not self.temp_dir:
+            self.temp_dir = self._created_temp_dir = short
+            return short
+        requested = Path(self.temp_dir)
+        requested.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            requested.rmdir()  # only if it is empty
+        if requested.exists():
+            log.warning(
+                "Ray temp dir %s is too long for Ray's sockets and not empty; using %s", requested, short
+            )
+            self.temp_dir = short
+        else:
+            requested.symlink_to(short, target_is_directory=True)
+        return short
+
     def start(self) -> RayHead:
         """Start ``ray start --head --block`` on loopback and wait until Serve's REST API answers."""
         (gcs, dash, client, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr, serve) = (
@@ -128,16 +157,7 @@ class RayHead:
         dash = self.dashboard_port or dash
         self.metrics_port = self.metrics_port or metrics
         self.serve_port = self.serve_port or serve
-        if self.temp_dir:
-            Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
-            if len(self.temp_dir) > 60:
-                log.warning(
-                    "Ray temp dir %s is long: Ray's unix socket paths under it may exceed 107 bytes",
-                    self.temp_dir,
-                )
-        else:
-            # Ray puts unix sockets under the temp dir: keep its path short.
-            self.temp_dir = tempfile.mkdtemp(prefix="krs-", dir="/tmp")
+        ray_temp_dir = self._short_temp_dir()
         argv = [
             ray_binary(),
             "start",
@@ -158,7 +178,7 @@ class RayHead:
             f"--num-cpus={self.num_cpus}",
             f"--num-gpus={self.num_gpus}",
             f"--object-store-memory={self.object_store_memory}",
-            f"--temp-dir={self.temp_dir}",
+            f"--temp-dir={ray_temp_dir}",
             "--disable-usage-stats",
         ]
         if self.resources:
@@ -213,8 +233,9 @@ class RayHead:
         return Path(self.temp_dir) / "prom_metrics_service_discovery.json"
 
     def stop(self, grace: float = 20.0) -> None:
-        """Stop the head we started (never one we attached to): SIGTERM our process group, then
-        SIGKILL what is left after ``grace`` seconds."""
+        """Stop the head we started (never one we attached to): SIGTERM the ``ray start`` CLI (it
+        stops its GCS, raylet, dashboard and workers), then SIGKILL whatever is left in its process
+        group; remove the temp dir if we made it."""
         if not self.owned or self.proc is None:
             return
         proc, self.proc = self.proc, None
@@ -234,4 +255,7 @@ class RayHead:
             with contextlib.suppress(Exception):
                 self._log_file.close()  # type: ignore[attr-defined]
             self._log_file = None
+        if self._created_temp_dir is not None:
+            shutil.rmtree(self._created_temp_dir, ignore_errors=True)
+            self._created_temp_dir = None
         log.info("Ray head stopped")

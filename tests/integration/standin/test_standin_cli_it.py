@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from standin_helpers import HERE, echo_serve_config, http_get_json, rayservice, wait_for, wait_ready
@@ -39,6 +41,7 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
             "--python-path", str(HERE),
             "--poll-interval", "1",
             "--state-file", str(state_file),
+            "--ray-temp-dir", str(tmp_path / "ray"),  # long, as LocalStack passes it
         ],
         tmp_path / "standin.log",
         env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
@@ -47,7 +50,7 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
         proc.wait_http(f"http://127.0.0.1:{health}/readyz", timeout=120)
         state = json.loads(state_file.read_text())
         assert state["dashboardURL"].startswith("http://127.0.0.1:")
-        temp_dir = state["rayTempDir"]
+        temp_dir = os.path.realpath(state["rayTempDir"])  # what Ray's processes see
         assert _processes_mentioning(temp_dir), "the Ray head's processes should be running"
 
         rs_client.create(RAYSERVICES, rayservice("cli", namespace, echo_serve_config("from the cli")))
@@ -66,3 +69,7 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
     assert code == 0, proc.log_tail()
     assert took < 30, f"shutdown took {took:.1f}s"
     wait_for(lambda: not _processes_mentioning(temp_dir), 15, "no Ray process of the stand-in's head left")
+    # the requested (long) dir leads to the session logs through a symlink to a short real dir
+    real = os.path.realpath(tmp_path / "ray")
+    assert real != str(tmp_path / "ray") and list(Path(real).glob("session_*/logs"))
+    shutil.rmtree(real)
