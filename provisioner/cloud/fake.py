@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.runtime.client import AlreadyExists, ApiError, Client, ResourceKind
+from controller.runtime.client import AlreadyExists, ApiError, Client, Conflict, ResourceKind
 from controller.runtime.client import NotFound as ApiNotFound
 from provisioner import kinds
 from provisioner.cloud.base import (
@@ -252,11 +252,16 @@ class FakeCloud(CloudProvider):
         by_name = {n["metadata"]["name"]: n for n in nodes}
         for iid, record in records.items():
             node = by_name.get(iid)
-            if record["state"] == InstanceState.CREATING.value:
-                if record["bootAt"] is not None and now >= record["bootAt"]:
-                    self._boot(record, now)
-            elif node is not None:
-                self._advance(record, node, now)
+            try:
+                if record["state"] == InstanceState.CREATING.value:
+                    if record["bootAt"] is not None and now >= record["bootAt"]:
+                        self._boot(record, now)
+                elif node is not None:
+                    self._advance(record, node, now)
+            except Conflict:
+                pass  # the controller wrote the Node meanwhile; next tick sees its new version
+            except ApiError as exc:  # one bad instance must not stall the others
+                log.warning("fake cloud: instance %s: %s", iid, exc)
         for name, node in by_name.items():
             if name not in records and not node["metadata"].get("deletionTimestamp"):
                 log.info("fake cloud: node %s has no instance any more; deleting it", name)
