@@ -110,6 +110,7 @@ class RayServiceStandin:
         self.poll_interval = poll_interval
         self._lock = threading.Lock()  # one PUT at a time; the submitted config is shared state
         self._submitted: dict[str, Any] | None = None
+        self._parsed: dict[str, tuple[tuple[Any, Any], ParsedServeConfig | tuple[str, str]]] = {}
         self.submissions = 0  # how many PUTs were sent (tests, logs)
 
     # --- the shared Serve config --------------------------------------------------------------------
@@ -117,26 +118,26 @@ class RayServiceStandin:
         """Every live RayService's parsed config by key, and the rejected ones: key -> (event, error)."""
         configs: dict[str, ParsedServeConfig] = {}
         rejected: dict[str, tuple[str, str]] = {}
+        live: set[str] = set()
         for obj in self.store.list():
             meta = obj.get("metadata") or {}
             if meta.get("deletionTimestamp"):
                 continue
-            name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
-            problem = _metadata_problem(name)
-            if problem:
-                rejected[_key(obj)] = (EVENT_INVALID_METADATA, problem)
-                continue
-            try:
-                RayService.from_k8s(obj)
-            except ValidationError as exc:
-                rejected[_key(obj)] = (EVENT_INVALID_SPEC, f"invalid RayService: {exc}")
-                continue
-            try:
-                configs[_key(obj)] = parse_serve_config(
-                    namespace, name, (obj.get("spec") or {}).get("serveConfigV2")
-                )
-            except ServeConfigError as exc:
-                rejected[_key(obj)] = (EVENT_INVALID_SPEC, str(exc))
+            key = _key(obj)
+            live.add(key)
+            # Parsing runs Serve's schema: cache it per spec generation (reconciles run every 2 s).
+            stamp = (meta.get("uid"), meta.get("generation"))
+            cached = self._parsed.get(key)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, _parse(obj))
+                self._parsed[key] = cached
+            result = cached[1]
+            if isinstance(result, ParsedServeConfig):
+                configs[key] = result
+            else:
+                rejected[key] = result
+        for key in set(self._parsed) - live:
+            del self._parsed[key]
         return configs, rejected
 
     def sync_serve(self) -> tuple[dict[str, ParsedServeConfig], dict[str, tuple[str, str]], dict[str, Any]]:
@@ -147,7 +148,7 @@ class RayServiceStandin:
             details = self.dashboard.get_details()
             lost = bool(desired["applications"]) and not details.get("applications")
             if desired != self._submitted or lost:
-                if lost and self._submitted is not None:
+                if lost and desired == self._submitted:
                     log.warning("Serve reports no applications (head restarted?): resubmitting")
                 self._submit(desired, configs)
                 details = self.dashboard.get_details()
@@ -362,6 +363,23 @@ class RayServiceStandin:
             next((c["status"] for c in status["conditions"] if c["type"] == CONDITION_READY), "?"),
             {a: s.get("status") for a, s in apps.items()},
         )
+
+
+def _parse(obj: dict) -> ParsedServeConfig | tuple[str, str]:
+    """One RayService's Serve apps, or why it cannot be deployed: (event reason, message)."""
+    meta = obj.get("metadata") or {}
+    name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
+    problem = _metadata_problem(name)
+    if problem:
+        return (EVENT_INVALID_METADATA, problem)
+    try:
+        RayService.from_k8s(obj)
+    except ValidationError as exc:
+        return (EVENT_INVALID_SPEC, f"invalid RayService: {exc}")
+    try:
+        return parse_serve_config(namespace, name, (obj.get("spec") or {}).get("serveConfigV2"))
+    except ServeConfigError as exc:
+        return (EVENT_INVALID_SPEC, str(exc))
 
 
 def _metadata_problem(name: str) -> str | None:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from hack.kuberay_standin.ray_head import RAY_ENV, RayHead
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # the local apiserver's self-signed certificate: one warning per request otherwise
+    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
 

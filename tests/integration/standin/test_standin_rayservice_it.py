@@ -22,6 +22,7 @@ from standin_helpers import (
 
 from controller.api.kinds import RAYSERVICES
 from controller.api.rayservice import RayService
+from controller.runtime.events import EVENTS
 
 pytestmark = [
     pytest.mark.integration,
@@ -88,6 +89,10 @@ def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_clie
     code, body = http_get_json(st["serveEndpoint"])
     assert code == 200 and body["message"] == "hello"
     assert f"{rs_namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
+    events, _ = rs_client.list(EVENTS, rs_namespace)
+    assert any(
+        e["reason"] == "UpdatedServeApplications" and e["involvedObject"]["name"] == "echo" for e in events
+    )
 
 
 def test_serve_config_update_redeploys_in_place(standin, rs_client, rs_namespace):
@@ -189,3 +194,24 @@ def test_rayserve_builder_config_answers_chat(standin, rs_client, rs_namespace):
     )
     assert resp.status_code == 200, resp.text
     assert isinstance(resp.json()["Result"], str)
+
+
+def test_replica_failing_health_checks_makes_the_app_unhealthy(standin, rs_client, rs_namespace):
+    """After promotion an app can still turn UNHEALTHY; as in KubeRay, Ready stays True (the proxy
+    still has endpoints) and the operator learns it from applicationStatuses."""
+    cfg = yaml.safe_load(echo_serve_config("sick", fail_health_after_s=3))
+    cfg["applications"][0]["deployments"] = [
+        {"name": "Echo", "health_check_period_s": 0.5, "health_check_timeout_s": 1}
+    ]
+    rs_client.create(RAYSERVICES, rayservice("sick", rs_namespace, yaml.safe_dump(cfg)))
+    wait_ready(rs_client, rs_namespace, "sick")
+
+    def unhealthy() -> dict | None:
+        obj = get_rs(rs_client, rs_namespace, "sick")
+        return obj if app_status(obj, "echo").get("status") == "UNHEALTHY" else None
+
+    obj = wait_for(unhealthy, 60, "the app reported UNHEALTHY", interval=0.1)
+    dep = app_status(obj, "echo")["serveDeploymentStatuses"]["Echo"]
+    assert dep["status"] == "UNHEALTHY" and dep.get("message")
+    assert condition(obj, "Ready")["status"] == "True"
+    assert RayService.from_k8s(obj).failed_applications().keys() == {"echo"}
