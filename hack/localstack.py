@@ -22,7 +22,7 @@ from hack.controlplane.local import ControlPlane, free_port
 from hack.procs import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[1]
-WORKSPACE_CONDITIONS = ("ResourceReady", "InferenceReady", "WorkspaceReady")
+SYSTEM_NAMESPACE = "kaito-system"
 
 
 @dataclass
@@ -57,6 +57,7 @@ class LocalStack:
     timeline: Timeline = field(init=False)
     cp: ControlPlane | None = None
     procs: dict[str, ManagedProcess] = field(default_factory=dict)
+    identities: dict[str, Path] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,12 +67,19 @@ class LocalStack:
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> LocalStack:
-        self.cp = ControlPlane(self.workdir / "controlplane").start()
+        self.cp = ControlPlane(self.workdir / "controlplane")
+        # the operator's processes run as their service accounts, so config/rbac is exercised
+        self.identities = {
+            sa: self.cp.service_account_kubeconfig(SYSTEM_NAMESPACE, sa)
+            for sa in ("kaito-controller", "kaito-provisioner")
+        }
+        self.cp.start()
         self.timeline.mark("control plane (etcd + kube-apiserver) ready")
         self.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd"))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        self.kubectl("create", "namespace", "kaito-system", check=False)
-        self.timeline.mark("CRDs installed")
+        self.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
+        self.kubectl("apply", "-f", str(REPO / "config" / "rbac"))
+        self.timeline.mark("CRDs and RBAC installed")
         self.start_controller()
         self.start_provisioner()
         self.timeline.mark("controller and provisioner ready")
@@ -81,11 +89,11 @@ class LocalStack:
         self.timeline.mark("Prometheus ready")
         return self
 
-    def _py(self, name: str, module: str, args: list[str]) -> ManagedProcess:
+    def _py(self, name: str, module: str, args: list[str], kubeconfig: Path | None = None) -> ManagedProcess:
         assert self.cp is not None
         proc = ManagedProcess(
             name,
-            [sys.executable, "-m", module, "--kubeconfig", str(self.cp.kubeconfig), *args],
+            [sys.executable, "-m", module, "--kubeconfig", str(kubeconfig or self.cp.kubeconfig), *args],
             self.workdir / f"{name}.log",
             env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"},
             cwd=REPO,
@@ -103,9 +111,10 @@ class LocalStack:
                 "--metrics-port", str(self.ports[f"{name}-metrics"]),
                 "--health-port", str(self.ports[f"{name}-health"]),
                 "--webhook-port", str(self.ports[f"{name}-webhook"]),
-                "--namespace", "kaito-system",
+                "--namespace", SYSTEM_NAMESPACE,
                 "--leader-elect",
             ],
+            kubeconfig=self.identities["kaito-controller"],
         )
         proc.wait_http(f"http://127.0.0.1:{self.ports[f'{name}-health']}/readyz", timeout=120)
         return proc
@@ -121,8 +130,9 @@ class LocalStack:
                 "--fake-delay", str(self.fake_node_delay),
                 "--metrics-port", str(self.ports["provisioner-metrics"]),
                 "--health-port", str(self.ports["provisioner-health"]),
-                "--namespace", "kaito-system",
+                "--namespace", SYSTEM_NAMESPACE,
             ],
+            kubeconfig=self.identities["kaito-provisioner"],
         )
         proc.wait_http(f"http://127.0.0.1:{self.ports['provisioner-health']}/readyz", timeout=120)
         return proc

@@ -71,6 +71,7 @@ class ControlPlane:
     _etcd: subprocess.Popen | None = None
     _apiserver: subprocess.Popen | None = None
     _kcm: subprocess.Popen | None = None
+    _users: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -228,10 +229,31 @@ class ControlPlane:
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
             )
-        (self.pki / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        (self.pki / "tokens.csv").write_text(
+            f'{self.token},admin,admin,"system:masters"\n'
+            + "".join(f'{tok},{user},{user},"{groups}"\n' for user, (tok, groups) in self._users.items())
+        )
+
+    def service_account_kubeconfig(self, namespace: str, name: str) -> Path:
+        """A kubeconfig that authenticates as ``system:serviceaccount:<ns>:<name>``.
+
+        Why: running each operator process under its own identity makes the RBAC manifests in
+        config/rbac part of what the demo and e2e test exercise; a missing rule fails loudly.
+        Static tokens are read at apiserver start, so call this before ``start()``.
+        """
+        user = f"system:serviceaccount:{namespace}:{name}"
+        token = secrets.token_hex(16)
+        self._users[user] = (token, f"system:serviceaccounts,system:serviceaccounts:{namespace}")
+        path = self.workdir / f"kubeconfig-{namespace}-{name}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(self._kubeconfig_text(token))
+        return path
 
     def _write_kubeconfig(self) -> None:
-        self.kubeconfig.write_text(
+        self.kubeconfig.write_text(self._kubeconfig_text(self.token))
+
+    def _kubeconfig_text(self, token: str) -> str:
+        return (
             f"""apiVersion: v1
 kind: Config
 clusters:
@@ -240,12 +262,12 @@ clusters:
     server: {self.url}
     insecure-skip-tls-verify: true
 users:
-- name: admin
+- name: user
   user:
-    token: {self.token}
+    token: {token}
 contexts:
 - name: local
-  context: {{cluster: local, user: admin, namespace: default}}
+  context: {{cluster: local, user: user, namespace: default}}
 current-context: local
 """
         )
