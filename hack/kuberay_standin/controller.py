@@ -198,8 +198,8 @@ class RayServiceStandin:
             return self._finalize(obj, details)
         if request.key in rejected:
             event, message = rejected[request.key]
-            self._write_status(obj, self._validation_failed_status(obj, message))
-            if self.recorder is not None:
+            changed = self._write_status(obj, self._validation_failed_status(obj, message))
+            if changed and self.recorder is not None:
                 self.recorder.event(obj, "Warning", event, message)
             return Result()  # a spec change (new generation) re-enqueues it
         cfg = configs[request.key]
@@ -343,15 +343,16 @@ class RayServiceStandin:
     def serve_url(self, namespace: str, name: str) -> str:
         return f"http://{self.serve_host}:{self.serve_port}{route_base(namespace, name)}"
 
-    def _write_status(self, obj: dict, status: dict[str, Any]) -> None:
+    def _write_status(self, obj: dict, status: dict[str, Any]) -> bool:
+        """PUT the status if it changed (ignoring timestamps); returns whether it was written."""
         old = obj.get("status") or {}
         if _comparable(old) == _comparable(status):
-            return
+            return False
         status["lastUpdateTime"] = _now()
         try:
             self.client.update_status(self.kind, {**obj, "status": status})
         except NotFound:
-            return  # deleted meanwhile
+            return False  # deleted meanwhile
         except ApiError:
             raise  # Conflict (stale cache): the controller requeues with backoff
         apps = (status.get("activeServiceStatus") or status.get("pendingServiceStatus") or {}).get(
@@ -363,6 +364,7 @@ class RayServiceStandin:
             next((c["status"] for c in status["conditions"] if c["type"] == CONDITION_READY), "?"),
             {a: s.get("status") for a, s in apps.items()},
         )
+        return True
 
 
 def _parse(obj: dict) -> ParsedServeConfig | tuple[str, str]:

@@ -14,6 +14,7 @@ from standin_helpers import (
     echo_serve_config,
     get_rs,
     http_get_json,
+    is_ready,
     rayservice,
     serve_apps,
     wait_for,
@@ -215,3 +216,36 @@ def test_replica_failing_health_checks_makes_the_app_unhealthy(standin, rs_clien
     assert dep["status"] == "UNHEALTHY" and dep.get("message")
     assert condition(obj, "Ready")["status"] == "True"
     assert RayService.from_k8s(obj).failed_applications().keys() == {"echo"}
+
+
+def test_restarted_standin_attaches_keeps_apps_and_drops_deleted_ones(standin, rs_client, rs_namespace):
+    """Runs last in the module: stops the module's reconciler (its head keeps running), then a new
+    stand-in attaches with --ray-address semantics. Apps of live RayServices keep serving, the app
+    of a RayService deleted while no stand-in ran is removed, and stopping an attached stand-in
+    leaves the head alone."""
+    from hack.kuberay_standin.ray_head import RayHead, dashboard_up
+    from hack.kuberay_standin.standin import Standin
+
+    rs_client.create(RAYSERVICES, rayservice("keep", rs_namespace, echo_serve_config("kept")))
+    rs_client.create(RAYSERVICES, rayservice("drop", rs_namespace, echo_serve_config("dropped")))
+    keep = wait_ready(rs_client, rs_namespace, "keep")
+    wait_ready(rs_client, rs_namespace, "drop")
+    standin.manager.stop()
+    rs_client.delete(RAYSERVICES, "drop", rs_namespace)
+    dashboard = standin.head.dashboard_url
+    assert f"{rs_namespace}.drop.echo" in serve_apps(dashboard)  # nobody reconciled the delete
+
+    again = Standin(rs_client, RayHead(), ray_address=dashboard, poll_interval=1.0).start()
+    try:
+        assert again.serve_port == standin.serve_port  # read from the running Serve
+        wait_for(
+            lambda: f"{rs_namespace}.drop.echo" not in serve_apps(dashboard), 60, "the orphaned app gone"
+        )
+        assert http_get_json(keep["status"]["serveEndpoint"])[1]["message"] == "kept"
+        rs_client.create(RAYSERVICES, rayservice("after", rs_namespace, echo_serve_config("new")))
+        after = wait_ready(rs_client, rs_namespace, "after")
+        assert http_get_json(after["status"]["serveEndpoint"])[1]["message"] == "new"
+        assert is_ready(get_rs(rs_client, rs_namespace, "keep"))
+    finally:
+        again.stop()
+    assert standin.head.running and dashboard_up(dashboard)
