@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from controller.api.workspace import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
-
-# The finalizer that lets the controller delete the (cluster-scoped, un-owned) Machines first.
-FINALIZER = "workspace.kaito.sh/finalizer"
+# FINALIZER (Kaito's "workspace.finalizer.kaito.sh") lets the controller delete the
+# cluster-scoped, un-owned Machines before the Workspace goes; the API package owns the name.
+from controller.api.workspace import FINALIZER, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 
 # Every GPU node gets this taint so only workloads that tolerate it (ours) land there.
 GPU_TAINT_KEY = "sku"
