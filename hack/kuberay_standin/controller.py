@@ -69,6 +69,9 @@ REASON_NON_ZERO = "NonZeroServeEndpoints"
 REASON_ZERO = "ZeroServeEndpoints"
 REASON_VALIDATION_FAILED = "ValidationFailed"
 REASON_NO_PENDING = "NoPendingCluster"
+REASON_INITIALIZING_TIMEOUT = "InitializingTimeout"
+INITIALIZING_TIMEOUT_ANNOTATION = "ray.io/initializing-timeout"
+EVENT_INITIALIZING_TIMEOUT = "RayServiceInitializingTimeout"
 EVENT_UPDATED = "UpdatedServeApplications"
 EVENT_UPDATE_FAILED = "FailedToUpdateServeApplications"
 EVENT_INVALID_SPEC = "InvalidRayServiceSpec"
@@ -125,6 +128,8 @@ class RayServiceStandin:
                 continue
             key = _key(obj)
             live.add(key)
+            if _timed_out(obj):
+                continue  # terminal: KubeRay deletes its cluster, so its apps leave Serve
             # Parsing runs Serve's schema: cache it per spec generation (reconciles run every 2 s).
             stamp = (meta.get("uid"), meta.get("generation"))
             cached = self._parsed.get(key)
@@ -196,6 +201,8 @@ class RayServiceStandin:
         meta = obj.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             return self._finalize(obj, details)
+        if _timed_out(obj):
+            return Result()  # terminal until the RayService is recreated, as in KubeRay
         if request.key in rejected:
             event, message = rejected[request.key]
             changed = self._write_status(obj, self._validation_failed_status(obj, message))
@@ -203,7 +210,11 @@ class RayServiceStandin:
                 self.recorder.event(obj, "Warning", event, message)
             return Result()  # a spec change (new generation) re-enqueues it
         cfg = configs[request.key]
-        self._write_status(obj, self._status(obj, cfg, details))
+        status = self._status(obj, cfg, details)
+        changed = self._write_status(obj, status)
+        if changed and self.recorder is not None and _timed_out({"status": status}):
+            ready = next(c for c in status["conditions"] if c["type"] == CONDITION_READY)
+            self.recorder.event(obj, "Warning", EVENT_INITIALIZING_TIMEOUT, ready["message"])
         return Result(requeue_after=self.poll_interval)
 
     def _finalize(self, obj: dict, details: dict[str, Any]) -> Result:
@@ -286,6 +297,21 @@ class RayServiceStandin:
                     observed_generation=generation,
                 ),
             )
+        elif ready.reason == REASON_INITIALIZING and (timeout := initializing_timeout(obj)) is not None:
+            spent = (datetime.now(UTC) - (ready.last_transition_time or datetime.now(UTC))).total_seconds()
+            if spent >= timeout:
+                set_condition(
+                    conditions,
+                    Condition(
+                        type=CONDITION_READY,
+                        status="False",
+                        reason=REASON_INITIALIZING_TIMEOUT,
+                        message=f"RayService failed to become ready within the configured timeout of "
+                        f"{timeout:g}s. Time spent initializing: {spent:.0f}s",
+                        observed_generation=generation,
+                    ),
+                )
+                pending.pop("rayClusterName", None)  # KubeRay clears it to delete the cluster
         if promoted:
             set_condition(
                 conditions,
@@ -371,7 +397,7 @@ def _parse(obj: dict) -> ParsedServeConfig | tuple[str, str]:
     """One RayService's Serve apps, or why it cannot be deployed: (event reason, message)."""
     meta = obj.get("metadata") or {}
     name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
-    problem = _metadata_problem(name)
+    problem = _metadata_problem(meta)
     if problem:
         return (EVENT_INVALID_METADATA, problem)
     try:
@@ -384,13 +410,48 @@ def _parse(obj: dict) -> ParsedServeConfig | tuple[str, str]:
         return (EVENT_INVALID_SPEC, str(exc))
 
 
-def _metadata_problem(name: str) -> str | None:
+def _metadata_problem(meta: dict[str, Any]) -> str | None:
     """KubeRay's ValidateRayServiceMetadata."""
+    name = meta.get("name", "")
     if len(name) > MAX_NAME_LENGTH:
         return f"RayService name should be no more than {MAX_NAME_LENGTH} characters"
     if not DNS1035.match(name):
         return f"RayService name should be a valid DNS1035 label: {name!r}"
+    raw = (meta.get("annotations") or {}).get(INITIALIZING_TIMEOUT_ANNOTATION)
+    if raw and parse_duration(raw) is None:
+        return (
+            f"annotation {INITIALIZING_TIMEOUT_ANNOTATION}={raw!r} is neither a Go duration (30m, 1h30m) "
+            "nor a number of seconds"
+        )
     return None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go duration ("30m", "1h30m", "90s") or a plain integer of seconds; else None."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def initializing_timeout(obj: dict) -> float | None:
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(INITIALIZING_TIMEOUT_ANNOTATION)
+    return parse_duration(raw) if raw else None
+
+
+def _timed_out(obj: dict) -> bool:
+    """KubeRay's isInitializingTimeout: a terminal Ready=False/InitializingTimeout."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == CONDITION_READY:
+            return c.get("status") == "False" and c.get("reason") == REASON_INITIALIZING_TIMEOUT
+    return False
 
 
 def _proxy_healthy(details: dict[str, Any]) -> bool:

@@ -218,6 +218,28 @@ def test_replica_failing_health_checks_makes_the_app_unhealthy(standin, rs_clien
     assert RayService.from_k8s(obj).failed_applications().keys() == {"echo"}
 
 
+def test_initializing_timeout_annotation_is_terminal_and_removes_the_app(standin, rs_client, rs_namespace):
+    """KubeRay's ray.io/initializing-timeout: never Ready within it -> Ready=False/InitializingTimeout,
+    the cluster (here: the apps) goes away, and the RayService stays failed."""
+    obj = rayservice("slow", rs_namespace, echo_serve_config(import_path="standin_no_such_module:build"))
+    obj["metadata"]["annotations"] = {"ray.io/initializing-timeout": "3s"}
+    rs_client.create(RAYSERVICES, obj)
+
+    def timed_out() -> dict | None:
+        got = get_rs(rs_client, rs_namespace, "slow")
+        cond = condition(got, "Ready")
+        return got if cond and cond["reason"] == "InitializingTimeout" else None
+
+    got = wait_for(timed_out, 60, "Ready=False/InitializingTimeout")
+    assert condition(got, "Ready")["status"] == "False"
+    assert "timeout of 3s" in condition(got, "Ready")["message"]
+    wait_for(
+        lambda: f"{rs_namespace}.slow.echo" not in serve_apps(standin.head.dashboard_url), 30, "app removed"
+    )
+    events, _ = rs_client.list(EVENTS, rs_namespace)
+    assert any(e["reason"] == "RayServiceInitializingTimeout" for e in events)
+
+
 def test_restarted_standin_attaches_keeps_apps_and_drops_deleted_ones(standin, rs_client, rs_namespace):
     """Runs last in the module: stops the module's reconciler (its head keeps running), then a new
     stand-in attaches with --ray-address semantics. Apps of live RayServices keep serving, the app
