@@ -34,6 +34,9 @@ MAX_NAME_LENGTH = 47
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 BLOCKED_HOSTS = {"localhost", "metadata.google.internal", "metadata.azure.com"}
+# resource.count is how many Machines the controller creates (and lists names for) in one pass: an absurd
+# value (2**40 is a valid int64) would wedge a worker and exhaust memory, so cap it well above any real use.
+MAX_NODE_COUNT = 100
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,12 @@ def validate_spec(ws: Workspace, catalog: Catalog, result: ValidationResult) -> 
     elif sku is None:
         result.error("resource.instanceType", unknown_sku_message(instance_type, catalog))
 
+    if ws.resource.count > MAX_NODE_COUNT:  # not subject to the bypass annotation
+        result.error(
+            "resource.count",
+            f"{ws.resource.count} nodes is more than one workspace may ask for: set at most {MAX_NODE_COUNT} "
+            "(split the load over several workspaces)",
+        )
     bypass = _truthy(
         ws.metadata.annotations and ws.metadata.annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS)
     )

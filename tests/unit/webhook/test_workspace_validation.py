@@ -258,3 +258,18 @@ def test_mutable_fields_are_revalidated_on_update():
     new = copy.deepcopy(old)
     new["inference"]["adapters"] = [adapter("a", "2")]
     assert errors(new, old) == [f"inference.adapters[0].strength: '2' for adapter 'a' {BETWEEN}"]
+
+
+@pytest.mark.parametrize("count", [101, 2**40])
+def test_absurd_count_is_refused_even_with_bypass(count):
+    """Found by tests/chaos: count=2**40 was admitted and the reconciler then built 2**40 Machine names."""
+    obj = ws(inference=inference(), metadata={"name": "ws", "namespace": "default",
+                                              "annotations": {"kaito.sh/bypass-resource-checks": "true"}})
+    obj["resource"]["count"] = count
+    assert errors(obj) == [
+        f"resource.count: {count} nodes is more than one workspace may ask for: set at most 100 "
+        "(split the load over several workspaces)"
+    ]
+    obj["resource"]["count"] = 100
+    assert errors(obj) == []
+
