@@ -90,6 +90,7 @@ class Engine:
         self.stats = stats or EngineStats()
         self.waiting: deque[_Seq] = deque()
         self.running: list[_Seq] = []
+        self._admitting: list[_Seq] = []
         self._mask = MaskMirror()
         self._pending_ops: list[CacheOp] = []
         self._ids = itertools.count()
@@ -158,9 +159,9 @@ class Engine:
             except Exception as e:  # a failed forward fails its batch, not the server
                 log.exception("engine step failed")
                 self.error = e
-                for seq in [*self.running, *self.waiting]:
+                for seq in [*self._admitting, *self.running, *self.waiting]:
                     seq.out.put_nowait(TokenEvent(None, "error"))
-                self.running, self.waiting = [], deque()
+                self.running, self.waiting, self._admitting = [], deque(), []
                 self._mask.reset()
                 self._pending_ops = [Reset()]
             await asyncio.sleep(0)  # let handlers enqueue / read between steps
@@ -170,7 +171,9 @@ class Engine:
         admitted = self._admit()
         self.stats.on_queue(len(self.waiting), len(self.running) + len(admitted))
         if admitted:
+            self._admitting = admitted  # owned by no list while prefilling: fail them too on error
             await self._prefill(admitted)
+            self._admitting = []
         self._drop_done()
         if self.running:
             await self._decode()

@@ -61,6 +61,8 @@ class StopMatcher:
 
     def feed(self, delta: str) -> str:
         """Text safe to emit after ``delta``; sets ``stopped`` when a stop string appeared."""
+        if self.stopped:
+            return ""
         if not self.stops:
             return delta
         self.buffer += delta

@@ -1,0 +1,106 @@
+"""The continuous-batching scheduler against a fake model: joins, leaves, limits, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from rayserve.engine import Engine, EngineOverloaded
+from rayserve.kvcache import MaskMirror, apply_ops
+from rayserve.sampling import SamplingParams
+from rayserve.stage import StageInput
+
+VOCAB = 50
+
+
+class CountingModel:
+    """Next token = last token + 1 (mod VOCAB). Mirrors the cache ops on a mask like a real
+    stage would, so a row-order mix-up in the engine shows up as wrong tokens."""
+
+    def __init__(self, delay: float = 0.0, fail_at: int | None = None) -> None:
+        self.batches: list[int] = []
+        self.delay, self.fail_at = delay, fail_at
+        self.rows: dict[str, list[int]] = {}
+
+    async def forward(self, x: torch.Tensor, inp: StageInput) -> torch.Tensor:
+        await asyncio.sleep(self.delay)
+        if self.fail_at is not None and len(self.batches) == self.fail_at:
+            self.fail_at = None
+            raise RuntimeError("boom")
+        self.batches.append(x.shape[0])
+        apply_ops({}, inp.cache_key, inp.ops)  # ops must be well-formed
+        assert inp.mask.shape[0] == x.shape[0] and inp.positions.shape == x.shape
+        nxt = (x[:, -1] + 1) % VOCAB
+        return torch.nn.functional.one_hot(nxt, VOCAB).float()
+
+    async def close(self) -> None:
+        pass
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_sequences_join_and_leave_between_steps():
+    model = CountingModel(delay=0.001)
+
+    async def main():
+        engine = Engine(model, eos_ids={49}, max_batch_size=2)
+
+        async def ask(start: int, n: int, delay: float) -> list[int]:
+            await asyncio.sleep(delay)
+            return [e.token_id async for e in engine.generate([start], SamplingParams(max_new_tokens=n))]
+
+        out = await asyncio.gather(ask(0, 6, 0), ask(10, 2, 0), ask(20, 3, 0.002), ask(45, 10, 0))
+        await engine.close()
+        return out
+
+    a, b, c, d = _run(main())
+    assert a == [1, 2, 3, 4, 5, 6] and b == [11, 12] and c == [21, 22, 23]
+    assert d == [46, 47, 48, None]  # 49 is eos: finish_reason stop, no token
+    assert max(model.batches) == 2 and len(model.batches) < 6 + 2 + 3 + 4
+
+
+def test_overload_is_immediate_and_cancel_frees_the_slot():
+    model = CountingModel(delay=0.01)
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=1, max_waiting=1)
+        first = engine.generate([1], SamplingParams(max_new_tokens=1000))
+        assert (await first.__anext__()).token_id == 2
+        engine.submit([5], SamplingParams(max_new_tokens=2))  # waits
+        with pytest.raises(EngineOverloaded):
+            engine.submit([7], SamplingParams(max_new_tokens=2))
+        await first.aclose()  # client went away
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not engine.running and not engine.waiting:
+                break
+        assert not engine.running and not engine.waiting
+        await engine.close()
+
+    _run(main())
+
+
+@pytest.mark.parametrize("fail_at", [0, 1], ids=["prefill", "decode"])
+def test_a_failed_forward_fails_its_requests_not_the_engine(fail_at):
+    model = CountingModel(fail_at=fail_at)
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=4)
+        with pytest.raises(RuntimeError, match="boom"):
+            [e async for e in engine.generate([1], SamplingParams(max_new_tokens=5))]
+        again = [e.token_id async for e in engine.generate([3], SamplingParams(max_new_tokens=2))]
+        await engine.close()
+        return again
+
+    assert _run(main()) == [4, 5]
+
+
+def test_mask_mirror_matches_engine_batches():
+    m = MaskMirror()
+    m.extend(torch.ones(2, 3, dtype=torch.bool))
+    op = m.select([1])
+    assert m.batch == 1 and op.rows == (1,)
