@@ -207,9 +207,7 @@ class LocalStack:
     def serve_url(self, name: str, namespace: str = "default") -> str:
         """The local address of the workspace's endpoint, as the stand-in published it."""
         rs = self.get_json("rayservice", name, "-n", namespace)
-        url = rs.get("status", {}).get("serveEndpoint") or rs["metadata"].get("annotations", {}).get(
-            "kaito.sh/local-serve-url"
-        )
+        url = rs.get("status", {}).get("serveEndpoint")
         if not url:
             raise RuntimeError(f"RayService {namespace}/{name} has no local serve URL in its status")
         return url.rstrip("/")
