@@ -8,7 +8,7 @@ import httpx
 import pytest
 import torch
 
-from tests.serve.conftest import tiny_args
+from tests.serve.conftest import tiny_args, wait_for
 
 pytestmark = pytest.mark.serve
 
@@ -165,3 +165,28 @@ def test_concurrent_requests_are_batched_and_correct(url):
     with cf.ThreadPoolExecutor(8) as pool:
         together = list(pool.map(ask, prompts))
     assert together[:3] == alone
+
+
+def test_prometheus_metrics_exported(url, ray_serve):
+    """Our kaito_llm_* metrics appear on Ray's metrics endpoint beside ray_serve_*."""
+    body = {"prompt": "hello", "max_tokens": 4, "temperature": 0}
+    assert httpx.post(f"{url}/v1/completions", json=body, timeout=60).status_code == 200
+    wanted = [
+        "ray_kaito_llm_requests_total",
+        "ray_kaito_llm_request_latency_seconds_bucket",
+        "ray_kaito_llm_time_to_first_token_seconds_bucket",
+        "ray_kaito_llm_generated_tokens_total",
+        "ray_kaito_llm_prompt_tokens_total",
+        "ray_kaito_llm_batch_size_bucket",
+        "ray_kaito_llm_queue_depth",
+        "ray_kaito_llm_running_sequences",
+        "ray_serve_num_http_requests_total",
+    ]
+
+    def scraped() -> bool:
+        text = httpx.get(f"{ray_serve.metrics_url}/metrics", timeout=10).text
+        missing = [w for w in wanted if w not in text]
+        assert not missing, missing
+        return True
+
+    wait_for(scraped, timeout=60, interval=1, what="metrics")
