@@ -52,6 +52,18 @@ def fresh_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
             cp.stop()
 
 
+@pytest.fixture(scope="session")
+def kube(apiserver: ControlPlane):  # type: ignore[no-untyped-def]
+    """Our runtime Client for the shared server (session-wide: informers share its pool)."""
+    from controller.runtime import Client
+
+    client = Client.from_kubeconfig(str(apiserver.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def api_client(apiserver: ControlPlane):  # type: ignore[no-untyped-def]
     """An official-client ApiClient for the shared server."""

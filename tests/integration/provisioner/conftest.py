@@ -5,8 +5,6 @@ that marks the test's Machines so its provisioner leaves every other Machine alo
 from __future__ import annotations
 
 import uuid
-import warnings
-from collections.abc import Iterator
 
 import pytest
 from prov_it_helpers import install_machine_crd, make_namespace
@@ -14,21 +12,10 @@ from prov_it_helpers import install_machine_crd, make_namespace
 from controller.runtime import Client
 
 
-@pytest.fixture(autouse=True)
-def _quiet_insecure_tls() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        yield
-
-
 @pytest.fixture(scope="session")
-def prov_client(apiserver) -> Iterator[Client]:  # type: ignore[no-untyped-def]
-    client = Client.from_kubeconfig(str(apiserver.kubeconfig))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        install_machine_crd(client)
-    yield client
-    client.close()
+def prov_client(kube: Client) -> Client:
+    install_machine_crd(kube)
+    return kube
 
 
 @pytest.fixture

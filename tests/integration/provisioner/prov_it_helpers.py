@@ -4,74 +4,31 @@ provisioner that can be stopped and rebuilt (a restart), and polling."""
 from __future__ import annotations
 
 import contextlib
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
+from k8s_helpers import CRDS, EVENTS, NAMESPACES, install_project_crds, wait_for  # noqa: F401 (re-exported)
+from k8s_helpers import make_namespace as _make_namespace
 
-from controller.runtime import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+from controller.runtime import Client, NotFound, ResourceKind
 from provisioner import kinds
 from provisioner.cloud.fake import FakeCloud
 from provisioner.machine_controller import Options
 from provisioner.main import Config, Provisioner, build
 
 REPO = Path(__file__).resolve().parents[3]
-CRDS = ResourceKind(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
-NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
-EVENTS = ResourceKind("", "v1", "events", "Event", namespaced=True)
 RUN_LABEL = "test.kaito.sh/run"
 A100 = "Standard_NC24ads_A100_v4"
 
-T = TypeVar("T")
-
-
 def install_machine_crd(client: Client, timeout: float = 60.0) -> None:
     """Create (or update) the Machine CRD from config/crd and wait until it is served."""
-    crd = yaml.safe_load((REPO / "config" / "crd" / "karpenter.sh_machines.yaml").read_text())
-    try:
-        client.create(CRDS, crd)
-    except AlreadyExists:
-        current = client.get(CRDS, crd["metadata"]["name"])
-        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        with contextlib.suppress(Conflict):
-            client.update(CRDS, crd)
-
-    def served() -> bool:
-        try:
-            client.list(kinds.MACHINES, limit=1)
-            return True
-        except NotFound:
-            return False
-
-    wait_for(served, timeout, "Machine CRD served")
+    install_project_crds(client, (kinds.MACHINES,), files=["karpenter.sh_machines.yaml"], timeout=timeout)
 
 
 def make_namespace(client: Client) -> str:
-    name = f"prov-{uuid.uuid4().hex[:8]}"
-    client.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
-
-
-def wait_for(fn: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> T:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except NotFound as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    return _make_namespace(client, "prov")
 
 
 def machine_manifest(name: str, run_id: str, sku: str = A100, gpus: int = 1) -> dict:

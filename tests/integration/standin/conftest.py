@@ -4,7 +4,6 @@ local Ray head per test module (starting Ray costs ~10 s of a shared 2-core mach
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -17,21 +16,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-@pytest.fixture(autouse=True)
-def _quiet_insecure_tls() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        yield
-
-
 @pytest.fixture(scope="module")
-def rs_client(apiserver) -> Iterator[Client]:  # type: ignore[no-untyped-def]
-    client = Client.from_kubeconfig(str(apiserver.kubeconfig))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        install_rayservice_crd(client)
-    yield client
-    client.close()
+def rs_client(kube: Client) -> Client:
+    install_rayservice_crd(kube)
+    return kube
 
 
 @pytest.fixture(scope="module")

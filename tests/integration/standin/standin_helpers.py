@@ -3,7 +3,6 @@ running the echo app, waiting on status, reading Serve's state."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,38 +10,19 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
+from k8s_helpers import install_project_crds
 
 from controller.api.kinds import RAYSERVICES
-from controller.runtime.client import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+from controller.runtime.client import Client
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-CRDS = ResourceKind(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
-
 T = TypeVar("T")
 
 
 def install_rayservice_crd(client: Client, timeout: float = 60.0) -> None:
     """The project's generated RayService CRD (config/crd), created or updated, then served."""
-    crd = yaml.safe_load((REPO / "config" / "crd" / "ray.io_rayservices.yaml").read_text())
-    try:
-        client.create(CRDS, crd)
-    except AlreadyExists:
-        current = client.get(CRDS, crd["metadata"]["name"])
-        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        with contextlib.suppress(Conflict):
-            client.update(CRDS, crd)
-
-    def served() -> bool:
-        try:
-            client.list(RAYSERVICES, "default", limit=1)
-            return True
-        except NotFound:
-            return False
-
-    wait_for(served, timeout, "RayService CRD served")
+    install_project_crds(client, (RAYSERVICES,), files=["ray.io_rayservices.yaml"], timeout=timeout)
 
 
 def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:

@@ -7,71 +7,29 @@ import contextlib
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
+from k8s_helpers import CRDS, EVENTS, NAMESPACES, install_project_crds, wait_for  # noqa: F401 (re-exported)
+from k8s_helpers import make_namespace as _make_namespace
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
-from controller.runtime import AlreadyExists, Client, Conflict, Manager, NotFound, ResourceKind
+from controller.runtime import Client, Manager, NotFound, ResourceKind
 from controller.workspace import names
 from controller.workspace.reconciler import Options
 from controller.workspace.setup import setup_workspace_controller
 
 REPO = Path(__file__).resolve().parents[3]
-CRDS = ResourceKind(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
-NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
-EVENTS = ResourceKind("", "v1", "events", "Event", namespaced=True)
-
-T = TypeVar("T")
 
 
 def install_crds(client: Client, timeout: float = 60.0) -> None:
     """Create (or replace) the project's CRDs from config/crd and wait until each kind is served."""
-    for path in sorted((REPO / "config" / "crd").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        try:
-            client.create(CRDS, crd)
-        except AlreadyExists:
-            current = client.get(CRDS, crd["metadata"]["name"])
-            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            with contextlib.suppress(Conflict):
-                client.update(CRDS, crd)
-    for kind in (WORKSPACES, MACHINES, RAYSERVICES):
-        wait_for(lambda k=kind: _served(client, k), timeout, f"{kind} served")
-
-
-def _served(client: Client, kind: ResourceKind) -> bool:
-    try:
-        client.list(kind, "default" if kind.namespaced else None, limit=1)
-        return True
-    except NotFound:
-        return False
+    install_project_crds(client, (WORKSPACES, MACHINES, RAYSERVICES), timeout=timeout)
 
 
 def make_namespace(client: Client) -> str:
-    name = f"ws-{uuid.uuid4().hex[:8]}"
-    client.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
-
-
-def wait_for(fn: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> T:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except NotFound as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    return _make_namespace(client, "ws")
 
 
 @contextlib.contextmanager

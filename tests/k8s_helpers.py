@@ -1,0 +1,83 @@
+"""Test helpers every integration area needs against the real API server.
+
+Why one module: installing a CRD and waiting until it is served, making a throw-away namespace
+and polling for a condition were copied into each test area; one copy keeps their behaviour
+(and their failure messages) the same everywhere. Importable as ``k8s_helpers`` because
+tests/conftest.py puts tests/ on sys.path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from controller.runtime import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_DIR = REPO / "config" / "crd"
+CRDS = ResourceKind(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
+)
+NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
+EVENTS = ResourceKind("", "v1", "events", "Event", namespaced=True)
+
+T = TypeVar("T")
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except NotFound as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def make_namespace(client: Client, prefix: str = "t") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    client.create(NAMESPACES, {"metadata": {"name": name}})
+    return name
+
+
+def served(client: Client, kind: ResourceKind) -> bool:
+    """True once the API server lists ``kind`` (a new CRD takes a moment to be served)."""
+    try:
+        client.list(kind, "default" if kind.namespaced else None, limit=1)
+        return True
+    except NotFound:
+        return False
+
+
+def apply_crd(client: Client, crd: dict) -> None:
+    """Create a CRD, or update it in place when a previous test already created it."""
+    try:
+        client.create(CRDS, crd)
+    except AlreadyExists:
+        current = client.get(CRDS, crd["metadata"]["name"])
+        crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        with contextlib.suppress(Conflict):
+            client.update(CRDS, crd)
+
+
+def install_project_crds(
+    client: Client, kinds: Iterable[ResourceKind], files: Iterable[str] | None = None, timeout: float = 60.0
+) -> None:
+    """Apply config/crd (all files, or the named ones) and wait until each of ``kinds`` is served."""
+    paths = [CRD_DIR / f for f in files] if files is not None else sorted(CRD_DIR.glob("*.yaml"))
+    for path in paths:
+        apply_crd(client, yaml.safe_load(path.read_text()))
+    for kind in kinds:
+        wait_for(lambda k=kind: served(client, k), timeout, f"{kind.plural} served")
