@@ -1,0 +1,16 @@
+"""The data plane: a Ray Serve application that serves a causal LM (Kaito's ``/chat`` and the
+OpenAI API) with pipeline-parallel sharding, continuous batching, LoRA adapters, autoscaling
+and Prometheus metrics - and the builder of the ``serveConfigV2`` a RayService carries.
+
+No Kubernetes code is imported anywhere in this package. Modules, each with one job:
+
+- ``spec``: pydantic contract (ModelSpec, AdapterSpec, ParallelSpec, EngineSpec, ServeArgs)
+- ``builder``: ServeConfigInput -> serveConfigV2 YAML (pure; used by the controller)
+- ``loading``: from_pretrained with one dtype/device rule; ``adapters``: peft LoRA per row
+- ``kvcache`` + ``stage``: a layer slice with its own batched KV cache
+- ``pipeline``: all stages in-process, or one Ray actor per stage in a placement group
+- ``engine``: continuous-batching scheduler; ``sampling``: per-row sampling
+- ``service``: routing, context limits, streaming text; ``text``: templates, detokenizing
+- ``schemas`` + ``app``: HTTP bodies and the FastAPI ingress deployment (``build_app``)
+- ``metrics``: kaito_llm_* via ray.util.metrics; ``tuning``: ``python -m rayserve.tuning``
+"""

@@ -27,8 +27,6 @@ os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytestmark = pytest.mark.serve
-
 
 def free_port() -> int:
     with socket.socket() as s:
