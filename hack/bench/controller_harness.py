@@ -35,12 +35,13 @@ from hack.controlplane.local import ControlPlane, free_port
 from hack.procs import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "integration" / "workspace"))
-sys.path.insert(0, str(REPO / "tests" / "integration" / "runtime"))
+for _helpers in ("tests", "tests/integration/workspace", "tests/integration/runtime"):  # as pytest puts them
+    sys.path.insert(0, str(REPO / _helpers))
 import rt_helpers  # noqa: E402  (the runtime tests' helpers: etcd compaction)
 import ws_it_helpers  # noqa: E402  (the workspace tests' helpers: CRDs, manifests, KubeRay status)
 
 NAMESPACES = ws_it_helpers.NAMESPACES
+EVENTS = ws_it_helpers.EVENTS
 install_crds = ws_it_helpers.install_crds
 workspace_manifest = ws_it_helpers.workspace_manifest
 wait_for = ws_it_helpers.wait_for

@@ -39,6 +39,7 @@ from controller.workspace.plan import plan_for
 from controller.workspace.reconciler import DEFAULT_SERVE_IMAGE, SERVICES
 from controller.workspace.serveconfig import build_serve_config
 from hack.bench.controller_harness import (
+    EVENTS,
     REPO,
     FakeKubeRay,
     apiserver_requests,
@@ -61,6 +62,7 @@ CREATE_THREADS = 8
 @dataclass
 class ScaleResult:
     n: int
+    workers: int = 2
     create_s: float = 0.0
     children_s: float = 0.0
     ready_s: float = 0.0
@@ -75,6 +77,7 @@ class ScaleResult:
     loop: dict[int, float] = field(default_factory=dict)  # threads -> seconds for the same objects
     timed_out: bool = False
     outcomes: dict[str, float] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)  # Events written, by reporting component
 
 
 class RssSampler(threading.Thread):
@@ -115,15 +118,16 @@ def _progress(client: Client, ns: str, n: int) -> tuple[int, int, int]:
     return len(with_machine & with_rs), ready, machines_ready
 
 
-def run_controller(n: int, workdir: Path, timeout: float, log=print) -> ScaleResult:  # type: ignore[no-untyped-def]
-    res = ScaleResult(n)
+def run_controller(n: int, workdir: Path, timeout: float, workers: int = 2,  # type: ignore[no-untyped-def]
+                   log=print) -> ScaleResult:
+    res = ScaleResult(n, workers)
     # a /16 for Services: the control plane's default /24 holds ~250, and each Workspace has one
     cp, client = start_cluster(workdir / "cp", ["--service-cluster-ip-range=10.96.0.0/16"])
     ctrl = prov = kuberay = None
     try:
         ns = ensure_namespace(client, "scale")
         prov = start_provisioner(cp, workdir)
-        ctrl = start_controller(cp, workdir, workers=2)
+        ctrl = start_controller(cp, workdir, workers=workers)
         kuberay = FakeKubeRay(cp.kubeconfig).start()
         time.sleep(2.0)
         res.rss_idle = ctrl.rss_mib()
@@ -172,6 +176,7 @@ def run_controller(n: int, workdir: Path, timeout: float, log=print) -> ScaleRes
                 metrics, "controller_runtime_reconcile_total", controller="workspace", result=outcome
             )
         delta = after - before
+        res.events = events_by_component(client)
         res.requests = sum(delta.values())
         for (resource, sub, verb), count in delta.items():
             key = f"{resource}{'/' + sub if sub else ''} {verb}"
@@ -183,7 +188,7 @@ def run_controller(n: int, workdir: Path, timeout: float, log=print) -> ScaleRes
         prov.mp.stop()
         kuberay.stop()
         ctrl = prov = kuberay = None
-        for threads in (2, CREATE_THREADS):
+        for threads in sorted({2, workers, CREATE_THREADS}):
             res.loop[threads] = plain_loop(client, ensure_namespace(client, f"loop-{threads}"), n, threads)
             log(f"  N={n}: plain loop with {threads} threads {res.loop[threads]:.1f}s")
         return res
@@ -195,6 +200,15 @@ def run_controller(n: int, workdir: Path, timeout: float, log=print) -> ScaleRes
             kuberay.stop()
         client.close()
         cp.stop()
+
+
+def events_by_component(client: Client) -> dict[str, int]:
+    """Which process wrote the Events (the API server's request counter cannot tell writers apart)."""
+    from collections import Counter
+
+    items, _ = client.list(EVENTS)
+    return dict(Counter(e.get("reportingComponent") or (e.get("source") or {}).get("component", "?")
+                        for e in items))
 
 
 def plain_loop(client: Client, ns: str, n: int, threads: int) -> float:
@@ -240,19 +254,21 @@ def render(results: list[ScaleResult], note: str) -> str:
         "with zero delay; RayService status written by the bench (KubeRay's part). Workspaces: "
         "phi-3-mini-4k-instruct on Standard_NC12s_v3 (1 Machine each), created by 8 threads at once.",
         "",
-        "| N | create (s) | all have Machines + RayService (s) | all WorkspaceReady (s) | ready ws/s "
+        "| N | workers | create (s) | all have Machines + RayService (s) | all WorkspaceReady (s) "
+        "| ready ws/s "
         "| reconciles/ws (error / requeue / requeue_after) | reconcile p50 (ms) | p99 (ms) "
         "| API requests/ws (all actors) "
         "| RSS idle / peak / end (MiB) | RSS growth (KiB/ws) | plain loop 2 thr (s) | plain loop 8 thr (s) "
-        "| controller / loop (2 thr) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| controller / loop (same threads as workers) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         growth = (r.rss_end - r.rss_idle) * 1024 / r.n
-        ratio = (r.children_s / r.loop[2]) if r.loop.get(2) and r.children_s else None
+        same = r.loop.get(r.workers) or r.loop.get(2)
+        ratio = (r.children_s / same) if same and r.children_s else None
         ready_rate = r.n / r.ready_s if r.ready_s else None
         lines.append(
-            f"| {r.n}{' (timed out)' if r.timed_out else ''} | {r.create_s:.1f} "
+            f"| {r.n}{' (timed out)' if r.timed_out else ''} | {r.workers} | {r.create_s:.1f} "
             f"| {_fmt(r.children_s, '.1f')} "
             f"| {_fmt(r.ready_s, '.1f')} | {_fmt(ready_rate, '.1f')} "
             f"| {r.reconciles / r.n:.1f} ({_outcomes(r)}) "
@@ -269,12 +285,18 @@ def render(results: list[ScaleResult], note: str) -> str:
     keys = sorted(
         {k for r in results for k in r.by_kind}, key=lambda k: -max(r.by_kind.get(k, 0) for r in results)
     )
-    lines.append("| resource verb | " + " | ".join(f"N={r.n}" for r in results) + " |")
+    lines.append("| resource verb | " + " | ".join(f"N={r.n}/{r.workers}w" for r in results) + " |")
     lines.append("|---|" + "---|" * len(results))
     for k in keys:
         if max(r.by_kind.get(k, 0) / r.n for r in results) < 0.05:
             continue
         lines.append(f"| {k} | " + " | ".join(f"{r.by_kind.get(k, 0) / r.n:.2f}" for r in results) + " |")
+    per_component = "; ".join(
+        f"N={r.n}/{r.workers}w: " + ", ".join(f"{k} {v / r.n:.1f}" for k, v in sorted(r.events.items()))
+        for r in results
+    )
+    lines += ["", "Events written per Workspace, by reporting component (listed after the run; one Event "
+              f"may count several occurrences): {per_component}"]
     if note:
         lines += ["", note]
     lines.append(END)
@@ -292,24 +314,30 @@ def write_section(text: str, begin: str, end: str) -> None:
     DOC.write_text(doc)
 
 
+def publish(text: str, begin: str, end: str, write: bool) -> int:
+    """Print a section and (unless ``write`` is false) put it into docs/bench/controller.md."""
+    print(text)
+    if write:
+        write_section(text, begin, end)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,500,1000")
     ap.add_argument("--timeout", type=float, default=900.0, help="per N, seconds")
+    ap.add_argument("--workers", default="2", help="controller --workers values to compare, e.g. 2,8")
     ap.add_argument("--note", default="")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
-        workdir = Path(tempfile.mkdtemp(prefix=f"kaito-scale-{n}-"))
-        print(f"N={n} in {workdir}", flush=True)
-        results.append(run_controller(n, workdir, args.timeout))
-        shutil.rmtree(workdir, ignore_errors=True)
-    text = render(results, args.note)
-    print(text)
-    if not args.no_write:
-        write_section(text, BEGIN, END)
-    return 0
+        for workers in (int(w) for w in args.workers.split(",")):
+            workdir = Path(tempfile.mkdtemp(prefix=f"kaito-scale-{n}-"))
+            print(f"N={n}, {workers} workers, in {workdir}", flush=True)
+            results.append(run_controller(n, workdir, args.timeout, workers))
+            shutil.rmtree(workdir, ignore_errors=True)
+    return publish(render(results, args.note), BEGIN, END, write=not args.no_write)
 
 
 if __name__ == "__main__":
