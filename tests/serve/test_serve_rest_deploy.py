@@ -15,16 +15,15 @@ from tests.serve.conftest import wait_for
 pytestmark = pytest.mark.serve
 
 
-def _stage_actor_groups() -> int:
-    """Placement groups shaped like our replica (bundles 0.2 + 0.1 CPU) holding live stages."""
+def _groups(bundles: list[dict]) -> int:
+    """Live placement groups with exactly these bundles."""
     from ray.util.placement_group import placement_group_table
 
-    groups = [
-        g
+    return sum(
+        1
         for g in placement_group_table().values()
-        if g["state"] == "CREATED" and list(g["bundles"].values()) == [{"CPU": 0.2}, {"CPU": 0.1}]
-    ]
-    return len(groups)
+        if g["state"] == "CREATED" and list(g["bundles"].values()) == bundles
+    )
 
 
 def test_rest_deploy_of_built_config_serves(ray_serve, tiny_model):
@@ -56,7 +55,10 @@ def test_rest_deploy_of_built_config_serves(ray_serve, tiny_model):
             return app.get("status") == "RUNNING"
 
         wait_for(running, timeout=180, interval=1, what="app 'built' RUNNING")
-        assert _stage_actor_groups() == 1, "one replica = one placement group with 2 stage actors"
+        # one replica = one Serve-made group (replica + stage 0 in bundle 0, stage 1 in bundle 1);
+        # the stages must use it rather than make their own
+        assert _groups([{"CPU": 0.2}, {"CPU": 0.1}]) == 1
+        assert _groups([{"CPU": 0.1}, {"CPU": 0.1}]) == 0
         body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 5, "temperature": 0}
         out = httpx.post(f"{ray_serve.http_url}/built/v1/chat/completions", json=body, timeout=60)
         assert out.status_code == 200, out.text
