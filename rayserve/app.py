@@ -106,7 +106,14 @@ class LLMServer:
     # --- health and discovery ------------------------------------------------------------
     @api.get("/health")
     async def health(self) -> dict[str, Any]:
-        return {"status": "Healthy", "model": self.service.model_name}
+        engine = self.service.engine
+        return {
+            "status": "Healthy",
+            "model": self.service.model_name,
+            "running": len(engine.running),
+            "waiting": engine.queue_depth,
+            "steps": engine.steps,
+        }
 
     async def check_health(self) -> None:
         """Serve's replica health check: a dead stage actor makes the replica unhealthy."""

@@ -109,13 +109,18 @@ class Engine:
         with ``stream``."""
         if not prompt:
             raise ValueError("empty prompt")
-        if len(self.waiting) >= self.max_waiting + max(0, self.max_batch_size - len(self.running)):
-            raise EngineOverloaded(f"{len(self.waiting)} requests already waiting")
+        if self._full():
+            self.waiting = deque(s for s in self.waiting if not s.cancelled)  # gone clients don't count
+            if self._full():
+                raise EngineOverloaded(f"{len(self.waiting)} requests already waiting")
         seq = _Seq(next(self._ids), list(prompt), params, adapter, RowSampler(params))
         self.waiting.append(seq)
         self._ensure_loop()
         self._wake.set()
         return seq
+
+    def _full(self) -> bool:
+        return len(self.waiting) >= self.max_waiting + max(0, self.max_batch_size - len(self.running))
 
     async def stream(self, seq: _Seq) -> AsyncIterator[TokenEvent]:
         """Yield ``seq``'s tokens as they are decoded; leaving early cancels the sequence."""

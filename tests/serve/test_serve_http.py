@@ -190,3 +190,18 @@ def test_prometheus_metrics_exported(url, ray_serve):
         return True
 
     wait_for(scraped, timeout=60, interval=1, what="metrics")
+
+
+def test_client_disconnect_cancels_generation(url):
+    """Closing a stream mid-way frees the batch slot instead of decoding to max_tokens."""
+    before = httpx.get(f"{url}/health", timeout=30).json()["steps"]
+    body = {"prompt": "one", "max_tokens": 240, "temperature": 0, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: {"):
+                break  # got a token: hang up
+    wait_for(
+        lambda: httpx.get(f"{url}/health", timeout=30).json()["running"] == 0, timeout=30, what="slot freed"
+    )
+    steps = httpx.get(f"{url}/health", timeout=30).json()["steps"] - before
+    assert steps < -1, f"decoded {steps} steps for a stream that was closed after its first token"
