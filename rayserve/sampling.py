@@ -7,6 +7,7 @@ temperature / top-k / top-p / seeds. Greedy rows are an argmax; sampled rows get
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 import torch
@@ -41,7 +42,8 @@ class RowSampler:
         self.generator: torch.Generator | None = None
         if not params.greedy:
             self.generator = torch.Generator()
-            self.generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+            # not torch.seed(): that would reseed the process-wide generator as a side effect
+            self.generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
 
     def pick(self, logits: torch.Tensor, history: Sequence[int], eos_blocked: Sequence[int]) -> int:
         p = self.params
