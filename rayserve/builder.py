@@ -176,3 +176,41 @@ def build_serve_config(spec: ServeConfigInput) -> str:
     """``serveConfigV2`` for a RayService: the Serve config as a YAML string (deterministic:
     same input, same bytes)."""
     return yaml.safe_dump(serve_config(spec), sort_keys=False, default_flow_style=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rayserve.builder --name N --path P [...]``: print a serveConfigV2 (for demos
+    and for ``serve run``/``serve deploy`` by hand)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="print the serveConfigV2 YAML for one model")
+    p.add_argument("--name", required=True, help="served model name")
+    p.add_argument("--path", required=True, help="model directory")
+    p.add_argument("--max-context", type=int, default=4096)
+    p.add_argument("--workers", type=int, default=1, help="pipeline workers per replica")
+    p.add_argument("--gpus-per-worker", type=float, default=1)
+    p.add_argument("--cpus-per-worker", type=float, default=1)
+    p.add_argument("--min-replicas", type=int, default=1)
+    p.add_argument("--max-replicas", type=int, default=1)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH[:STRENGTH]")
+    a = p.parse_args(argv)
+    adapters = []
+    for item in a.adapter:
+        name, _, rest = item.partition("=")
+        path, _, strength = rest.partition(":")
+        adapters.append(AdapterSpec(name=name, path=path, strength=float(strength or 1)))
+    spec = ServeConfigInput(
+        model=ModelSpec(name=a.name, path=a.path, max_context=a.max_context),
+        adapters=adapters,
+        workers_per_replica=a.workers,
+        gpus_per_worker=a.gpus_per_worker,
+        cpus_per_worker=a.cpus_per_worker,
+        autoscaling=AutoscalingSpec(min_replicas=a.min_replicas, max_replicas=a.max_replicas),
+        serve_port=a.port,
+    )
+    print(build_serve_config(spec), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -87,3 +87,26 @@ def test_cpu_only_bundles_have_no_gpu_key_and_output_is_deterministic():
 def test_rejects_incoherent_input(bad):
     with pytest.raises(ValidationError):
         ServeConfigInput.model_validate({"model": PHI.model_dump(), **bad})
+
+
+def test_cli_prints_the_same_config(capsys):
+    from rayserve.builder import main
+
+    main(
+        [
+            "--name",
+            "tiny",
+            "--path",
+            "/m",
+            "--workers",
+            "2",
+            "--gpus-per-worker",
+            "0",
+            "--adapter",
+            "qa=/a:0.5",
+        ]
+    )
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    app = cfg["applications"][0]
+    assert app["args"]["adapters"] == [{"name": "qa", "path": "/a", "strength": 0.5}]
+    assert app["deployments"][0]["placement_group_bundles"] == [{"CPU": 2.0}, {"CPU": 1.0}]
