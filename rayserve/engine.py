@@ -31,8 +31,6 @@ from rayserve.stage import StageInput
 
 log = logging.getLogger(__name__)
 
-MAIN, PREFILL = "main", "prefill"
-
 
 class EngineOverloaded(Exception):
     """More requests wait than the engine accepts; the HTTP layer answers 429."""
@@ -57,6 +55,7 @@ class _Seq:
     generated: list[int] = field(default_factory=list)
     cancelled: bool = False
     finished: bool = False
+    error: BaseException | None = None
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -81,8 +80,11 @@ class Engine:
         max_waiting: int = 64,
         has_adapters: bool = False,
         stats: EngineStats | None = None,
+        name: str = "",
     ) -> None:
         self.pipeline = pipeline
+        # cache keys on the stages: engines sharing a pipeline must not share batches
+        self._main, self._prefill_key = f"{name}main", f"{name}prefill"
         self.eos_ids = sorted(eos_ids)
         self.max_batch_size = max_batch_size
         self.max_waiting = max_waiting
@@ -122,13 +124,14 @@ class Engine:
     def _full(self) -> bool:
         return len(self.waiting) >= self.max_waiting + max(0, self.max_batch_size - len(self.running))
 
-    async def stream(self, seq: _Seq) -> AsyncIterator[TokenEvent]:
+    @staticmethod
+    async def stream(seq: _Seq) -> AsyncIterator[TokenEvent]:
         """Yield ``seq``'s tokens as they are decoded; leaving early cancels the sequence."""
         try:
             while True:
                 ev = await seq.out.get()
                 if ev.token_id is None and ev.finish_reason == "error":
-                    raise RuntimeError(f"generation failed: {self.error!r}")
+                    raise RuntimeError(f"generation failed: {seq.error!r}")
                 yield ev
                 if ev.finish_reason:
                     return
@@ -165,6 +168,7 @@ class Engine:
                 log.exception("engine step failed")
                 self.error = e
                 for seq in [*self._admitting, *self.running, *self.waiting]:
+                    seq.error = e
                     seq.out.put_nowait(TokenEvent(None, "error"))
                 self.running, self.waiting, self._admitting = [], deque(), []
                 self._mask.reset()
@@ -219,14 +223,14 @@ class Engine:
         mask, positions = side.extend(valid)
         self.stats.on_batch(len(seqs))
         logits = await self.pipeline.forward(
-            ids, StageInput(mask, positions, PREFILL, (Reset(),), self._adapters(seqs))
+            ids, StageInput(mask, positions, self._prefill_key, (Reset(),), self._adapters(seqs))
         )
         now = time.monotonic()
         for s in seqs:
             self.stats.on_first_token(now - s.submitted)
         self._emit(seqs, logits)
         self._mask.merge(side)
-        self._pending_ops.append(MergeFrom(PREFILL))
+        self._pending_ops.append(MergeFrom(self._prefill_key))
         self.running.extend(seqs)
 
     async def _decode(self) -> None:
@@ -235,7 +239,7 @@ class Engine:
         ops, self._pending_ops = tuple(self._pending_ops), []
         self.stats.on_batch(len(self.running))
         logits = await self.pipeline.forward(
-            last, StageInput(mask, positions, MAIN, ops, self._adapters(self.running))
+            last, StageInput(mask, positions, self._main, ops, self._adapters(self.running))
         )
         self._emit(self.running, logits)
 

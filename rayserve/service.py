@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from rayserve.adapters import BASE
-from rayserve.engine import Engine, EngineOverloaded, EngineStats, TokenEvent
+from rayserve.engine import EngineOverloaded, EngineStats, TokenEvent
+from rayserve.engine_group import EngineGroup
 from rayserve.loading import context_limit, eos_token_ids, load_config, load_tokenizer
 from rayserve.pipeline import LocalPipeline, Pipeline, RayPipeline
 from rayserve.sampling import SamplingParams
@@ -78,9 +79,10 @@ class LLMService:
         config, gen = load_config(args.model)
         self.context = context_limit(args.model, config)
         self.pipeline = pipeline or build_pipeline(args, config.num_hidden_layers)
-        self.engine = Engine(
+        self.engine = EngineGroup(
             self.pipeline,
             eos_token_ids(config, gen, self.tokenizer),
+            batches=args.engine.microbatches or args.parallel.workers,
             max_batch_size=args.engine.max_batch_size,
             max_waiting=args.engine.max_waiting,
             has_adapters=bool(args.adapters),

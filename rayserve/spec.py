@@ -61,6 +61,9 @@ class EngineSpec(BaseModel):
     max_waiting: int = Field(64, ge=0, description="queued beyond the batch before answering 429")
     max_new_tokens_default: int = Field(128, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    microbatches: int | None = Field(
+        None, ge=1, le=64, description="batches in flight per replica; None = one per pipeline worker"
+    )
 
 
 class ServeArgs(BaseModel):

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import torch
 
-from rayserve.engine import Engine
+from rayserve.engine_group import EngineGroup
 from rayserve.loading import load_model, load_tokenizer
 from rayserve.pipeline import RayPipeline
 from rayserve.sampling import SamplingParams
@@ -30,7 +30,7 @@ def _reference(spec: ModelSpec) -> list[list[int]]:
     return out
 
 
-@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize("workers", [2, 4])  # 4: one layer per stage
 def test_sharded_greedy_equals_unsharded(ray_serve, tiny_model, workers):
     spec = ModelSpec(name="tiny", path=str(tiny_model))
     expected = _reference(spec)
@@ -38,7 +38,8 @@ def test_sharded_greedy_equals_unsharded(ray_serve, tiny_model, workers):
     pipe = RayPipeline.start(spec, [], ParallelSpec(workers=workers, cpus_per_worker=0.1), num_layers=4)
 
     async def run() -> list[list[int]]:
-        engine = Engine(pipe, eos_ids=set(), max_batch_size=3)  # 4 requests: one must join later
+        # two batches in flight (stages overlap), 2 rows each: 4 requests, so rows join later
+        engine = EngineGroup(pipe, eos_ids=set(), batches=2, max_batch_size=4)
 
         async def one(i: int) -> list[int]:
             await asyncio.sleep(0.02 * i)

@@ -104,3 +104,49 @@ def test_mask_mirror_matches_engine_batches():
     m.extend(torch.ones(2, 3, dtype=torch.bool))
     op = m.select([1])
     assert m.batch == 1 and op.rows == (1,)
+
+
+class TwoStagePipeline(CountingModel):
+    """Two stages that each take a while and serve one call at a time, like stage actors;
+    records how many stages were busy at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.locks = [asyncio.Lock(), asyncio.Lock()]
+        self.busy = self.max_busy = 0
+
+    async def forward(self, x: torch.Tensor, inp: StageInput) -> torch.Tensor:
+        for lock in self.locks:
+            async with lock:
+                self.busy += 1
+                self.max_busy = max(self.max_busy, self.busy)
+                await asyncio.sleep(0.003)
+                self.busy -= 1
+        return await super().forward(x, inp)
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_engine_group_keeps_stages_busy_together(batches):
+    from rayserve.engine_group import EngineGroup
+
+    pipe = TwoStagePipeline()
+
+    async def main():
+        group = EngineGroup(pipe, eos_ids=set(), batches=batches, max_batch_size=4)
+        outs = await asyncio.gather(
+            *[
+                (lambda s: _tokens(group.generate([s], SamplingParams(max_new_tokens=6))))(start)
+                for start in (0, 10, 20, 30)
+            ]
+        )
+        assert len({id(s) for s in group.running}) == 0 and group.steps > 0
+        await group.close()
+        return outs
+
+    outs = asyncio.run(main())
+    assert outs == [[s + i for i in range(1, 7)] for s in (0, 10, 20, 30)]
+    assert pipe.max_busy == batches  # one batch: stages take turns; two: both work at once
+
+
+async def _tokens(events) -> list[int]:
+    return [e.token_id async for e in events]
