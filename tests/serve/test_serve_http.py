@@ -204,4 +204,4 @@ def test_client_disconnect_cancels_generation(url):
         lambda: httpx.get(f"{url}/health", timeout=30).json()["running"] == 0, timeout=30, what="slot freed"
     )
     steps = httpx.get(f"{url}/health", timeout=30).json()["steps"] - before
-    assert steps < -1, f"decoded {steps} steps for a stream that was closed after its first token"
+    assert steps < 200, f"decoded {steps} steps for a stream that was closed after its first token"
