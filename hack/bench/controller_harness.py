@@ -267,7 +267,7 @@ def expected_children(ws_obj: dict) -> tuple[list[str], str]:
 
 
 def cluster_state(client: Client) -> dict[str, object]:
-    """Machines by owner, RayServices, Services, Workspaces and fake-cloud instances, as names."""
+    """Machines by owner, RayServices, Services, Workspaces, fake-cloud instances and their Nodes."""
     from controller.runtime import ResourceKind
     from controller.workspace.reconciler import SERVICES
 
@@ -282,6 +282,8 @@ def cluster_state(client: Client) -> dict[str, object]:
     rayservices, _ = client.list(RAYSERVICES)
     services, _ = client.list(SERVICES, label_selector="kaito.sh/workspace")
     instances, _ = client.list(configmaps, label_selector="fake.kaito.sh/instance")
+    node_kind = ResourceKind("", "v1", "nodes", "Node", False)
+    nodes, _ = client.list(node_kind, label_selector="fake.kaito.sh/cloud")
     return {
         "workspaces": {f"{w['metadata']['namespace']}/{w['metadata']['name']}": w for w in workspaces},
         "machines": {k: sorted(v) for k, v in by_owner.items()},
@@ -289,6 +291,7 @@ def cluster_state(client: Client) -> dict[str, object]:
         "rayservices": sorted(f"{r['metadata']['namespace']}/{r['metadata']['name']}" for r in rayservices),
         "services": sorted(f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in services),
         "instances": len(instances),
+        "nodes": len(nodes),
     }
 
 

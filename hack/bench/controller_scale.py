@@ -250,9 +250,10 @@ def render(results: list[ScaleResult], note: str) -> str:
         "## Controller scale (hack/bench/controller_scale.py)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {env_note()}, shared with other "
-        "work. One fresh etcd + kube-apiserver per N; controller 2 workers; provisioner on the fake cloud "
-        "with zero delay; RayService status written by the bench (KubeRay's part). Workspaces: "
-        "phi-3-mini-4k-instruct on Standard_NC12s_v3 (1 Machine each), created by 8 threads at once.",
+        "work. One fresh etcd + kube-apiserver per row; controller with the workers shown; provisioner on "
+        "the fake cloud with zero delay; RayService status written by the bench (KubeRay's part). "
+        "Workspaces: phi-3-mini-4k-instruct on Standard_NC12s_v3 (1 Machine each), created by 8 threads "
+        "at once.",
         "",
         "| N | workers | create (s) | all have Machines + RayService (s) | all WorkspaceReady (s) "
         "| ready ws/s "
@@ -281,7 +282,7 @@ def render(results: list[ScaleResult], note: str) -> str:
               "writers: workspaces create = bench, workspaces update/patch/status = controller, machines "
               "create = controller, machines status / nodes / configmaps = provisioner + fake cloud, "
               "rayservices status = bench as KubeRay, services/rayservices create = controller, events = "
-              "controller + provisioner; list/watch = informers and the bench's 1 s progress polls):", ""]
+              "controller (see below); list/watch = informers and the bench's 1 s progress polls):", ""]
     keys = sorted(
         {k for r in results for k in r.by_kind}, key=lambda k: -max(r.by_kind.get(k, 0) for r in results)
     )

@@ -14,7 +14,7 @@ On a fresh etcd + kube-apiserver with the project's CRDs:
    server share the CPU with the informer, so this is a floor for the informer, not its ceiling.
 3. **Apply ceiling**: the recorded watch events of step 2 replayed through the informer's own event
    path (store update + handler dispatch, no network, no JSON decoding) as fast as possible, and
-   again from JSON lines through the watch stream's decoder.
+   again from JSON lines through the watch stream's decoder; best of 3 rounds.
 
 Writes its section of docs/bench/controller.md. Run: ``python -m hack.bench.watch_fanin [--objects M]``.
 """
@@ -191,16 +191,22 @@ def live_fanin(kubeconfig: str, m: int, seconds: float, threads: int) -> dict:
     for i, ev in enumerate(batch):  # distinct resourceVersions so every event dispatches
         ev["object"]["metadata"]["resourceVersion"] = str(10**9 + i)
     lines = [json.dumps(ev).encode() for ev in batch]
-    t1 = time.monotonic()
-    for ev in batch:
-        replay._apply(ev)
-    apply_s = time.monotonic() - t1
-    # again with new versions, now decoding each line as a watch does
-    lines = [line.replace(b'"resourceVersion": "1', b'"resourceVersion": "2', 1) for line in lines]
-    t2 = time.monotonic()
-    for line in lines:
-        replay._apply(WatchStream._decode(line))
-    decode_apply_s = time.monotonic() - t2
+    apply_s = decode_apply_s = float("inf")
+    for rnd in range(3):  # best of 3: the box is shared, the best run is the least disturbed
+        for ev in batch:  # new versions each round, so every event dispatches
+            meta = ev["object"]["metadata"]
+            meta["resourceVersion"] = f"{rnd + 1}{meta['resourceVersion']}"
+        t1 = time.monotonic()
+        for ev in batch:
+            replay._apply(ev)
+        apply_s = min(apply_s, time.monotonic() - t1)
+        # the same from JSON lines through the watch stream's decoder
+        lines = [line.replace(b'"resourceVersion": "', f'"resourceVersion": "{rnd + 5}'.encode(), 1)
+                 for line in lines]
+        t2 = time.monotonic()
+        for line in lines:
+            replay._apply(WatchStream._decode(line))
+        decode_apply_s = min(decode_apply_s, time.monotonic() - t2)
     return {
         "writes": w["writes"], "write_s": w["seconds"], "events": events, "span": span, "lag": lag,
         "apply_events": len(batch), "apply_s": apply_s, "decode_apply_s": decode_apply_s,

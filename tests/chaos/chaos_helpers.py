@@ -65,8 +65,9 @@ def converged(client: Client, alive: set[str]) -> tuple[bool, str]:
         return False, f"machines {state['machines']} != {want_machines}"
     if state["rayservices"] != sorted(want_rs) or state["services"] != sorted(want_rs):
         return False, f"rayservices {state['rayservices']} / services {state['services']}"
-    if state["instances"] != state["machine_count"]:
-        return False, f"{state['instances']} cloud instances for {state['machine_count']} machines"
+    if not state["instances"] == state["nodes"] == state["machine_count"]:
+        counts = f"{state['instances']} cloud instances, {state['nodes']} nodes"
+        return False, f"{counts} for {state['machine_count']} machines"
     return True, "ok"
 
 
