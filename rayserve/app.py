@@ -8,9 +8,12 @@ and ``args`` = a ``rayserve.spec.ServeArgs`` (``rayserve.builder`` writes such c
 in Python: ``serve.run(build_app({...}))``.
 
 Error policy: a body we cannot use is a 400 with a message (413 when too large), an unknown
-model a 404, a request that cannot fit the context window a 400, a full engine a 429 (and
-Serve itself answers 503 past ``max_queued_requests``). Legacy ``/chat`` errors use
-FastAPI's ``{"detail": ...}`` shape, ``/v1`` errors OpenAI's ``{"error": {...}}``.
+model a 404, a request that cannot fit the context window a 400 (the legacy ``max_length``,
+a ceiling on prompt + output, is clamped to the window instead), a full engine a 429 (and
+Serve itself answers 503 past ``max_queued_requests``), a model that fails under a request
+(a dead pipeline stage) a 503 - as an ``error`` event when the stream had already begun.
+Legacy ``/chat`` errors use FastAPI's ``{"detail": ...}`` shape, ``/v1`` errors OpenAI's
+``{"error": {...}}``.
 """
 
 import json
@@ -74,6 +77,13 @@ def _describe(e: ValidationError) -> str:
 
 def _sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+def _error_event(e: RequestError) -> str:
+    """A failure after a stream began (status 200 already sent), as vLLM reports it: an
+    ``error`` event and the end of the stream, so clients raise instead of hanging."""
+    body = {"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.status}}
+    return _sse(body) + "data: [DONE]\n\n"
 
 
 def _response(obj: str, ident: str, created: int, name: str, choice: dict, prompt: int, n: int) -> dict:
@@ -160,13 +170,17 @@ class LLMServer:
             text, chat = (req.prefix or "") + (req.prompt or ""), False
         ids = encode(self.service.tokenizer, text, chat)
         gk = req.generate_kwargs
-        wanted = gk.max_new_tokens if gk.max_new_tokens is not None else gk.max_length - len(ids)
+        # the context window first: a prompt past it must say so, not blame max_length
+        self.service.budget(len(ids), None)
+        # HF's max_length (prompt + output) is a ceiling, so past the window it is clamped to it
+        max_length = min(gk.max_length, self.service.context)
+        wanted = gk.max_new_tokens if gk.max_new_tokens is not None else max_length - len(ids)
         if wanted <= 0:
             raise RequestError(
                 400, f"max_length={gk.max_length} leaves no room after the {len(ids)}-token prompt"
             )
         params = SamplingParams(
-            max_new_tokens=self.service.budget(len(ids), wanted, "generate_kwargs.max_length"),
+            max_new_tokens=self.service.budget(len(ids), wanted, "generate_kwargs.max_new_tokens"),
             min_new_tokens=gk.min_new_tokens
             if gk.min_new_tokens is not None
             else max(0, gk.min_length - len(ids)),
@@ -270,13 +284,17 @@ class LLMServer:
         base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name}
         yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
         n = 0
-        async for c in chunks:
-            n = c.completion_tokens
-            delta = {"content": c.text} if c.text else {}
-            if delta or c.finish_reason:
-                yield _sse(
-                    {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": c.finish_reason}]}
-                )
+        try:
+            async for c in chunks:
+                n = c.completion_tokens
+                delta = {"content": c.text} if c.text else {}
+                if delta or c.finish_reason:
+                    yield _sse(
+                        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": c.finish_reason}]}
+                    )
+        except RequestError as e:  # headers are gone: the error travels as an event
+            yield _error_event(e)
+            return
         if include_usage:
             yield _sse({**base, "choices": [], "usage": _usage(prompt_len, n)})
         yield "data: [DONE]\n\n"
@@ -297,10 +315,14 @@ class LLMServer:
             yield _sse(
                 {**base, "choices": [{"index": 0, "text": prefix, "finish_reason": None, "logprobs": None}]}
             )
-        async for c in chunks:
-            if c.text or c.finish_reason:
-                choice = {"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-                yield _sse({**base, "choices": [choice]})
+        try:
+            async for c in chunks:
+                if c.text or c.finish_reason:
+                    choice = {"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                    yield _sse({**base, "choices": [choice]})
+        except RequestError as e:
+            yield _error_event(e)
+            return
         yield "data: [DONE]\n\n"
         self._observe("/v1/completions", name, 200, t0, prompt_len)
 

@@ -36,6 +36,10 @@ class EngineOverloaded(Exception):
     """More requests wait than the engine accepts; the HTTP layer answers 429."""
 
 
+class GenerationFailed(RuntimeError):
+    """A forward failed (a stage actor died, a device error); the HTTP layer answers 503."""
+
+
 @dataclass
 class TokenEvent:
     """One generated token; ``finish_reason`` is set on the last one ("stop" or "length")."""
@@ -131,7 +135,7 @@ class Engine:
             while True:
                 ev = await seq.out.get()
                 if ev.token_id is None and ev.finish_reason == "error":
-                    raise RuntimeError(f"generation failed: {seq.error!r}")
+                    raise GenerationFailed(f"generation failed: {seq.error!r}")
                 yield ev
                 if ev.finish_reason:
                     return

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
+# torch.Generator.manual_seed takes [-2**63, 2**64); a seed outside it crashed sampling (500)
+SEED_RANGE = {"ge": -(2**63), "lt": 2**64, "description": "a 64-bit integer"}
+
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -59,7 +62,7 @@ class GenerateKwargs(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     typical_p: float = Field(1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
 
 
 class LegacyChatRequest(BaseModel):
@@ -105,7 +108,7 @@ class _OpenAIBase(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED_RANGE)
     ignore_eos: bool = False
 
     @field_validator("stop")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from rayserve.adapters import BASE
-from rayserve.engine import EngineOverloaded, EngineStats, TokenEvent
+from rayserve.engine import EngineOverloaded, EngineStats, GenerationFailed, TokenEvent
 from rayserve.engine_group import EngineGroup
 from rayserve.loading import context_limit, eos_token_ids, load_config, load_tokenizer
 from rayserve.pipeline import LocalPipeline, Pipeline, RayPipeline
@@ -34,6 +34,11 @@ class RequestError(Exception):
     ):
         super().__init__(message)
         self.status, self.message, self.kind, self.param = status, message, kind, param
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    """A caller's string as quoted back in an error: a 1 MB name must not make a 1 MB answer."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass
@@ -103,7 +108,7 @@ class LLMService:
             return requested
         raise RequestError(
             404,
-            f"model '{requested}' is not served here; available: {self.args.served_names()}",
+            f"model '{_clip(requested)}' is not served here; available: {self.args.served_names()}",
             kind="model_not_found",
             param="model",
         )
@@ -139,6 +144,8 @@ class LLMService:
         """Queue the request now (429 ``RequestError`` at once when the engine is full) and
         return its text deltas; the engine sequence is cancelled when the caller stops
         iterating (client gone) or a stop string appears."""
+        if not prompt_ids:  # the engine refuses it; say so as a 400, not a 500
+            raise RequestError(400, "the prompt is empty: send at least one token of text", param="prompt")
         try:
             seq = self.engine.submit(prompt_ids, params, adapter)
         except EngineOverloaded as e:
@@ -165,6 +172,9 @@ class LLMService:
                 tail = text + matcher.feed(decoder.flush()) + matcher.flush()
                 yield Chunk(tail, ev.finish_reason, count)
                 return
+        except GenerationFailed as e:  # the replica's model failed under it: 503, say why
+            cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RequestError(503, f"{_clip(cause, 300)}; retry", kind="server_error") from e
         finally:
             await events.aclose()
 
