@@ -6,11 +6,19 @@ attempt; like client-go's EventCorrelator we bump `count` and `lastTimestamp` of
 already wrote for the same (object, type, reason, message) instead.
 
 Recording never raises: failing to write an Event must not fail a reconcile.
+
+Why asynchronous (``asynchronous=True``, what ``Manager.event_recorder`` hands out): like
+client-go's broadcaster, an Event is queued and written by a background thread, so a reconcile
+does not pay one API round trip per Event (the scale benchmark measured 10 of a Workspace's 17
+controller writes as Events). The queue is bounded; when it is full an Event is dropped with a
+warning rather than blocking a worker, as client-go does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import socket
 import threading
 import time
@@ -38,6 +46,8 @@ class EventRecorder:
         host: str | None = None,
         aggregate_window: float = 600.0,
         max_cache: int = 4096,
+        asynchronous: bool = False,
+        queue_size: int = 1000,
     ) -> None:
         self.client = client
         self.component = component
@@ -47,11 +57,78 @@ class EventRecorder:
         self._lock = threading.Lock()
         # (uid or ns/name, type, reason, message) -> (event namespace, event name, count, monotonic time)
         self._seen: dict[tuple[str, str, str, str], tuple[str, str, int, float]] = {}
+        self.asynchronous = asynchronous
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[dict, str, str, str] | None] = queue.Queue(maxsize=queue_size)
+        self._writer: threading.Thread | None = None
 
     def event(self, obj: dict, type: str, reason: str, message: str) -> dict | None:
-        """Record an event; returns the written Event, or None if writing failed."""
+        """Record an event; returns the written Event, or None if writing failed or was queued."""
         if type not in ("Normal", "Warning"):
             raise ValueError(f"event type must be Normal or Warning, not {type!r}")
+        if not self.asynchronous:
+            return self._write(obj, type, reason, message)
+        self._ensure_writer()
+        try:
+            # a snapshot: the caller may keep mutating its object after this returns
+            self._queue.put_nowait(
+                (
+                    {
+                        "apiVersion": obj.get("apiVersion"),
+                        "kind": obj.get("kind"),
+                        "metadata": dict(obj.get("metadata") or {}),
+                    },
+                    type,
+                    reason,
+                    message,
+                )
+            )
+        except queue.Full:
+            self.dropped += 1
+            log.warning(
+                "event queue full, dropping %s/%s on %s",
+                type,
+                reason,
+                (obj.get("metadata") or {}).get("name"),
+            )
+        return None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued Event was written (or failed); True if the queue drained."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._queue.unfinished_tasks
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued (bounded by ``timeout``), then stop the writer thread."""
+        if self._writer is None:
+            return
+        self.flush(timeout)
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._writer.join(timeout)
+        self._writer = None
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._drain, name=f"events-{self.component}", daemon=True
+                )
+                self._writer.start()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._write(*item)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, obj: dict, type: str, reason: str, message: str) -> dict | None:
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         ident = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"

@@ -65,6 +65,7 @@ class Manager:
         self.health_port: int | None = None
         self.metrics_port: int | None = None
         self._servers: list[ProbeServer] = []
+        self._recorders: list[EventRecorder] = []
         self.health_checks: dict[str, Check] = {"ping": lambda: True}
         self.ready_checks: dict[str, Check] = {"informers": self.factory.has_synced}
         self._controllers: list[Controller] = []
@@ -116,7 +117,10 @@ class Manager:
         self.ready_checks[name] = check
 
     def event_recorder(self, component: str | None = None) -> EventRecorder:
-        return EventRecorder(self.client, component or self.name)
+        """An asynchronous recorder: reconciles queue Events; stop() writes what is left."""
+        recorder = EventRecorder(self.client, component or self.name, asynchronous=True)
+        self._recorders.append(recorder)
+        return recorder
 
     @property
     def is_leader(self) -> bool:
@@ -156,6 +160,8 @@ class Manager:
         self._stop_all.set()
         for t in self._runnable_threads:
             t.join(10)
+        for recorder in self._recorders:
+            recorder.stop()
         self.factory.stop()
         for server in self._servers:
             with contextlib.suppress(Exception):

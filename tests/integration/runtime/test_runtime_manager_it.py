@@ -22,6 +22,7 @@ from controller.runtime import (
     Request,
     Result,
 )
+from controller.runtime.events import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +175,22 @@ def test_event_recorder_writes_and_aggregates_events(rt_client: Client, ns: str)
     assert first["source"]["component"] == "rt-test"
     with pytest.raises(ValueError):
         rec.event(w, "Bad", "X", "y")
+
+
+def test_asynchronous_recorder_writes_in_the_background_and_aggregates(rt_client: Client, ns: str):
+    w = rt_client.create(WIDGETS, widget("ev-async"), ns)
+    rec = EventRecorder(rt_client, component="rt-async", asynchronous=True)
+    try:
+        for _ in range(3):
+            assert rec.event(w, "Warning", "NoCapacity", "still no GPU nodes") is None  # queued, not written
+        rec.event(w, "Normal", "Provisioned", "1 node ready")
+        assert rec.flush(10)
+        events, _ = rt_client.list(EVENTS, ns, field_selector=f"involvedObject.uid={w['metadata']['uid']}")
+        counts = {e["reason"]: e["count"] for e in events}
+        assert counts == {"NoCapacity": 3, "Provisioned": 1}, counts
+        assert rec.dropped == 0
+    finally:
+        rec.stop()
 
 
 def test_only_the_leading_manager_runs_controllers_and_the_standby_takes_over(rt_client: Client, ns: str):
