@@ -147,7 +147,7 @@ class ControlPlane:
                 "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
                 "--secure-port", str(self.apiserver_port),
                 "--cert-dir", str(self.pki),
-                "--service-cluster-ip-range", "10.0.0.0/24",
+                "--service-cluster-ip-range", "10.0.0.0/16",  # room for ~65k Services (1000-Workspace bench)
                 "--authorization-mode", "RBAC",
                 "--token-auth-file", str(self.pki / "tokens.csv"),
                 "--service-account-issuer", "https://kubernetes.default.svc",
