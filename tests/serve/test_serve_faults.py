@@ -267,6 +267,22 @@ def test_disconnect_mid_stream_stops_that_request_only(url):
     assert r.status_code == 200 and time.monotonic() - t0 < 10
 
 
+def test_client_timeout_on_plain_request_stops_generation(url):
+    """A non-streaming client that gives up (read timeout) is a disconnect too: Serve
+    cancels the handler and the engine drops the sequence instead of decoding 240 tokens."""
+    body = {"messages": MSG, "max_tokens": 240, "temperature": 0, "ignore_eos": True}
+    t0 = time.monotonic()  # how long the whole request takes here, to give up a quarter in
+    assert httpx.post(url + OPENAI, json=body, timeout=60).status_code == 200
+    patience = (time.monotonic() - t0) / 4
+    wait_for(lambda: _health(url)["running"] == 0, timeout=30, what="idle engine")
+    before = _health(url)["steps"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + OPENAI, json=body, timeout=httpx.Timeout(patience, connect=5))
+    wait_for(lambda: _health(url)["running"] == 0, timeout=30, what="slot freed")
+    steps = _health(url)["steps"] - before
+    assert steps < 180, f"{steps} decode steps for a request whose client left after {patience:.2f} s"
+
+
 # --- replicas and stages killed under load -----------------------------------------------------
 def _load(url: str, n: int, stop: threading.Event) -> tuple[list[threading.Thread], list[tuple]]:
     """``n`` clients looping requests (alternating plain and streamed) until ``stop``; each
