@@ -422,8 +422,13 @@ def test_stage_actor_killed_under_load_recovers(ray_serve, tiny_model):
         ours = [a for a in stages() if a.actor_id not in before]
         assert len(ours) == 2, ours
 
+        legacy: list[httpx.Response] = []
+
         def kill() -> None:  # the stage's worker process dies, as on a crash or an OOM kill
             os.kill(ours[-1].pid, signal.SIGKILL)
+            # the legacy route fails the same way, in its own error shape
+            chat = {"prompt": "hi", "generate_kwargs": {"max_new_tokens": 4}}
+            legacy.append(httpx.post(url + CHAT, json=chat, timeout=30))
 
         recovered, outcomes = _kill_under_load(url, kill)
         print(f"\nstage actor killed under load: serving again after {recovered:.1f} s; {_summary(outcomes)}")
@@ -432,6 +437,9 @@ def test_stage_actor_killed_under_load_recovers(ray_serve, tiny_model):
         # (JSON for plain requests, an error event for streams), not a bare 500
         failed = [o for o in outcomes if o[0] != "cut" and o[1] != 200]
         assert failed and all(o[1] == 503 and "generation failed" in o[3] for o in failed), failed
+        print(f"a request the dead stage failed: {legacy[0].status_code} {legacy[0].text[:300]}")
+        assert legacy[0].status_code == 503, legacy[0].text[:300]
+        assert "generation failed" in legacy[0].json()["detail"]
         fresh = wait_for(
             lambda: [a for a in stages() if a.actor_id not in before | {x.actor_id for x in ours}]
         )
