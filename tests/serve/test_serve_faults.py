@@ -287,8 +287,9 @@ def test_client_timeout_on_plain_request_stops_generation(url):
 def _load(url: str, n: int, stop: threading.Event) -> tuple[list[threading.Thread], list[tuple]]:
     """``n`` clients looping requests (alternating plain and streamed) until ``stop``; each
     outcome is (kind, status, seconds, message): a stream's status is 200 when it ended with
-    ``[DONE]`` and no error event, else the error event's code; a cut connection is
-    ("cut", exception name)."""
+    ``[DONE]`` and no error event, else the error event's code (or the HTTP status when it
+    was refused before streaming); a connection cut, or a stream ending without ``[DONE]``,
+    is ("cut", why)."""
     outcomes: list[tuple] = []
 
     def client(i: int) -> None:
@@ -303,11 +304,13 @@ def _load(url: str, n: int, stop: threading.Event) -> tuple[list[threading.Threa
                         errors = [
                             json.loads(ln[6:])["error"] for ln in lines if ln.startswith('data: {"error"')
                         ]
-                        status = errors[0]["code"] if errors else s.status_code
-                        if not lines or lines[-1] != "data: [DONE]":
-                            status = f"unterminated {s.status_code}"  # fails _check_outcomes
+                        kind, status = "stream", errors[0]["code"] if errors else s.status_code
                         message = errors[0]["message"] if errors else ""
-                        outcomes.append(("stream", status, time.monotonic() - t0, message))
+                        if s.status_code != 200:  # refused before streaming: a plain error answer
+                            status, message = s.status_code, "\n".join(lines)[:300]
+                        elif not lines or lines[-1] != "data: [DONE]":
+                            kind, status = "cut", "ended without [DONE]"
+                        outcomes.append((kind, status, time.monotonic() - t0, message))
                     else:
                         r = c.post(url + OPENAI, json=body)
                         outcomes.append(("plain", r.status_code, time.monotonic() - t0, r.text[:300]))
