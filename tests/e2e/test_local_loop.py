@@ -50,6 +50,9 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         provider_ids = {m["status"]["providerID"] for m in machines}
         assert provider_ids <= {n["spec"].get("providerID") for n in nodes}
 
+        apps = stack.serve_applications()  # what the Ray dashboard's Serve tab shows
+        assert any(name in app and info.get("status") == "RUNNING" for app, info in apps.items()), apps
+
         answer = stack.chat(stack.serve_url(name, ns), "What is Kubernetes?", max_new_tokens=8)
         assert isinstance(answer["Result"], str) and answer["Result"].strip(), answer
 
