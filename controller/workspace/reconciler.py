@@ -192,6 +192,8 @@ class WorkspaceReconciler:
         desired = desired_machine_names(ws, plan.node_count)
         observed = self._machines_of(ws)
         have = {m["metadata"]["name"] for m in observed}
+        if set(desired) - have and not self._still_wanted(ws):
+            raise Conflict(409, "Conflict", f"workspace {ws.key} is deleted or replaced; the cache is behind")
         for index, name in enumerate(desired):
             if name in have:
                 continue
@@ -208,6 +210,23 @@ class WorkspaceReconciler:
             self._event(raw, "Normal", "MachineCreated",
                         f"created Machine {name} ({plan.instance_type}, {index + 1}/{plan.node_count})")
         return summarize_machines(desired, observed)
+
+    def _still_wanted(self, ws: Workspace) -> bool:
+        """An authoritative read before creating Machines: the cached Workspace may be stale.
+
+        Machines are cluster-scoped, so no ownerReference (and no garbage collector) removes them once
+        their Workspace is gone. A pass on a cache that lags a deletion (the informer is relisting after
+        an API server restart, say) would create a Machine after the finalizer was released: an orphan
+        with a real cloud VM behind it (found by tests/chaos/test_chaos_apiserver.py). Passes of one key
+        never overlap, so once this read shows the same live, undeleted Workspace, its finalizer (and
+        with it the Machine cleanup) is still ahead.
+        """
+        try:
+            live = self.client.get(WORKSPACES, ws.name, ws.namespace)
+        except NotFound:
+            return False
+        meta = live.get("metadata") or {}
+        return meta.get("uid") == ws.metadata.uid and not meta.get("deletionTimestamp")
 
     # --- inference ----------------------------------------------------------------------------------
     def _ensure_inference(self, ws: Workspace, raw: dict, plan: Plan) -> InferenceState:

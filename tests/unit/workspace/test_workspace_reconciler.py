@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from controller.api.workspace import LABEL_WORKSPACE
-from controller.runtime import AlreadyExists, Conflict, Request, ResourceKind, Store
+from controller.runtime import AlreadyExists, Conflict, NotFound, Request, ResourceKind, Store
 from controller.workspace import names
 from controller.workspace.reconciler import Options, Stores, WorkspaceReconciler
 
@@ -22,6 +22,7 @@ class RecordingClient:
         self.objects: dict[tuple[str, str | None, str], dict] = {}
         self.calls: list[tuple[str, str, str]] = []
         self.conflicts = conflicts
+        self.live_workspace: dict | None = WORKSPACE  # what a GET of the Workspace answers (None: 404)
 
     def _key(self, kind: ResourceKind, obj: dict) -> tuple[str, str | None, str]:
         meta = obj["metadata"]
@@ -36,6 +37,12 @@ class RecordingClient:
         created["metadata"]["uid"] = f"uid-{key[2]}"
         self.objects[key] = created
         return created
+
+    def get(self, kind: ResourceKind, name: str, namespace: str | None = None) -> dict:
+        self.calls.append(("get", kind.plural, name))
+        if kind.plural == "workspaces" and self.live_workspace is not None:
+            return self.live_workspace
+        raise NotFound(404, "NotFound", f"{kind.plural} {name} not found")
 
     def update_status(self, kind: ResourceKind, obj: dict) -> dict:
         self.calls.append(("update_status", kind.plural, obj["metadata"]["name"]))
@@ -134,3 +141,17 @@ def test_missing_workspace_and_missing_finalizer() -> None:
     stores.workspaces.add(ws)
     rec.reconcile(Request("ns", "phi"))
     assert client.calls[0] == ("patch", "workspaces", "phi")  # the finalizer comes first
+
+
+def test_stale_cache_after_deletion_creates_no_machine() -> None:
+    """Found by tests/chaos: a pass on a cache that lagged a deletion created a Machine after the
+    finalizer was released (an orphan: Machines are cluster-scoped, no ownerReference cleans them)."""
+    deleting = {**WORKSPACE["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}
+    for live in (None, WORKSPACE | {"metadata": {**WORKSPACE["metadata"], "uid": "u2"}},
+                 WORKSPACE | {"metadata": deleting}):
+        client = RecordingClient()
+        client.live_workspace = live  # gone, replaced by a new one of the same name, or being deleted
+        rec, _ = _reconciler(client)
+        assert rec.reconcile(Request("ns", "phi")).requeue  # look again once the cache has caught up
+        assert not [c for c in client.calls if c[0] == "create"]
+
