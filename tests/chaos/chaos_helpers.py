@@ -6,7 +6,9 @@ import os
 import time
 from pathlib import Path
 
+from controller.api.kinds import MACHINES
 from controller.runtime import Client
+from controller.workspace.names import owner_selector
 from hack.bench.controller_harness import (
     FakeKubeRay,
     Proc,
@@ -55,7 +57,14 @@ def converged(client: Client, alive: set[str]) -> tuple[bool, str]:
         return False, f"workspaces {sorted(set(workspaces) ^ alive)} differ"
     not_ready = sorted(k for k, w in workspaces.items() if not ready(w))
     if not_ready:
-        return False, f"not ready: {not_ready}"
+        first = workspaces[not_ready[0]]
+        conds = [(c["type"], c["status"], c.get("reason"), c.get("message"))
+                 for c in (first.get("status") or {}).get("conditions") or []]
+        ns, name = not_ready[0].split("/")
+        machines, _ = client.list(MACHINES, label_selector=owner_selector(ns, name))
+        mstate = [(m["metadata"]["name"], m["metadata"].get("resourceVersion"), m.get("status"))
+                  for m in machines]
+        return False, f"not ready: {not_ready}; {not_ready[0]}: {conds}; its machines: {mstate}"
     want_machines, want_rs = {}, []
     for key, ws in workspaces.items():
         machines, rs = expected_children(ws)
