@@ -85,7 +85,7 @@ def test_apiserver_restart_and_watch_expiry(tmp_path: Path, caplog: pytest.LogCa
             revisions.append(etcd_compact(bed.cp.etcd_url))  # fault 5
 
             prov_log = bed.procs[0].mp
-            wait_converged(client, alive, context=f"provisioner log:\n{prov_log.log_tail(6000)}")
+            wait_converged(client, alive, timeout=180, context=f"provisioner log:\n{prov_log.log_tail(6000)}")
             relists = {str(i.kind): i.relists for i in informers}
         expired = [r.getMessage() for r in caplog.records if "watch expired" in r.getMessage()]
         assert controller_expiries(), f"no controller informer saw 410 Gone: fault not injected ({expired})"
