@@ -59,6 +59,10 @@ class Options:
 
     registration_ttl: float = 15 * 60.0
     launch_poll_interval: float = 5.0
+    # a safety net while a registered Node is not yet initialized: Node events normally wake the
+    # Machine, but one missed across an API server outage (and the error backoff it caused)
+    # must not leave the Machine waiting forever
+    init_poll_interval: float = 10.0
     delete_poll_interval: float = 5.0
     backoff_base: float = 5.0
     backoff_max: float = 300.0
@@ -161,6 +165,10 @@ class MachineReconciler:
             return self._reconcile_lifecycle(obj, machine)
         except Conflict:
             return Result(requeue=True)  # our cache was behind a write; look again
+        except NotFound:
+            # the Machine (or its Node) went away under us: our cache is behind a delete. Look
+            # again once it caught up, without growing the error backoff of a finished Machine.
+            return Result(requeue_after=1.0)
 
     def _reconcile_lifecycle(self, obj: dict, machine: Machine) -> Result:
         machine.status = machine.status or MachineStatus()
@@ -194,9 +202,9 @@ class MachineReconciler:
             node = self._node_of(machine)
             if node is None or node["metadata"].get("deletionTimestamp"):
                 self._node_went_away(machine)
-        if not lifecycle.is_true(machine, kinds.COND_INITIALIZED):
-            self._initialize(machine, node, step)
-        return None
+        if lifecycle.is_true(machine, kinds.COND_INITIALIZED) or self._initialize(machine, node, step):
+            return None
+        return self.options.init_poll_interval
 
     # --- stages ------------------------------------------------------------------------------
     def _launch(self, machine: Machine, step: _Step) -> tuple[bool, float | None]:
@@ -274,11 +282,12 @@ class MachineReconciler:
         step.observe(m.REGISTRATION_DURATION, lifecycle.transition_time(machine, kinds.COND_LAUNCHED))
         return node, None
 
-    def _initialize(self, machine: Machine, node: dict, step: _Step) -> None:
+    def _initialize(self, machine: Machine, node: dict, step: _Step) -> bool:
+        """True once the Node is initialized (Ready, startup taints gone, resources allocatable)."""
         done, reason, message = lifecycle.initialization(node, machine)
         if not done:
             self._set(machine, kinds.COND_INITIALIZED, "Unknown", reason, message)
-            return
+            return False
         labels = node["metadata"].get("labels") or {}
         if labels.get(kinds.LABEL_INITIALIZED) != "true":
             self.client.patch(
@@ -291,6 +300,7 @@ class MachineReconciler:
         status.allocatable = dict((node.get("status") or {}).get("allocatable") or {})
         self._set(machine, kinds.COND_INITIALIZED, "True", reason, message)
         step.observe(m.INITIALIZATION_DURATION, lifecycle.transition_time(machine, kinds.COND_REGISTERED))
+        return True
 
     def _registration_timeout(self, machine: Machine) -> None:
         ttl = self.options.registration_ttl

@@ -171,3 +171,47 @@ def test_deletion_waits_for_the_cloud_then_drops_the_finalizer() -> None:
 def test_request_for_a_missing_machine_is_a_no_op() -> None:
     h = Harness()
     assert h.reconcile("m-gone").requeue is False
+
+
+def _node_for(h: Harness, ready: bool) -> None:
+    h.api.create(
+        kinds.NODES,
+        {
+            "metadata": {"name": "n1", "labels": {}},
+            "spec": {"providerID": "rec://i-m1", "taints": []},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "allocatable": {"nvidia.com/gpu": "1"},
+            },
+        },
+    )
+
+
+def test_a_registered_node_not_yet_initialized_is_polled_not_forgotten() -> None:
+    # Node events normally wake the Machine; one lost across an API server outage must not
+    # leave it waiting forever, so the reconcile asks to be looked at again on a timer.
+    h = Harness()
+    h.api.create(kinds.MACHINES, machine())
+    h.reconcile()
+    h.reconcile()  # launched
+    _node_for(h, ready=False)
+    waiting = h.reconcile()
+    assert cond(h.machine(), kinds.COND_REGISTERED)["status"] == "True"
+    assert cond(h.machine(), kinds.COND_INITIALIZED)["status"] == "Unknown"
+    assert waiting.requeue_after == Options().init_poll_interval
+    h.api.patch(kinds.NODES, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    done = h.reconcile()
+    assert cond(h.machine(), kinds.COND_INITIALIZED)["status"] == "True"
+    assert done.requeue_after is None and done.requeue is False
+
+
+def test_a_machine_deleted_under_a_reconcile_is_looked_at_again_without_error_backoff() -> None:
+    h = Harness()
+    h.api.create(kinds.MACHINES, machine())
+    h.reconcile()
+    h.sync()  # the cache still has the Machine ...
+    h.api.delete(kinds.MACHINES, "m1")  # ... that the API server no longer has
+    result = h.rec.reconcile(Request(None, "m1"))
+    assert result.requeue_after == 1.0 and result.requeue is False
+    h.sync()
+    assert h.rec.reconcile(Request(None, "m1")).requeue_after is None
