@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.runtime import metrics
-from controller.runtime.client import AlreadyExists, ApiError, Client, Conflict, NotFound, ResourceKind
+from controller.runtime.client import AlreadyExists, Client, Conflict, NotFound, ResourceKind
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,6 @@ class LeaderElector:
             try:
                 created = self.client.create(LEASES, body, self.namespace)
             except (AlreadyExists, Conflict):
-                return False
-            except ApiError as exc:
-                log.warning("%s: creating lease failed: %s", self.identity, exc)
                 return False
             except Exception as exc:
                 log.warning("%s: creating lease failed: %s", self.identity, exc)
