@@ -21,7 +21,7 @@ import pytest
 from chaos_helpers import Bed
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
-from controller.runtime import ApiError
+from controller.runtime import ApiError, Client
 from controller.workspace import names
 from hack.bench.controller_harness import (
     ensure_namespace,
@@ -148,6 +148,22 @@ def conds(bed: Bed, ns: str, name: str) -> dict[str, dict]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
+def _update_latest(client: Client, ns: str, name: str, path: str, value: Any) -> None:
+    """Apply one edit to the newest copy, re-reading on 409: the controller writes the same object
+    (finalizer, status) while the test edits it, and a conflict says nothing about admission."""
+    for _ in range(10):
+        changed = edit(client.get(WORKSPACES, name, ns), path, value)
+        if path == "inference":
+            changed["tuning"] = TUNING
+        try:
+            client.update(WORKSPACES, changed)
+            return
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+    raise AssertionError(f"{name}: still conflicting after 10 tries")
+
+
 def test_bad_input_catalogue(bed: Bed) -> None:
     client = bed.client
     ns = ensure_namespace(client, "chaos-input")
@@ -194,12 +210,8 @@ def test_bad_input_catalogue(bed: Bed) -> None:
     good = wait_for(lambda: client.get(WORKSPACES, "good", ns)["metadata"].get("finalizers"), 30, "good seen")
     assert good
     for case, path, value, needles in IMMUTABLE:
-        current = client.get(WORKSPACES, "good", ns)
-        changed = edit(current, path, value)
-        if path == "inference":
-            changed["tuning"] = TUNING
         try:
-            client.update(WORKSPACES, changed)
+            _update_latest(client, ns, "good", path, value)
         except ApiError as exc:
             missing = [n for n in needles if n not in exc.message]
             if missing:
