@@ -93,6 +93,7 @@ class FakeARM(HttpTransport):
     resource_group: str = "rg-1"
     cluster: str = "aks-1"
     polls: int = 1
+    frozen: bool = False  # while True every operation poll answers InProgress and nothing completes
     pools: dict[str, dict] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     _ops: dict[str, _Operation] = field(default_factory=dict)
@@ -192,6 +193,8 @@ class FakeARM(HttpTransport):
 
     def _poll(self, op_id: str) -> tuple[int, Any, dict]:
         op = self._ops[op_id]
+        if self.frozen:
+            return 200, {"name": op_id, "status": "InProgress"}, {"Retry-After": "0"}
         if op.polls_left > 0:
             op.polls_left -= 1
             return 200, {"name": op_id, "status": "InProgress"}, {"Retry-After": "0"}

@@ -202,6 +202,8 @@ def test_delete_until_not_found(arm: FakeARM) -> None:
     cloud.create(request())
     wait_ops(cloud)
 
+    # the SDK polls from its own thread with no delay: keep the delete in flight while we look
+    arm.frozen = True
     cloud.delete("ws0a1b2c3d4")
     [delete] = arm.of("DELETE")
     assert delete.path == f"{arm.pools_path}/ws0a1b2c3d4"
@@ -209,6 +211,7 @@ def test_delete_until_not_found(arm: FakeARM) -> None:
     assert arm.pools["ws0a1b2c3d4"]["properties"]["provisioningState"] == "Deleting"
     cloud.delete("ws0a1b2c3d4")  # still deleting: no second DELETE
     assert len(arm.of("DELETE")) == 1
+    arm.frozen = False
     wait_ops(cloud)
     with pytest.raises(base.NotFound):
         cloud.delete("ws0a1b2c3d4")
