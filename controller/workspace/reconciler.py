@@ -51,7 +51,7 @@ from controller.workspace.machines import (
 )
 from controller.workspace.plan import Plan, PlanError, plan_for
 from controller.workspace.serveconfig import build_serve_config
-from controller.workspace.status import Observation, apply_observation
+from controller.workspace.status import Observation, apply_observation, served_before
 from controller.workspace.tuning import build_tuning_job, job_state
 from controller.workspace.validation import validate
 
@@ -144,7 +144,7 @@ class WorkspaceReconciler:
 
     # --- the normal path --------------------------------------------------------------------------
     def _sync(self, ws: Workspace, raw: dict) -> Result:
-        obs = Observation(tuning=ws.tuning is not None)
+        obs = Observation(tuning=ws.tuning is not None, served_before=served_before(ws))
         target = ws.status.target_node_count if ws.status else None
         worker_nodes: list[str] | None = None
         requeue: float | None = None

@@ -36,6 +36,10 @@ class Observation:
     machines: MachineSummary | None = None
     inference: InferenceState | None = None
     job: JobState | None = None
+    # it served before (state Ready, or already marked degraded): losing readiness now is an
+    # outage (NotReady), not a first start (Pending); read from the stored status, so a restarted
+    # controller decides the same
+    served_before: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,25 @@ def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
         state = "Ready"
     else:
         blocker = resource if resource.status != "True" else inference
-        reason = "WorkspaceFailed" if failed else "WorkspacePending"
+        if failed:
+            reason = "WorkspaceFailed"
+        elif obs.served_before:
+            reason = "WorkspaceDegraded"
+        else:
+            reason = "WorkspacePending"
         ready = Cond(CONDITION_WORKSPACE_READY, "False", reason, f"{blocker.type}: {blocker.message}")
-        state = "NotReady" if failed else "Pending"
+        state = "Pending" if reason == "WorkspacePending" else "NotReady"
     return [resource, inference, ready], state
+
+
+def served_before(ws: Workspace) -> bool:
+    """True once the workspace has been Ready, until it is deleted (degraded stays degraded)."""
+    if ws.status is None:
+        return False
+    if ws.status.state == "Ready":
+        return True
+    cond = ws.condition(CONDITION_WORKSPACE_READY)
+    return cond is not None and cond.reason == "WorkspaceDegraded"
 
 
 def _tuning_conditions(obs: Observation, resource: Cond, failed: bool) -> tuple[list[Cond], str]:

@@ -71,3 +71,24 @@ def test_apply_observation_is_idempotent_and_sets_counts() -> None:
     )
     assert ws.condition("WorkspaceReady").observed_generation == 1
     assert not apply_observation(ws, obs, 1, ["n0"])  # nothing changed -> no status write
+
+
+def test_losing_readiness_after_ready_is_degraded_not_pending() -> None:
+    from controller.workspace.status import served_before
+
+    ws = workspace()
+    m = MachineSummary(desired=1, ready=["m0"], worker_nodes=["n0"])
+    assert not served_before(ws)
+    up = InferenceState(True, "InferenceReady", "ok")
+    apply_observation(ws, Observation(machines=m, inference=up), 1, None)
+    assert served_before(ws)
+
+    down = InferenceState(False, "ServeNotReady", "waiting for Ray Serve applications: llm=UNHEALTHY")
+    apply_observation(ws, Observation(machines=m, inference=down, served_before=served_before(ws)), 1, None)
+    cond = ws.condition("WorkspaceReady")
+    assert ws.status.state == "NotReady" and cond.reason == "WorkspaceDegraded"
+    assert "UNHEALTHY" in cond.message
+    assert served_before(ws), "still degraded on the next reconcile, not back to Pending"
+
+    apply_observation(ws, Observation(machines=m, inference=up, served_before=served_before(ws)), 1, None)
+    assert ws.status.state == "Ready"
