@@ -39,6 +39,9 @@ IMPORT_PATH = "rayserve.app:build_app"
 DEPLOYMENT_NAME = "LLMServer"  # must match rayserve.app.DEPLOYMENT_NAME (kept import-free)
 
 
+SHARDED_HEALTH_CHECK_PERIOD_S = 2.0
+
+
 class AutoscalingSpec(BaseModel):
     """Serve's ``autoscaling_config`` (only the keys Ray 2.60 honours; old names are ignored
     silently by Ray, so we never emit them)."""
@@ -138,8 +141,10 @@ def deployment_config(spec: ServeConfigInput) -> dict[str, Any]:
         "max_ongoing_requests": spec.max_ongoing_requests(),
         "max_queued_requests": spec.max_queued_requests,
         "autoscaling_config": autoscaling,
-        # model load can be slow; do not let health checks kill a replica that is loading
-        "health_check_period_s": 10,
+        # Serve health-checks a replica only once its constructor (the model load) is done. A
+        # sharded replica's check pings every stage actor, so a dead stage is found within the
+        # period: short for sharded replicas (each failed request until then is a 503)
+        "health_check_period_s": 10 if spec.workers_per_replica == 1 else SHARDED_HEALTH_CHECK_PERIOD_S,
         "health_check_timeout_s": 60,
         "graceful_shutdown_timeout_s": 30,
     }

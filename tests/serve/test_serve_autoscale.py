@@ -19,6 +19,8 @@ AUTOSCALING = {
     "upscale_delay_s": 0.5,
     "downscale_delay_s": 2,
     "look_back_period_s": 1,
+    # deprecated in Ray 2.60 but still compared: a look-back shorter than it draws a FutureWarning
+    "metrics_interval_s": 0.5,
 }
 
 

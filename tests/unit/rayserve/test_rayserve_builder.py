@@ -6,7 +6,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from rayserve.builder import AutoscalingSpec, ServeConfigInput, build_serve_config, serve_config
+from rayserve.builder import (
+    SHARDED_HEALTH_CHECK_PERIOD_S,
+    AutoscalingSpec,
+    ServeConfigInput,
+    build_serve_config,
+    serve_config,
+)
 from rayserve.spec import AdapterSpec, ModelSpec, ServeArgs
 
 PHI = ModelSpec(name="phi-3-mini-4k-instruct", path="/models/phi-3", max_context=4096)
@@ -32,6 +38,7 @@ def test_single_worker_replica_asks_for_its_gpu():
     }
     assert dep["max_ongoing_requests"] >= ServeArgs.model_validate(app["args"]).engine.max_batch_size
     assert ServeArgs.model_validate(app["args"]).model == PHI
+    assert dep["health_check_period_s"] == 10  # nothing but the replica itself can die
 
 
 def test_pipeline_replica_gets_one_bundle_per_worker():
@@ -59,6 +66,8 @@ def test_pipeline_replica_gets_one_bundle_per_worker():
         {"CPU": 2, "GPU": 1},
     ]
     assert dep["placement_group_strategy"] == "STRICT_PACK"
+    # a dead stage actor is only noticed by the health check: look often
+    assert dep["health_check_period_s"] == SHARDED_HEALTH_CHECK_PERIOD_S < 10
     assert dep["autoscaling_config"]["initial_replicas"] == 2
     args = ServeArgs.model_validate(cfg["applications"][0]["args"])
     assert args.parallel.workers == 3 and args.adapters[0].strength == 0.5
