@@ -190,6 +190,23 @@ def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
     }
 
 
+# Service spec fields that only a LoadBalancer (or NodePort) Service may carry; the API server
+# rejects a ClusterIP Service that keeps them
+_EXTERNAL_ONLY = ("externalTrafficPolicy", "allocateLoadBalancerNodePorts", "healthCheckNodePort",
+                  "loadBalancerClass", "loadBalancerIP", "loadBalancerSourceRanges")
+
+
+def merged_service_spec(existing: dict, desired: dict) -> dict:
+    """Our fields over the stored spec: the server's own (clusterIP, ipFamilies, ...) are kept, so
+    an update is accepted; switching to ClusterIP (``kaito.sh/enablelb`` removed) drops the
+    fields only an externally reachable Service may have."""
+    spec = {**existing, **desired}
+    if desired.get("type") == "ClusterIP":
+        for field in _EXTERNAL_ONLY:
+            spec.pop(field, None)
+    return spec
+
+
 @dataclass(frozen=True)
 class InferenceState:
     """InferenceReady as read from the RayService: status, reason and a message."""

@@ -42,7 +42,13 @@ from controller.runtime import (
     Store,
 )
 from controller.workspace import metrics, names
-from controller.workspace.inference import InferenceState, build_rayservice, build_service, rayservice_state
+from controller.workspace.inference import (
+    InferenceState,
+    build_rayservice,
+    build_service,
+    merged_service_spec,
+    rayservice_state,
+)
 from controller.workspace.machines import (
     MachineSummary,
     build_machine,
@@ -239,7 +245,8 @@ class WorkspaceReconciler:
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
         try:
             rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, raw)
-            self._create_or_update(SERVICES, self.stores.services, build_service(ws), raw, create_only=True)
+            self._create_or_update(SERVICES, self.stores.services, build_service(ws), raw,
+                                   merge_spec=merged_service_spec)
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
                                   f"Service: {exc.message}", failed=True)
@@ -255,8 +262,11 @@ class WorkspaceReconciler:
         return self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True)
 
     def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: dict,
-                          create_only: bool = False) -> dict | None:
-        """Create ``desired`` or, when its spec hash changed, replace the existing object's spec."""
+                          create_only: bool = False,
+                          merge_spec: Callable[[dict, dict], dict] | None = None) -> dict | None:
+        """Create ``desired`` or, when its spec hash changed, replace the existing object's spec
+        (``merge_spec(existing, desired)`` when the server owns fields of the spec too; never
+        for ``create_only`` kinds, such as a Job whose template is immutable)."""
         meta = desired["metadata"]
         spec_hash = _hash(desired.get("spec"))
         meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash
@@ -273,7 +283,8 @@ class WorkspaceReconciler:
         if create_only or old_hash == spec_hash:
             return existing
         updated = copy.deepcopy(existing)
-        updated["spec"] = desired["spec"]
+        spec = desired["spec"]
+        updated["spec"] = merge_spec(updated.get("spec") or {}, spec) if merge_spec else spec
         updated["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash
         updated["metadata"].setdefault("labels", {}).update(meta.get("labels") or {})
         result = self.client.update(kind, updated)  # Conflict propagates -> requeue

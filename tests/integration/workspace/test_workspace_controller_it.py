@@ -229,14 +229,19 @@ def test_tuning_workspace_runs_a_job(ws_client: Client, ws_ns: str, kubeconfig: 
         assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Running"
 
 
+def _one_ready_machine(client: Client, ns: str, name: str) -> None:
+    """Create a one-node workspace and play the provisioner: its Machine is Ready."""
+    client.create(WORKSPACES, workspace_manifest(name), ns)
+    [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
+    set_machine_status(client, m["metadata"]["name"], True, node=f"node-{name}")
+
+
 def test_adapter_change_updates_the_rayservice_in_place(
     ws_client: Client, ws_ns: str, kubeconfig: str
 ) -> None:
     client, ns, name = ws_client, ws_ns, "adapt"
     with running_controller(kubeconfig):
-        client.create(WORKSPACES, workspace_manifest(name), ns)
-        [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
-        set_machine_status(client, m["metadata"]["name"], True, node="node-x")
+        _one_ready_machine(client, ns, name)
         rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
         adapter = {"source": {"name": "french", "image": "registry.example/french:1"}, "strength": "0.5"}
         client.patch(WORKSPACES, name, {"inference": {"adapters": [adapter]}}, namespace=ns)
@@ -252,3 +257,32 @@ def test_adapter_change_updates_the_rayservice_in_place(
         worker = new["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
         assert worker["initContainers"][0]["image"] == "registry.example/french:1"
         assert "RayServiceUpdated" in {e["reason"] for e in events_for(client, ns, name)}
+
+
+def test_enablelb_annotation_switches_the_service_type_in_place(
+    ws_client: Client, ws_ns: str, kubeconfig: str
+) -> None:
+    client, ns, name = ws_client, ws_ns, "lb"
+    with running_controller(kubeconfig):
+        _one_ready_machine(client, ns, name)
+        svc_name = names.service_name(name)
+        svc = wait_for(lambda: client.get(SERVICES, svc_name, ns), what="Service")
+        assert svc["spec"]["type"] == "ClusterIP"
+        cluster_ip = svc["spec"]["clusterIP"]
+
+        def service_of_type(kind: str) -> dict | None:
+            cur = client.get(SERVICES, svc_name, ns)
+            return cur if cur["spec"]["type"] == kind else None
+
+        client.patch(WORKSPACES, name, {"metadata": {"annotations": {"kaito.sh/enablelb": "True"}}},
+                     namespace=ns)
+        lb = wait_for(lambda: service_of_type("LoadBalancer"), what="LoadBalancer Service")
+        assert lb["metadata"]["uid"] == svc["metadata"]["uid"] and lb["spec"]["clusterIP"] == cluster_ip
+        assert lb["spec"]["ports"][0]["nodePort"]  # allocated by the server, kept by our update
+
+        client.patch(WORKSPACES, name, {"metadata": {"annotations": {"kaito.sh/enablelb": None}}},
+                     namespace=ns)
+        back = wait_for(lambda: service_of_type("ClusterIP"), what="ClusterIP Service again")
+        assert back["metadata"]["uid"] == svc["metadata"]["uid"] and back["spec"]["clusterIP"] == cluster_ip
+        assert "externalTrafficPolicy" not in back["spec"]
+        assert "ServiceUpdated" in {e["reason"] for e in events_for(client, ns, name)}
