@@ -18,6 +18,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -136,7 +137,9 @@ class Manager:
         self._started = True
         self._start_servers()
         self.factory.start()
-        if not self.factory.wait_for_cache_sync(self.cache_sync_timeout):
+        if not self._wait_for_cache_sync():
+            if self._done.is_set():  # a signal (or stop()) while the API server was unreachable
+                return
             self.stop()
             raise TimeoutError(
                 f"manager {self.name}: informer caches did not sync in {self.cache_sync_timeout}s"
@@ -183,6 +186,16 @@ class Manager:
         return self._done.wait(timeout)
 
     # --- internals --------------------------------------------------------------------------------
+    def _wait_for_cache_sync(self) -> bool:
+        """Like the factory's wait, but a SIGTERM while the API server is unreachable ends it:
+        start() runs before run_forever() waits for the signal."""
+        deadline = time.monotonic() + self.cache_sync_timeout
+        while not self.factory.has_synced():
+            if self._done.is_set() or time.monotonic() >= deadline:
+                return False
+            self._done.wait(0.05)
+        return True
+
     def _start_servers(self) -> None:
         hp, mp = self._health_port_arg, self._metrics_port_arg
         if hp is not None and hp == mp and hp != 0:

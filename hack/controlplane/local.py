@@ -165,6 +165,14 @@ class ControlPlane:
         _terminate(self._apiserver)
         self._apiserver = None
 
+    def kill_apiserver(self) -> None:
+        """SIGKILL the apiserver: a crash, for chaos tests (``stop_apiserver`` shuts down gracefully,
+        which can take seconds while clients still get answers)."""
+        if self._apiserver is not None and self._apiserver.poll() is None:
+            self._apiserver.kill()
+            self._apiserver.wait()
+        self._apiserver = None
+
     def restart_apiserver(self, timeout: float = 60.0) -> None:
         """Kill and start the apiserver on the same port and data: every open watch breaks."""
         self.stop_apiserver()
