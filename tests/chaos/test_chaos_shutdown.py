@@ -39,7 +39,9 @@ def _sigterm_and_time(p: Proc) -> tuple[float, int]:
     except Exception:
         p.mp.kill()
         raise AssertionError(f"{p.mp.name} still running 60 s after SIGTERM:\n{p.mp.log_tail()}") from None
-    return time.monotonic() - t0, rc
+    took = time.monotonic() - t0
+    print(f"{p.mp.name}: exit {rc} {took:.1f} s after SIGTERM")
+    return took, rc
 
 
 def test_processes_exit_on_sigterm_after_apiserver_died(bed: Bed) -> None:
