@@ -35,6 +35,7 @@ class NodeEstimate:
     needed_gib: float
     usable_gib_per_gpu: float
     message: str
+    max_context: int | None = None  # tokens one request may use (inference); None for tuning
 
     @property
     def gpus_per_replica(self) -> int:
@@ -55,6 +56,38 @@ class EstimateError(ValueError):
 
 def usable_gib_per_gpu(sku: GpuSku) -> float:
     return round(sku.gpu_memory_gib * GPU_MEMORY_UTILIZATION, 2)
+
+
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+CONTEXT_STEP = 256  # a capped context is rounded down to a multiple of this
+
+
+def kv_bytes_per_token(preset: Preset, dtype: str) -> int | None:
+    """Keys and values of every layer for one token: 2 x layers x KV heads x head_dim x dtype."""
+    if preset.head_dim is None:
+        return None
+    return 2 * preset.num_layers * preset.num_kv_heads * preset.head_dim * DTYPE_BYTES[dtype]
+
+
+def served_context(preset: Preset, dtype: str, replica_gib: float) -> tuple[int, str]:
+    """The context one request may use, and why when it is below the model's limit.
+
+    Whatever one replica's usable GPU memory holds beyond the weights is room for the KV cache.
+    A 128k-token model on one 16 GiB GPU would otherwise accept a prompt whose KV cache alone
+    is many times the GPU (and die with an out-of-memory error mid-request).
+    """
+    per_token = kv_bytes_per_token(preset, dtype)
+    if per_token is None:
+        return preset.max_context, ""
+    room_gib = max(0.0, replica_gib - preset.weights_gib)
+    fits = int(room_gib * 2**30 // per_token)
+    if fits >= preset.max_context:
+        return preset.max_context, ""
+    capped = max(CONTEXT_STEP, fits // CONTEXT_STEP * CONTEXT_STEP)
+    return capped, (
+        f"; KV cache {_num(round(per_token / 1024, 1))} KiB per token, {_num(round(room_gib, 2))} GiB left "
+        f"after the weights -> context capped at {capped} of the model's {preset.max_context} tokens"
+    )
 
 
 def effective_dtype(preset: Preset, sku: GpuSku) -> str:
@@ -155,6 +188,10 @@ def estimate_nodes(
     replicas = (final * gpn) // (tp * pp)
     if replicas > 1:
         message += f", room for {replicas} replicas"
+    max_context = None
+    if tuning_method is None:
+        max_context, note = served_context(preset, dtype, tp * pp * usable)
+        message += note
     return NodeEstimate(
         node_count=final,
         gpus_per_node=gpn,
@@ -165,6 +202,7 @@ def estimate_nodes(
         needed_gib=needed,
         usable_gib_per_gpu=usable,
         message=message,
+        max_context=max_context,
     )
 
 

@@ -55,6 +55,7 @@ class Preset(_Data):
     num_layers: int = Field(gt=0)
     num_attention_heads: int = Field(gt=0)
     num_kv_heads: int = Field(gt=0)
+    head_dim: int | None = Field(None, gt=0, description="None: the KV cache size is unknown, no context cap")
     layout: Layout = Layout()
     tuning: TuningRequirements | None = None
     hf_auth_required: bool = False

@@ -32,6 +32,7 @@ class Plan:
     pipeline_parallel: int = 1
     disk_gib: int | None = None
     message: str = ""
+    max_context: int | None = None  # tokens per request the GPUs hold; None: the preset's limit
 
     @property
     def gpus_per_replica(self) -> int:
@@ -79,4 +80,5 @@ def plan_for(ws: Workspace) -> Plan:
         pipeline_parallel=est.pipeline_parallel,
         disk_gib=preset.disk_gib if preset else None,
         message=f"Estimate: {est.message}.",
+        max_context=est.max_context,
     )

@@ -34,7 +34,7 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
         name=preset.name,
         path=preset.model_source,
         dtype=effective_dtype(preset, sku) if sku is not None and not fake else preset.dtype,
-        max_context=preset.max_context,
+        max_context=plan.max_context or preset.max_context,
     )
     adapters = [
         AdapterSpec(name=a.source.name, path=adapter_path(a), strength=float(a.strength or "1.0"))

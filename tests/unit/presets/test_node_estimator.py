@@ -83,3 +83,36 @@ def test_unknown_names_suggest_close_matches():
     with pytest.raises(EstimateError, match="unknown instance type 'Standard_NC6_v3'") as err:
         estimate_for("phi-3-mini-4k-instruct", "Standard_NC6_v3")
     assert err.value.suggestions[0] == "Standard_NC6s_v3"
+
+
+def test_long_context_model_is_capped_to_what_the_kv_cache_room_holds():
+    from presets.estimator import CONTEXT_STEP, kv_bytes_per_token
+    from presets.registry import get_preset
+
+    # phi-3-mini: 2 x 32 layers x 32 KV heads x 96 x 2 bytes = 384 KiB per token; 14.4 - 7.12 GiB left
+    est = estimate_for("phi-3-mini-128k-instruct", "Standard_NC6s_v3")
+    preset = get_preset("phi-3-mini-128k-instruct")
+    per_token = kv_bytes_per_token(preset, "float16")
+    assert per_token == 384 * 1024
+    room = (14.4 - 7.12) * 2**30
+    assert est.max_context == int(room // per_token) // CONTEXT_STEP * CONTEXT_STEP == 19712
+    assert est.message.endswith(
+        "; KV cache 384 KiB per token, 7.28 GiB left after the weights -> context capped at 19712 of the "
+        "model's 131072 tokens"
+    )
+    # the same model on an 80 GiB A100 keeps its whole window, and says nothing about it
+    est = estimate_for("phi-3-mini-128k-instruct", "Standard_NC24ads_A100_v4")
+    assert est.max_context == 131072 and "capped" not in est.message
+    # 4k models fit their window on the GPUs the estimate picks
+    assert estimate_for("phi-3-medium-4k-instruct", "Standard_NC6s_v3").max_context == 4096
+    # tuning has no serving context
+    tuning = estimate_for("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4", tuning_method="qlora")
+    assert tuning.max_context is None
+
+
+def test_unknown_head_dim_means_no_cap():
+    from presets.estimator import served_context
+    from presets.registry import get_preset
+
+    preset = get_preset("phi-3-mini-128k-instruct").model_copy(update={"head_dim": None})
+    assert served_context(preset, "float16", replica_gib=8.0) == (131072, "")

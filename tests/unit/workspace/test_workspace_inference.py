@@ -243,3 +243,16 @@ def test_serve_config_sizes_placement_bundles_to_one_replica() -> None:
     )
     [dep] = yaml.safe_load(build_serve_config(ws, big))["applications"][0]["deployments"]
     assert dep["placement_group_strategy"] == "PACK" and dep["autoscaling_config"]["max_replicas"] == 1
+
+
+def test_serve_config_carries_the_capped_context() -> None:
+    import yaml
+
+    from controller.workspace.plan import plan_for
+    from controller.workspace.serveconfig import build_serve_config
+
+    ws = workspace(preset="phi-3-mini-128k-instruct", instance_type="Standard_NC6s_v3")
+    plan = plan_for(ws)
+    assert plan.max_context == 19712 and "context capped at 19712" in plan.message
+    [app] = yaml.safe_load(build_serve_config(ws, plan))["applications"]
+    assert app["args"]["model"]["max_context"] == 19712
