@@ -95,23 +95,25 @@ def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
         blocker = resource if resource.status != "True" else inference
         if failed:
             reason = "WorkspaceFailed"
+        elif obs.served_before and inference.reason == "RayServiceUpdating":
+            reason = "WorkspaceUpdating"  # a spec change being rolled out is not an outage
         elif obs.served_before:
             reason = "WorkspaceDegraded"
         else:
             reason = "WorkspacePending"
         ready = Cond(CONDITION_WORKSPACE_READY, "False", reason, f"{blocker.type}: {blocker.message}")
-        state = "Pending" if reason == "WorkspacePending" else "NotReady"
+        state = "Pending" if reason in ("WorkspacePending", "WorkspaceUpdating") else "NotReady"
     return [resource, inference, ready], state
 
 
 def served_before(ws: Workspace) -> bool:
-    """True once the workspace has been Ready, until it is deleted (degraded stays degraded)."""
+    """True once the workspace has been Ready, until it is deleted (degraded or updating stays so)."""
     if ws.status is None:
         return False
     if ws.status.state == "Ready":
         return True
     cond = ws.condition(CONDITION_WORKSPACE_READY)
-    return cond is not None and cond.reason == "WorkspaceDegraded"
+    return cond is not None and cond.reason in ("WorkspaceDegraded", "WorkspaceUpdating")
 
 
 def _tuning_conditions(obs: Observation, resource: Cond, failed: bool) -> tuple[list[Cond], str]:

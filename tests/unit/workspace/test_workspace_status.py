@@ -92,3 +92,19 @@ def test_losing_readiness_after_ready_is_degraded_not_pending() -> None:
 
     apply_observation(ws, Observation(machines=m, inference=up, served_before=served_before(ws)), 1, None)
     assert ws.status.state == "Ready"
+
+
+def test_an_update_after_ready_is_updating_not_degraded() -> None:
+    from controller.workspace.status import served_before
+
+    ws = workspace()
+    m = MachineSummary(desired=1, ready=["m0"], worker_nodes=["n0"])
+    up = InferenceState(True, "InferenceReady", "ok")
+    apply_observation(ws, Observation(machines=m, inference=up), 1, None)
+    rolling = InferenceState(False, "RayServiceUpdating", "waiting for KubeRay to apply generation 2")
+    apply_observation(ws, Observation(machines=m, inference=rolling, served_before=True), 1, None)
+    assert ws.status.state == "Pending" and ws.condition("WorkspaceReady").reason == "WorkspaceUpdating"
+    # the new generation does not come up: that is an outage of a workspace that served before
+    broken = InferenceState(False, "ServeDeploying", "llm=DEPLOYING")
+    apply_observation(ws, Observation(machines=m, inference=broken, served_before=served_before(ws)), 1, None)
+    assert ws.status.state == "NotReady" and ws.condition("WorkspaceReady").reason == "WorkspaceDegraded"
