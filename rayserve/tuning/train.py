@@ -9,7 +9,6 @@ defaults, logs one JSON line per step (the controller's Job logs stay readable),
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -18,35 +17,15 @@ import time
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from rayserve.loading import load_tokenizer, pick_device
 from rayserve.spec import ModelSpec
+from rayserve.tuning.config import TuningConfig, config_from_args
 from rayserve.tuning.data import batches, fetch, read_conversations, tokenize
 
+__all__ = ["TuningConfig", "main", "train"]
+
 log = logging.getLogger(__name__)
-
-
-class TuningConfig(BaseModel):
-    """The knobs of one tuning run (CLI flags map 1:1)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    data: str
-    output: str
-    method: str = Field("lora", pattern="^(lora|qlora)$")
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str = "all-linear"
-    epochs: float = Field(1, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    max_length: int = Field(1024, ge=8)
-    seed: int = 0
 
 
 def qlora_available() -> bool:
@@ -69,9 +48,9 @@ def _load_base(cfg: TuningConfig, device: torch.device):
 
             quant = BitsAndBytesConfig(
                 load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=torch.bfloat16,
-                bnb_4bit_use_double_quant=True,
+                bnb_4bit_quant_type=cfg.quant_type,
+                bnb_4bit_compute_dtype=getattr(torch, cfg.compute_dtype),
+                bnb_4bit_use_double_quant=cfg.double_quant,
             )
             model = AutoModelForCausalLM.from_pretrained(
                 cfg.model, quantization_config=quant, device_map={"": 0}
@@ -152,26 +131,9 @@ def train(cfg: TuningConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m rayserve.tuning", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="base model directory")
-    p.add_argument("--data", required=True, help="OpenAI chat JSONL: a path or an http(s)/file URL")
-    p.add_argument("--output", required=True, help="adapter output directory")
-    p.add_argument("--method", default="lora", choices=["lora", "qlora"])
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--alpha", type=float, default=16)
-    p.add_argument("--dropout", type=float, default=0.05)
-    p.add_argument("--target-modules", default="all-linear", help="'all-linear' or a comma list")
-    p.add_argument("--epochs", type=float, default=1)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    targets = a.target_modules if a.target_modules == "all-linear" else a.target_modules.split(",")
-    cfg = TuningConfig(**{**vars(a), "target_modules": targets})
+    """``python -m rayserve.tuning``: flags and ``--config`` (``rayserve.tuning.config.config_from_args``)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    cfg = config_from_args(argv, description=__doc__.splitlines()[0])
     result = train(cfg)
     print(json.dumps({"result": result}), flush=True)
     return result

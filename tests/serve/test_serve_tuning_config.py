@@ -1,0 +1,42 @@
+"""rayserve.tuning with a Kaito training_config.yaml: the file's LoRA and TrainingArguments values
+reach the adapter it writes (CPU, the tiny model)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.serve.conftest import QA, write_dataset
+
+pytestmark = pytest.mark.serve
+
+
+def test_training_config_file_sets_rank_steps_and_output(tiny_model, tmp_path):
+    from rayserve.tuning.train import main
+
+    data = write_dataset(tmp_path / "d.jsonl", QA)
+    out = tmp_path / "results" / "adapter"
+    config = tmp_path / "training_config.yaml"
+    config.write_text(
+        "training_config:\n"
+        "  ModelConfig: {torch_dtype: bfloat16, local_files_only: true}\n"  # ignored, with a warning
+        "  QuantizationConfig: {load_in_4bit: false}\n"
+        "  LoraConfig:\n"
+        "    r: 4\n"
+        "    lora_alpha: 8\n"
+        "    lora_dropout: 0.0\n"
+        "    target_modules: [qkv_proj, o_proj]\n"
+        "  TrainingArguments:\n"
+        f"    output_dir: {out}\n"
+        "    max_steps: 3\n"
+        "    per_device_train_batch_size: 2\n"
+        "    learning_rate: 1e-3\n"
+        "    save_strategy: epoch\n"  # ignored, with a warning
+    )
+    result = main(["--model", str(tiny_model), "--data", str(data), "--config", str(config)])
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8 and adapter["lora_dropout"] == 0.0
+    assert sorted(adapter["target_modules"]) == ["o_proj", "qkv_proj"]
+    assert result["steps"] == 3 and result["method"] == "lora"
+    assert json.loads((out / "training_result.json").read_text())["steps"] == 3
