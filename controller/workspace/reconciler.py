@@ -58,13 +58,23 @@ from controller.workspace.machines import (
 from controller.workspace.plan import Plan, PlanError, plan_for
 from controller.workspace.serveconfig import build_serve_config
 from controller.workspace.status import Observation, apply_observation, served_before
-from controller.workspace.tuning import build_tuning_job, job_state
+from controller.workspace.tuning import (
+    CONFIG_REASONS,
+    REASON_CONFIG_INVALID,
+    REASON_CONFIG_NOT_FOUND,
+    ConfigCheck,
+    JobState,
+    build_tuning_job,
+    check_training_config,
+    job_state,
+)
 from controller.workspace.validation import validate
 
 log = logging.getLogger(__name__)
 
 SERVICES = ResourceKind(group="", version="v1", plural="services", kind="Service", namespaced=True)
 JOBS = ResourceKind(group="batch", version="v1", plural="jobs", kind="Job", namespaced=True)
+CONFIGMAPS = ResourceKind(group="", version="v1", plural="configmaps", kind="ConfigMap", namespaced=True)
 
 ANNOTATION_SPEC_HASH = "kaito.sh/spec-hash"
 DEFAULT_SERVE_IMAGE = "ghcr.io/kaito-py/rayserve:0.1.0"
@@ -74,6 +84,7 @@ MACHINE_INDEX = "label:" + LABEL_WORKSPACE
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
+    REASON_CONFIG_NOT_FOUND, REASON_CONFIG_INVALID,
 })
 
 
@@ -94,6 +105,9 @@ class Options:
     tuning_image: str = DEFAULT_SERVE_IMAGE
     machine_poll_seconds: float = 5.0  # re-check while Machines come up (events usually come first)
     inference_poll_seconds: float = 30.0  # safety net while waiting for KubeRay
+    # look again at a missing or invalid tuning ConfigMap: no informer watches ConfigMaps (caching
+    # every ConfigMap in the cluster to notice one being created costs more than a GET per poll)
+    config_poll_seconds: float = 10.0
     deletion_poll_seconds: float = 2.0
 
 
@@ -174,7 +188,9 @@ class WorkspaceReconciler:
             if not summary.all_ready:
                 requeue = self.options.machine_poll_seconds
             elif ws.tuning is not None:
-                obs.job = job_state(self._ensure_job(ws, raw, plan))
+                obs.job = self._ensure_job(ws, raw, plan)
+                if obs.job.reason in CONFIG_REASONS:
+                    requeue = self.options.config_poll_seconds
             else:
                 obs.inference = self._ensure_inference(ws, raw, plan)
                 if not obs.inference.ready and not obs.inference.failed:
@@ -252,14 +268,26 @@ class WorkspaceReconciler:
                                   f"Service: {exc.message}", failed=True)
         return rayservice_state(rs)
 
-    def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan) -> dict | None:
+    def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan) -> JobState:
         from presets.registry import get_preset
 
+        assert ws.tuning is not None
+        existing = self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
+        if existing is not None:  # its config was checked when it was created; its template is immutable
+            return job_state(existing)
+        check = self._check_training_config(ws) if ws.tuning.config else ConfigCheck()
+        if check.problem is not None:
+            return check.problem
         preset = get_preset(plan.preset)
         model = preset.model_source if preset else plan.preset
-        job = build_tuning_job(ws, plan, self.options.tuning_image, model)
+        job = build_tuning_job(ws, plan, self.options.tuning_image, model, check.output_dir)
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
-        return self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True)
+        return job_state(self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True))
+
+    def _check_training_config(self, ws: Workspace) -> ConfigCheck:
+        """GET (not a cache: nothing else reads ConfigMaps) and check the ConfigMap tuning.config names."""
+        assert ws.tuning is not None and ws.tuning.config
+        return check_training_config(ws, self._get_or_none(CONFIGMAPS, ws.tuning.config, ws.namespace))
 
     def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: dict,
                           create_only: bool = False,

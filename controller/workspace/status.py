@@ -122,8 +122,8 @@ def _tuning_conditions(obs: Observation, resource: Cond, failed: bool) -> tuple[
         job = None
     else:
         job = obs.job or JobState(False, False, False, "creating the tuning Job")
-        started = Cond(CONDITION_JOB_STARTED, "True" if job.started else "False",
-                       "JobStarted" if job.started else "JobPending", job.message)
+        reason = job.reason or ("JobStarted" if job.started else "JobPending")
+        started = Cond(CONDITION_JOB_STARTED, "True" if job.started else "False", reason, job.message)
     if job is not None and job.succeeded:
         done = Cond(CONDITION_WORKSPACE_SUCCEEDED, "True", "WorkspaceSucceeded", job.message)
         state = "Succeeded"

@@ -3,23 +3,36 @@
 A tuning workspace fine-tunes a preset with LoRA or QLoRA on one node and writes the adapter to
 its output; there is no serving endpoint. The Job is owned by the Workspace (garbage-collected
 with it) and pinned to the workspace's node like the inference pods.
+
+``tuning.config`` names a ConfigMap with Kaito's ``training_config.yaml``. The controller checks it
+(``check_training_config``) with the trainer's own parser (``rayserve.tuning.config``) before it
+creates the Job, so a typo is a Workspace condition a person sees at once rather than a failed pod
+to dig out of logs; the Job then mounts the ConfigMap and passes ``--config``.
 """
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
 from controller.api.workspace import Workspace
 from controller.workspace import names
 from controller.workspace.inference import GPU_RESOURCE, pod_labels, pod_pinning
 from controller.workspace.plan import Plan
+from rayserve.tuning.config import CONFIG_KEY, TrainingConfigError, parse_training_config
 
 INPUT_DIR = "/mnt/data"
 OUTPUT_DIR = "/mnt/results"
+CONFIG_DIR = "/mnt/config"
 DATASET_FILE = "dataset.jsonl"
 
+# JobStarted reasons while the training config keeps the Job from being created
+REASON_CONFIG_NOT_FOUND = "TuningConfigNotFound"  # wait: the ConfigMap may be created later
+REASON_CONFIG_INVALID = "TuningConfigInvalid"  # failed until the ConfigMap is fixed
+CONFIG_REASONS = frozenset({REASON_CONFIG_NOT_FOUND, REASON_CONFIG_INVALID})
 
-def _mounts(ws: Workspace) -> tuple[list[str], list[dict], list[dict], list[dict]]:
+
+def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], list[dict], list[dict], list[dict]]:
     """(args, volumes, volumeMounts, initContainers) for the dataset and the adapter output.
 
     ``rayserve.tuning`` reads one OpenAI-chat JSONL (``--data``: a URL or a path) and writes the
@@ -46,7 +59,12 @@ def _mounts(ws: Workspace) -> tuple[list[str], list[dict], list[dict], list[dict
                           "command": ["sh", "-c", f"cp -r /data/. {INPUT_DIR}/"],
                           "volumeMounts": [{"name": "input", "mountPath": INPUT_DIR}]})
         mounts.append({"name": "input", "mountPath": INPUT_DIR, "readOnly": not src.image})
-    args += ["--output", OUTPUT_DIR]
+    args += ["--output", output_dir]
+    if ws.tuning.config:
+        args += ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"]
+        volumes.append({"name": "config", "configMap": {
+            "name": ws.tuning.config, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}})
+        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     if dst.volume_source:
         volumes.append({"name": "output", **dst.volume_source})
     elif dst.path:
@@ -57,11 +75,12 @@ def _mounts(ws: Workspace) -> tuple[list[str], list[dict], list[dict], list[dict
     return args, volumes, mounts, inits
 
 
-def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str) -> dict:
+def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str, output_dir: str = OUTPUT_DIR) -> dict:
     """The Job: one pod on the workspace's node holding all its GPUs; ``model`` is the base model's
-    directory or hub id (the preset's model source)."""
+    directory or hub id (the preset's model source); ``output_dir`` as ``check_training_config``
+    found it (the output volume or a directory under it)."""
     assert ws.tuning is not None
-    args, volumes, mounts, inits = _mounts(ws)
+    args, volumes, mounts, inits = _mounts(ws, output_dir)
     container: dict = {
         "name": "tuning",
         "image": image,
@@ -101,12 +120,64 @@ def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str) -> dict:
 
 @dataclass(frozen=True)
 class JobState:
-    """JobStarted / WorkspaceSucceeded as read from the Job's status."""
+    """JobStarted / WorkspaceSucceeded as read from the Job's status (or why there is no Job yet:
+    ``reason`` is then one of CONFIG_REASONS, the JobStarted reason)."""
 
     started: bool
     succeeded: bool
     failed: bool
     message: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """``tuning.config`` checked: the Job's ``--output``, or the problem that keeps the Job back."""
+
+    output_dir: str = OUTPUT_DIR
+    problem: JobState | None = None
+
+
+def _invalid(name: str, message: str) -> ConfigCheck:
+    return ConfigCheck(problem=JobState(False, False, True, f"ConfigMap {name} (tuning.config): {message}",
+                                        REASON_CONFIG_INVALID))
+
+
+def _output_dir(value: str | None) -> str | None:
+    """TrainingArguments.output_dir when it lies in the output volume, else None (Kaito's rule is
+    "under /mnt"; ours is narrower because only /mnt/results outlives the pod)."""
+    if value is None:
+        return OUTPUT_DIR
+    path = posixpath.normpath(value)
+    return path if path == OUTPUT_DIR or path.startswith(OUTPUT_DIR + "/") else None
+
+
+def check_training_config(ws: Workspace, configmap: dict | None) -> ConfigCheck:
+    """Whether the Job can be built from ``configmap`` (None: not found), as Kaito's webhook checks
+    it: the key is there, the YAML validates, the method matches QuantizationConfig, and the output
+    directory is one the Job keeps."""
+    assert ws.tuning is not None and ws.tuning.config
+    name = ws.tuning.config
+    if configmap is None:
+        return ConfigCheck(problem=JobState(
+            False, False, False, f"waiting for ConfigMap {name} (tuning.config) with key {CONFIG_KEY}: "
+            f"not found in namespace {ws.namespace}", REASON_CONFIG_NOT_FOUND))
+    data = configmap.get("data") or {}
+    if CONFIG_KEY not in data:
+        keys = ", ".join(sorted(data)) or "none"
+        return _invalid(name, f"no key {CONFIG_KEY} (its keys: {keys})")
+    try:
+        parsed = parse_training_config(data[CONFIG_KEY])
+    except TrainingConfigError as exc:
+        return _invalid(name, f"{CONFIG_KEY}: {exc}")
+    problem = parsed.method_problem(ws.tuning.method)
+    if problem:
+        return _invalid(name, f"{CONFIG_KEY}: {problem}")
+    output = _output_dir(parsed.training.output_dir)
+    if output is None:
+        return _invalid(name, f"{CONFIG_KEY}: TrainingArguments.output_dir {parsed.training.output_dir!r} "
+                              f"must be {OUTPUT_DIR} or a directory under it (the output volume)")
+    return ConfigCheck(output_dir=output)
 
 
 def job_state(job: dict | None) -> JobState:

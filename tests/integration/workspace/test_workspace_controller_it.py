@@ -27,7 +27,7 @@ from controller.api.workspace import Workspace
 from controller.runtime import Client
 from controller.workspace import names
 from controller.workspace.plan import plan_for
-from controller.workspace.reconciler import JOBS, SERVICES
+from controller.workspace.reconciler import CONFIGMAPS, JOBS, SERVICES
 from controller.workspace.serveconfig import build_serve_config
 
 pytestmark = pytest.mark.integration
@@ -227,6 +227,63 @@ def test_tuning_workspace_runs_a_job(ws_client: Client, ws_ns: str, kubeconfig: 
             lambda: conditions(client, ns, name)["JobStarted"]["status"] == "True", what="JobStarted=True"
         )
         assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Running"
+
+
+def test_tuning_config_configmap_is_waited_for_checked_and_mounted(
+    ws_client: Client, ws_ns: str, kubeconfig: str
+) -> None:
+    """tuning.config: a missing ConfigMap is waited for (polled: no informer watches ConfigMaps), a
+    bad one fails the workspace with the parser's message, a fixed one gets the Job with the mount."""
+    client, ns, name = ws_client, ws_ns, "tune-cfg"
+    tuning = {
+        "preset": {"name": "phi-3-mini-4k-instruct"},
+        "method": "qlora",
+        "config": "train-cfg",
+        "input": {"urls": ["https://example.com/data.jsonl"]},
+        "output": {"volumeSource": {"emptyDir": {}}},
+    }
+    with running_controller(kubeconfig):
+        client.create(
+            WORKSPACES, workspace_manifest(name, instance_type="Standard_NC24ads_A100_v4", tuning=tuning), ns
+        )
+        [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
+        set_machine_status(client, m["metadata"]["name"], True, node="gpu-0")
+        def job_started(reason: str) -> dict:
+            def check() -> dict | None:
+                c = conditions(client, ns, name).get("JobStarted")
+                return c if c and c["reason"] == reason else None
+
+            return wait_for(check, what=f"JobStarted reason {reason}")
+
+        js = job_started("TuningConfigNotFound")
+        assert "ConfigMap train-cfg" in js["message"] and f"namespace {ns}" in js["message"]
+        assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Pending"
+        job_name = names.tuning_job_name(name)
+        assert client.list(JOBS, ns)[0] == []
+
+        bad = "training_config:\n  QuantizationConfig: {load_in_4bit: true}\n  LoraConfig: {r: -1}\n"
+        cm = {"metadata": {"name": "train-cfg"}, "data": {"training_config.yaml": bad}}
+        client.create(CONFIGMAPS, cm, ns)
+        js = job_started("TuningConfigInvalid")  # within one poll (Options.config_poll_seconds)
+        assert "LoraConfig.r: Input should be greater than or equal to 1" in js["message"]
+        ws = client.get(WORKSPACES, name, ns)
+        assert ws["status"]["state"] == "Failed"
+        assert "LoraConfig.r" in conditions(client, ns, name)["WorkspaceSucceeded"]["message"]
+        assert client.list(JOBS, ns)[0] == []
+
+        good = bad.replace("r: -1", "r: 4") + "  TrainingArguments: {output_dir: /mnt/results/phi}\n"
+        client.patch(CONFIGMAPS, "train-cfg", {"data": {"training_config.yaml": good}}, namespace=ns)
+        job = wait_for(lambda: client.get(JOBS, job_name, ns), what="Job")
+        pod = job["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        args = container["args"]
+        assert args[args.index("--config") + 1] == "/mnt/config/training_config.yaml"
+        assert args[args.index("--output") + 1] == "/mnt/results/phi"
+        assert {"name": "config", "mountPath": "/mnt/config", "readOnly": True} in container["volumeMounts"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == "config"]
+        assert volume["configMap"]["name"] == "train-cfg"
+        job_started("JobPending")
+        assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Pending"
 
 
 def _one_ready_machine(client: Client, ns: str, name: str) -> None:
