@@ -19,6 +19,7 @@ from ws_it_helpers import (
     set_machine_status,
     set_rayservice_running,
     wait_for,
+    wait_for_events,
     workspace_manifest,
 )
 
@@ -113,8 +114,9 @@ def test_apply_machines_rayservice_conditions_in_order_then_delete(
         wait_for(lambda: _status(client, ns, name) == ("True", "True", "True"), what="all ready")
         ws = client.get(WORKSPACES, name, ns)
         assert ws["status"]["state"] == "Ready"
-        reasons = {e["reason"] for e in events_for(client, ns, name)}
-        assert {"MachineCreated", "RayServiceCreated", "MachinesReady", "InferenceReady"} <= reasons
+        wait_for_events(
+            client, ns, name, {"MachineCreated", "RayServiceCreated", "MachinesReady", "InferenceReady"}
+        )
 
         # metrics on the Manager's /metrics
         text = wait_for(
@@ -313,7 +315,7 @@ def test_adapter_change_updates_the_rayservice_in_place(
         assert app["args"]["adapters"] == [{"name": "french", "path": "/mnt/adapter/french", "strength": 0.5}]
         worker = new["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
         assert worker["initContainers"][0]["image"] == "registry.example/french:1"
-        assert "RayServiceUpdated" in {e["reason"] for e in events_for(client, ns, name)}
+        wait_for_events(client, ns, name, {"RayServiceUpdated"})
 
 
 def test_enablelb_annotation_switches_the_service_type_in_place(
@@ -342,4 +344,4 @@ def test_enablelb_annotation_switches_the_service_type_in_place(
         back = wait_for(lambda: service_of_type("ClusterIP"), what="ClusterIP Service again")
         assert back["metadata"]["uid"] == svc["metadata"]["uid"] and back["spec"]["clusterIP"] == cluster_ip
         assert "externalTrafficPolicy" not in back["spec"]
-        assert "ServiceUpdated" in {e["reason"] for e in events_for(client, ns, name)}
+        wait_for_events(client, ns, name, {"ServiceUpdated"})

@@ -155,6 +155,19 @@ def events_for(client: Client, ns: str, name: str) -> list[dict]:
     return items
 
 
+def wait_for_events(
+    client: Client, ns: str, name: str, reasons: set[str], timeout: float = 30.0
+) -> set[str]:
+    """Wait until Events with all ``reasons`` exist for the object; the recorder writes them
+    asynchronously, after the change the test saw. Returns every reason seen."""
+
+    def seen() -> set[str] | None:
+        got = {e["reason"] for e in events_for(client, ns, name)}
+        return got if reasons <= got else None
+
+    return wait_for(seen, timeout, what=f"events {sorted(reasons)} for {ns}/{name}")
+
+
 def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = None) -> bool:
     """True once the object no longer exists."""
     try:
