@@ -81,9 +81,15 @@ def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = 
     return False
 
 
-def events_for(client: Client, name: str, reason: str) -> list[dict]:
-    items, _ = client.list(EVENTS, "default")
-    return [e for e in items if e["involvedObject"].get("name") == name and e["reason"] == reason]
+def events_for(client: Client, name: str, reason: str, timeout: float = 20.0) -> list[dict]:
+    """The ``reason`` Events of ``name``, waiting for at least one: the Manager's recorder writes
+    them asynchronously, possibly after the change the test already saw."""
+
+    def found() -> list[dict]:
+        items, _ = client.list(EVENTS, "default")
+        return [e for e in items if e["involvedObject"].get("name") == name and e["reason"] == reason]
+
+    return wait_for(found, timeout, f"a {reason} event for {name}")
 
 
 FAST = Options(

@@ -55,6 +55,16 @@ class StatusRecorder:
         self._stream.close()
 
 
+def _wait_for_event(client, namespace: str, name: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """The stand-in's recorder is the Manager's asynchronous one: an Event may trail the status."""
+
+    def found() -> bool:
+        events, _ = client.list(EVENTS, namespace)
+        return any(e["reason"] == reason and e["involvedObject"]["name"] == name for e in events)
+
+    wait_for(found, 20, f"a {reason} event for {namespace}/{name}")
+
+
 def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_client, rs_namespace):
     rec = StatusRecorder(rs_client, rs_namespace, "echo")
     try:
@@ -90,10 +100,7 @@ def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_clie
     code, body = http_get_json(st["serveEndpoint"])
     assert code == 200 and body["message"] == "hello"
     assert f"{rs_namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
-    events, _ = rs_client.list(EVENTS, rs_namespace)
-    assert any(
-        e["reason"] == "UpdatedServeApplications" and e["involvedObject"]["name"] == "echo" for e in events
-    )
+    _wait_for_event(rs_client, rs_namespace, "echo", "UpdatedServeApplications")
 
 
 def test_serve_config_update_redeploys_in_place(standin, rs_client, rs_namespace):
@@ -236,8 +243,7 @@ def test_initializing_timeout_annotation_is_terminal_and_removes_the_app(standin
     wait_for(
         lambda: f"{rs_namespace}.slow.echo" not in serve_apps(standin.head.dashboard_url), 30, "app removed"
     )
-    events, _ = rs_client.list(EVENTS, rs_namespace)
-    assert any(e["reason"] == "RayServiceInitializingTimeout" for e in events)
+    _wait_for_event(rs_client, rs_namespace, "slow", "RayServiceInitializingTimeout")
 
 
 def test_restarted_standin_attaches_keeps_apps_and_drops_deleted_ones(standin, rs_client, rs_namespace):
