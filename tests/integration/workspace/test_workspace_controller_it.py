@@ -266,7 +266,7 @@ def test_tuning_config_configmap_is_waited_for_checked_and_mounted(
         bad = "training_config:\n  QuantizationConfig: {load_in_4bit: true}\n  LoraConfig: {r: -1}\n"
         cm = {"metadata": {"name": "train-cfg"}, "data": {"training_config.yaml": bad}}
         client.create(CONFIGMAPS, cm, ns)
-        js = job_started("TuningConfigInvalid")  # within one poll (Options.config_poll_seconds)
+        js = job_started("InvalidWorkspace")  # within one poll (Options.config_poll_seconds)
         assert "LoraConfig.r: Input should be greater than or equal to 1" in js["message"]
         ws = client.get(WORKSPACES, name, ns)
         assert ws["status"]["state"] == "Failed"

@@ -134,8 +134,11 @@ class ConfigMapClient(RecordingClient):
         return self.configmaps[name]
 
 
-def _tuning_reconciler() -> tuple[WorkspaceReconciler, ConfigMapClient, Stores]:
+def _tuning_reconciler(
+    configmaps: dict[str, dict] | None = None,
+) -> tuple[WorkspaceReconciler, ConfigMapClient, Stores]:
     client = ConfigMapClient()
+    client.configmaps.update(configmaps or {})
     stores = Stores(Store(), Store(), Store(), Store(), Store())
     stores.machines.add_label_index(LABEL_WORKSPACE)
     ws = copy.deepcopy(WORKSPACE)
@@ -144,7 +147,7 @@ def _tuning_reconciler() -> tuple[WorkspaceReconciler, ConfigMapClient, Stores]:
     ws["tuning"] = TUNING
     stores.workspaces.add(ws)
     rec = WorkspaceReconciler(client, stores, options=Options(), planner=lambda w: PLAN)
-    rec.reconcile(Request("ns", "phi"))  # creates the Machine
+    rec.reconcile(Request("ns", "phi"))  # creates the Machine (unless the config is invalid)
     for key in [k for k in client.objects if k[0] == "machines"]:
         m = copy.deepcopy(client.objects[key])
         ready = {"type": "Ready", "status": "True", "reason": "Ready", "message": "",
@@ -173,8 +176,11 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
 
     client.configmaps["train-cfg"] = _cm("LoraConfig: {r: -1}")
     assert rec.reconcile(Request("ns", "phi")).requeue_after == Options().config_poll_seconds
+    # a ConfigMap that exists but cannot work is a spec problem, found before any Machine is made
     started = _job_started(written[-1])
-    assert started["reason"] == REASON_CONFIG_INVALID and "LoraConfig.r" in started["message"]
+    assert started["reason"] == "InvalidWorkspace" and "LoraConfig.r" in started["message"]
+    resource = next(c for c in written[-1]["status"]["conditions"] if c["type"] == "ResourceReady")
+    assert resource["reason"] == "InvalidWorkspace" and "train-cfg" in resource["message"]
     assert written[-1]["status"]["state"] == "Failed"
     assert not [k for k in client.objects if k[0] == "jobs"]
 
@@ -189,6 +195,12 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
     client.calls.clear()
     rec.reconcile(Request("ns", "phi"))
     assert ("get", "configmaps", "train-cfg") not in client.calls
+
+
+def test_an_invalid_config_provisions_no_gpu_node() -> None:
+    _, client, _ = _tuning_reconciler({"train-cfg": _cm("LoraConfig: {lora_dropuot: 0.1}")})
+    assert ("get", "configmaps", "train-cfg") in client.calls
+    assert not [k for k in client.objects if k[0] in ("machines", "jobs")]
 
 
 def test_the_samples_training_config_passes_the_check() -> None:
