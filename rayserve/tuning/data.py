@@ -1,5 +1,13 @@
-"""Training data: OpenAI chat-format JSONL from a path or URL, tokenized with loss on the
+"""Training data: chat conversations from a file, a directory or a URL, tokenized with loss on the
 assistant's words only.
+
+Why several formats: Kaito's tuning accepts csv, json, jsonl, parquet and arrow files, and the
+datasets it recommends (e.g. dolly-15k-oai-style) are published as parquet. Every format holds one
+conversation per row in a ``messages`` column: a list of ``{"role", "content"}`` (in CSV, where a
+cell is text, that list as a JSON string). The file's suffix picks the reader, the URL path's suffix
+for a download; a directory (Kaito mounts a volume or copies an image's /data) loads every supported
+file in it, in name order. pyarrow reads parquet, Arrow and CSV; it is imported only when such a
+file is read, so the serving path never loads it.
 
 Why assistant-only labels: the adapter should learn to *answer*, not to reproduce the
 user's prompt or the chat template's markup. We render each conversation with the model's
@@ -10,53 +18,216 @@ plus the one token after it (the template's end-of-turn marker) so the model lea
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 IGNORE = -100
+
+log = logging.getLogger(__name__)
+
+Conversation = list[dict[str, str]]
+# (where in the file, for errors: "line 3" / "row 3"; the row's ``messages`` value)
+Rows = Iterator[tuple[str, object]]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as chat conversations; the message names the file and row."""
 
 
 def fetch(source: str, workdir: str | None = None) -> Path:
-    """A local path for ``source``: itself when it is a path, else a download (http/https/file)."""
-    scheme = urllib.parse.urlparse(source).scheme
-    if scheme in ("", "file"):
-        path = Path(urllib.parse.urlparse(source).path if scheme == "file" else source)
-        if not path.is_file():
+    """A local path for ``source``: itself when it is a path (a file or a directory), else a download
+    (http/https) named by the URL path's suffix, which is checked before anything is downloaded."""
+    url = urllib.parse.urlparse(source)
+    if url.scheme in ("", "file"):
+        path = Path(urllib.request.url2pathname(url.path) if url.scheme == "file" else source)
+        if not path.exists():
             raise FileNotFoundError(f"dataset {source} not found")
         return path
-    if scheme not in ("http", "https"):
-        raise ValueError(f"unsupported dataset URL scheme {scheme!r}")
+    if url.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported dataset URL scheme {url.scheme!r}")
     import httpx
 
-    target = Path(workdir or tempfile.mkdtemp(prefix="kaito-data-")) / "dataset.jsonl"
+    suffix = dataset_suffix(urllib.parse.unquote(url.path), source)
+    target = Path(workdir or tempfile.mkdtemp(prefix="kaito-data-")) / f"dataset{suffix}"
     with httpx.stream("GET", source, follow_redirects=True, timeout=60) as r:
         r.raise_for_status()
         with target.open("wb") as f:
             for chunk in r.iter_bytes():
                 f.write(chunk)
+    log.info("downloaded dataset %s to %s", source, target)
     return target
 
 
-def read_conversations(path: Path) -> list[list[dict[str, str]]]:
-    """Each line ``{"messages": [{"role", "content"}, ...]}``; a bad line is an error naming it."""
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+def dataset_suffix(name: str, source: str | None = None) -> str:
+    """The reader's key for a file name (or URL path); an unsupported one is an error listing those
+    that are, because a silently skipped or misparsed dataset would train on nothing useful."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix not in READERS:
+        kind = repr(suffix) if suffix else "(no suffix)"
+        raise DatasetError(f"{source or name}: unsupported dataset file type {kind}; supported: {_SUPPORTED}")
+    return suffix
+
+
+def dataset_files(path: Path) -> list[Path]:
+    """``path`` itself, or a directory's supported files by name; other files there are skipped with a
+    warning, since mounted volumes and images often carry a README or lost+found beside the data."""
+    if not path.is_dir():
+        dataset_suffix(path.name, str(path))
+        return [path]
+    files, skipped = [], []
+    for p in sorted(path.iterdir(), key=lambda p: p.name):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        (files if p.suffix.lower() in READERS else skipped).append(p)
+    if skipped:
+        log.warning("%s: skipping files that are not datasets: %s", path, ", ".join(p.name for p in skipped))
+    if not files:
+        raise DatasetError(f"{path}: no dataset file in the directory; supported: {_SUPPORTED}")
+    return files
+
+
+def read_conversations(path: Path) -> list[Conversation]:
+    """Every conversation with an assistant message, from a file or a directory (see module doc);
+    conversations without one teach nothing under assistant-only labels and are dropped."""
+    convs = [conv for f in dataset_files(path) for conv in read_file(f)]
+    out = [conv for conv in convs if any(m["role"] == "assistant" for m in conv)]
+    if not out:
+        raise DatasetError(f"{path}: no conversation with an assistant message")
+    return out
+
+
+def read_file(path: Path) -> list[Conversation]:
+    """One dataset file's conversations, checked row by row."""
+    reader = READERS[dataset_suffix(path.name, str(path))]
+    return [_conversation(path, where, messages) for where, messages in reader(path)]
+
+
+def _conversation(path: Path, where: str, messages: object) -> Conversation:
+    if isinstance(messages, str):  # a CSV cell is text; other exports may hold JSON text too
+        try:
+            messages = json.loads(messages)
+        except ValueError as e:
+            raise DatasetError(f"{path}, {where}: 'messages' is text but not JSON: {e}") from None
+    if not isinstance(messages, list):
+        raise DatasetError(
+            f"{path}, {where}: 'messages' must be a list of {{'role', 'content'}}, got {_brief(messages)}"
+        )
+    return [_message(path, f"{where}, message {i}", m) for i, m in enumerate(messages, start=1)]
+
+
+def _message(path: Path, where: str, m: object) -> dict[str, str]:
+    if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+        raise DatasetError(f"{path}, {where}: expected {{'role': str, 'content': str}}, got {_brief(m)}")
+    return {"role": m["role"], "content": m["content"]}
+
+
+def _brief(value: object, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --- readers: each yields (where, messages) per row -----------------------------------------------
+
+
+def _messages_field(path: Path, where: str, row: object) -> object:
+    if not isinstance(row, dict) or "messages" not in row:
+        has = f"keys {sorted(row)}" if isinstance(row, dict) else _brief(row)
+        raise DatasetError(f"{path}, {where}: no 'messages' field (has {has})")
+    return row["messages"]
+
+
+def _json_lines(path: Path, text: str) -> Rows:
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            msgs = json.loads(line)["messages"]
-            conv = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: expected {{'messages': [{{'role', 'content'}}]}}: {e}") from None
-        if any(m["role"] == "assistant" for m in conv):
-            out.append(conv)
-    if not out:
-        raise ValueError(f"{path}: no conversation with an assistant message")
-    return out
+            row = json.loads(line)
+        except ValueError as e:
+            raise DatasetError(f"{path}, line {n}: not JSON: {e}") from None
+        yield f"line {n}", _messages_field(path, f"line {n}", row)
+
+
+def _read_jsonl(path: Path) -> Rows:
+    return _json_lines(path, path.read_text())
+
+
+def _read_json(path: Path) -> Rows:
+    """A JSON array of rows (or a single row); JSON Lines content too, which pandas and datasets
+    write into ``.json`` files as often as into ``.jsonl`` ones."""
+    text = path.read_text()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        yield from _json_lines(path, text)
+        return
+    for n, row in enumerate(doc if isinstance(doc, list) else [doc], start=1):
+        yield f"row {n}", _messages_field(path, f"row {n}", row)
+
+
+def _table_rows(path: Path, load: Callable[[], pa.Table]) -> Rows:
+    import pyarrow as pa
+
+    try:
+        table = load()
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(f"{path}: not a readable {path.suffix.lstrip('.').lower()} file: {e}") from None
+    if "messages" not in table.column_names:
+        columns = ", ".join(table.column_names) or "none"
+        raise DatasetError(f"{path}: no 'messages' column (columns: {columns})")
+    for n, messages in enumerate(table.column("messages").to_pylist(), start=1):
+        yield f"row {n}", messages
+
+
+def _read_parquet(path: Path) -> Rows:
+    import pyarrow.parquet as pq
+
+    return _table_rows(path, lambda: pq.read_table(path))
+
+
+def _read_arrow(path: Path) -> Rows:
+    """Arrow IPC, file format (what ``.feather`` v2 is) or stream format (what ``datasets`` caches)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    def load() -> pa.Table:
+        try:
+            return ipc.open_file(path).read_all()
+        except pa.ArrowInvalid:
+            return ipc.open_stream(path).read_all()
+
+    return _table_rows(path, load)
+
+
+def _read_csv(path: Path) -> Rows:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    # the cells are JSON text: keep them strings whatever pyarrow's type inference would guess
+    options = pcsv.ConvertOptions(column_types={"messages": pa.string()})
+    return _table_rows(path, lambda: pcsv.read_csv(path, convert_options=options))
+
+
+READERS: dict[str, Callable[[Path], Rows]] = {
+    ".jsonl": _read_jsonl,
+    ".json": _read_json,
+    ".parquet": _read_parquet,
+    ".arrow": _read_arrow,
+    ".feather": _read_arrow,
+    ".csv": _read_csv,
+}
+SUPPORTED_SUFFIXES = tuple(READERS)
+_SUPPORTED = ", ".join(SUPPORTED_SUFFIXES)
 
 
 @dataclass
