@@ -24,7 +24,6 @@ from rayserve.tuning.config import CONFIG_KEY, TrainingConfigError, parse_traini
 INPUT_DIR = "/mnt/data"
 OUTPUT_DIR = "/mnt/results"
 CONFIG_DIR = "/mnt/config"
-DATASET_FILE = "dataset.jsonl"
 
 # JobStarted reasons while the training config keeps the Job from being created
 REASON_CONFIG_NOT_FOUND = "TuningConfigNotFound"  # wait: the ConfigMap may be created later
@@ -35,9 +34,10 @@ CONFIG_REASONS = frozenset({REASON_CONFIG_NOT_FOUND, REASON_CONFIG_INVALID})
 def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], list[dict], list[dict], list[dict]]:
     """(args, volumes, volumeMounts, initContainers) for the dataset and the adapter output.
 
-    ``rayserve.tuning`` reads one OpenAI-chat JSONL (``--data``: a URL or a path) and writes the
-    adapter to ``--output``. URL inputs are downloaded by the trainer itself; image, volume and
-    node-path inputs are mounted at /mnt/data and the dataset is ``/mnt/data/DATASET_FILE``.
+    ``rayserve.tuning`` reads OpenAI-chat rows (jsonl, json, parquet, arrow or csv; ``--data``,
+    once per URL, path or directory) and writes the adapter to ``--output``. URL inputs (all of
+    them, as Kaito's downloader fetches each) are downloaded by the trainer itself; image, volume
+    and node-path inputs are mounted at /mnt/data and the trainer reads every dataset file there.
     """
     assert ws.tuning is not None
     args: list[str] = []
@@ -46,9 +46,10 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], list[dict], list
     inits: list[dict] = []
     src, dst = ws.tuning.input, ws.tuning.output
     if src.urls:
-        args += ["--data", src.urls[0]]
+        for url in src.urls:
+            args += ["--data", url]
     else:
-        args += ["--data", f"{INPUT_DIR}/{DATASET_FILE}"]
+        args += ["--data", INPUT_DIR]
         if src.volume_source:
             volumes.append({"name": "input", **src.volume_source})
         elif src.path:

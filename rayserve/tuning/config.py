@@ -14,7 +14,7 @@ clearly why not:
   load_in_8bit, bnb_4bit_quant_type, bnb_4bit_compute_dtype, bnb_4bit_use_double_quant) are
   implemented: their values are validated and become ``TuningConfig`` fields (``FIELD_MAP``).
 - ``ModelConfig``, ``TokenizerParams``, ``DataCollator`` and ``DatasetConfig`` are Kaito sections
-  this trainer does not implement (it picks the dtype and device itself, reads OpenAI-chat JSONL,
+  this trainer does not implement (it picks the dtype and device itself, reads OpenAI-chat rows,
   masks everything but the answers): accepted and ignored, listed in a warning.
 - In an implemented section, a key this trainer does not implement is ignored with a warning when
   it is a real field of the Hugging Face class (``save_strategy``, ``bias``...) or unlike any
@@ -53,7 +53,7 @@ class TuningConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    data: str
+    data: list[str] = Field(min_length=1, description="datasets: paths, directories or URLs, read in order")
     output: str
     method: Literal["lora", "qlora"] = "lora"
     rank: int = Field(8, ge=1)
@@ -71,6 +71,11 @@ class TuningConfig(BaseModel):
     quant_type: Literal["nf4", "fp4"] = "nf4"
     compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     double_quant: bool = True
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 # --- training_config.yaml -----------------------------------------------------------------------
@@ -357,7 +362,8 @@ def parse_training_config(text: str) -> TrainingConfigFile:
 # from flags given (argparse.SUPPRESS) and a --config file can fill them.
 _FLAGS: dict[str, tuple[type, str]] = {
     "--model": (str, "base model directory"),
-    "--data": (str, "OpenAI chat JSONL: a path or an http(s)/file URL"),
+    "--data": (str, "a dataset of OpenAI-chat rows (jsonl, json, parquet, arrow, csv): a path, a directory "
+                    "or an http(s)/file URL; repeat the flag for several"),
     "--output": (str, "adapter output directory (or TrainingArguments.output_dir in --config)"),
     "--rank": (int, "LoRA r"),
     "--alpha": (float, "LoRA alpha"),
@@ -383,7 +389,9 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     for flag, (kind, text) in _FLAGS.items():
         default = TuningConfig.model_fields[flag[2:].replace("-", "_")].default
         shown = "" if default in (PydanticUndefined, None) else f" (default: {default})"
-        p.add_argument(flag, type=kind, help=text + shown, required=flag in ("--model", "--data"))
+        action = "append" if flag == "--data" else "store"  # Kaito's input.urls is a list
+        p.add_argument(flag, type=kind, help=text + shown, required=flag in ("--model", "--data"),
+                       action=action)
     return p
 
 

@@ -80,7 +80,7 @@ def train(cfg: TuningConfig) -> dict:
     torch.manual_seed(cfg.seed)
     device = pick_device()
     tok = load_tokenizer(ModelSpec(name="base", path=cfg.model))
-    convs = read_conversations(fetch(cfg.data))
+    convs = [conv for source in cfg.data for conv in read_conversations(fetch(source))]
     data = [tokenize(tok, c, cfg.max_length) for c in convs]
     model = _load_base(cfg, device)
     lora = LoraConfig(

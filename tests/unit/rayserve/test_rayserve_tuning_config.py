@@ -233,3 +233,10 @@ def test_usage_errors_name_the_problem(tmp_path, capsys) -> None:
             config_from_args(argv)
         assert info.value.code == 2
         assert expected in capsys.readouterr().err
+
+
+def test_data_flag_repeats_and_a_single_string_still_validates() -> None:
+    argv = ["--model", "m", "--data", "a.jsonl", "--data", "https://x/b.parquet", "--output", "/o"]
+    cfg = config_from_args(argv)
+    assert cfg.data == ["a.jsonl", "https://x/b.parquet"]
+    assert TuningConfig(model="m", data="d", output="o").data == ["d"]

@@ -256,3 +256,16 @@ def test_serve_config_carries_the_capped_context() -> None:
     assert plan.max_context == 19712 and "context capped at 19712" in plan.message
     [app] = yaml.safe_load(build_serve_config(ws, plan))["applications"]
     assert app["args"]["model"]["max_context"] == 19712
+
+
+def test_tuning_job_reads_every_url_or_the_whole_input_directory() -> None:
+    def data_args(inp: dict) -> list[str]:
+        ws = workspace(tuning={"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora", "input": inp,
+                               "output": {"volumeSource": {"emptyDir": {}}}})
+        args = build_tuning_job(ws, PLAN, "img:1", "m")["spec"]["template"]["spec"]["containers"][0]["args"]
+        return [args[i + 1] for i, a in enumerate(args) if a == "--data"]
+
+    urls = ["https://example.com/a.parquet", "https://example.com/b.jsonl"]
+    assert data_args({"urls": urls}) == urls  # Kaito downloads each URL
+    # an image's /data (or a volume) may hold train.parquet, not a fixed file name: pass the directory
+    assert data_args({"image": "registry.example/data:1"}) == ["/mnt/data"]
