@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 from torch import nn
@@ -38,6 +39,32 @@ def split_layers(num_layers: int, stages: int) -> list[tuple[int, int]]:
     return out
 
 
+def dropped_prefixes(num_layers: int, start: int, end: int) -> tuple[str, ...]:
+    """State-dict name prefixes of the parts stage ``[start, end)`` does not hold.
+
+    Why a name rule next to the pruning: the partial loader
+    (``rayserve.loading.load_stage_model``) must read exactly the tensors that
+    ``PipelineStage(prune=True)`` keeps, and it has to decide that from names, before any
+    weight is in memory. Both follow the same rule: other stages' layers go, the embedding
+    stays on the first stage only, the final norm and LM head on the last only.
+
+    >>> dropped_prefixes(4, 2, 4)
+    ('model.layers.0.', 'model.layers.1.', 'model.embed_tokens.')
+    """
+    out = [f"model.layers.{i}." for i in range(num_layers) if not start <= i < end]
+    if start > 0:
+        out.append("model.embed_tokens.")
+    if end < num_layers:
+        out += ["model.norm.", "lm_head."]
+    return tuple(out)
+
+
+def meta_tensors(model: nn.Module) -> list[str]:
+    """Names of parameters and buffers that have no data (still on the meta device)."""
+    named = chain(model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False))
+    return [name for name, t in named if t.is_meta]
+
+
 @dataclass
 class StageInput:
     """What one forward of one stage needs; built by the coordinator, identical for all stages
@@ -55,7 +82,10 @@ class PipelineStage:
     """Layers ``[start, end)`` of ``model`` on ``device``; see module docstring.
 
     With ``prune`` the other layers (and the embedding / head a middle stage does not
-    need) are dropped so a stage actor holds only its share of the weights.
+    need) are dropped so a stage actor holds only its share of the weights; what remains
+    must be real tensors (a partially loaded model leaves the dropped parts on the meta
+    device, see ``dropped_prefixes``), which is checked here so a loader bug fails with names
+    instead of torch's "Cannot copy out of meta tensor".
     """
 
     def __init__(self, model: nn.Module, start: int, end: int, device: torch.device, prune: bool = False):
@@ -71,6 +101,8 @@ class PipelineStage:
             if not self.is_last:
                 core.norm, model.lm_head = None, None
             self.layers = list(core.layers)
+            if missing := meta_tensors(model):
+                raise RuntimeError(f"stage [{start}, {end}) has tensors without data: {missing}")
         else:
             self.layers = list(core.layers[start:end])
         self.embed = core.embed_tokens if self.is_first else None
