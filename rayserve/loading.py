@@ -8,16 +8,24 @@ sharded output stops matching the unsharded one.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from rayserve.spec import AdapterSpec, ModelSpec
+from rayserve.stage import dropped_prefixes
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_META_COPY_WARNING = r".*copying from a non-meta parameter .* to a meta parameter"
 
 
 def pick_device(gpus: float | None = None) -> torch.device:
@@ -53,9 +61,10 @@ def load_model(
     injected (not merged).
 
     ``move=False`` leaves the weights on CPU so a pipeline stage can drop the layers it does
-    not own before moving the rest onto its GPU. With adapters, the returned module is the
-    base model whose linear layers peft wrapped; rows of a batch choose their adapter at
-    forward time (see ``rayserve.adapters``).
+    not own before moving the rest onto its GPU: ``load_stage_model``'s fallback for
+    checkpoints without safetensors (otherwise it reads only the stage's share). With
+    adapters, the returned module is the base model whose linear layers peft wrapped; rows
+    of a batch choose their adapter at forward time (see ``rayserve.adapters``).
     """
     from transformers import AutoModelForCausalLM
 
@@ -67,15 +76,208 @@ def load_model(
         attn_implementation=spec.attn_implementation,
         trust_remote_code=spec.trust_remote_code,
     )
+    model = _finish(model, adapters)
+    return model.to(device) if move else model
+
+
+def _finish(model: nn.Module, adapters: Sequence[AdapterSpec]) -> nn.Module:
+    """Inject ``adapters`` and freeze: the same last steps for a full and a partial load.
+
+    After a partial load the layers of other stages are still on the meta device; peft gives
+    them LoRA weights on meta too, and copying the adapter's values into those is a no-op
+    that torch warns about once per tensor. They are pruned right after, so that is muted.
+    """
     if adapters:
         from rayserve.adapters import attach_adapters
 
-        model = attach_adapters(model, adapters)
-    if move:
-        model.to(device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_META_COPY_WARNING)
+            model = attach_adapters(model, adapters)
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def load_stage_model(
+    spec: ModelSpec,
+    start: int,
+    end: int,
+    device: torch.device,
+    adapters: Sequence[AdapterSpec] = (),
+) -> nn.Module:
+    """The model with only the weights stage ``[start, end)`` holds; for ``PipelineStage(prune=True)``.
+
+    Why: loading the whole checkpoint in every stage actor needs the full model in host RAM
+    N times over (impossible for a 70B model on one node) and reads it N times. Here the
+    model is built with its parameters on the meta device (no memory), and only the tensors
+    the stage keeps (``rayserve.stage.dropped_prefixes``) are read from the safetensors
+    files, straight onto ``device``, one by one. The rest stays on meta until the stage
+    prunes it. Module names and ``layer_idx`` stay those of the full model, so checkpoint
+    keys, adapter keys and KV-cache indices need no remapping and the result is what the
+    full load + prune gave. Checkpoints without safetensors fall back to the full load.
+    """
+    weights = safetensors_weight_map(spec.path)
+    if weights is None:
+        log.warning("%s has no safetensors: stage [%d, %d) loads the whole model", spec.path, start, end)
+        return load_model(spec, device, adapters, move=False)
+    model = _skeleton(spec, resolve_dtype(spec, device))
+    needed = _stage_tensors(model, start, end)
+    _load_tensors(model, needed, weights, device)
+    log.info("stage [%d, %d) of %s: read %d of %d tensors", start, end, spec.name, len(needed), len(weights))
+    return _finish(model, adapters)
+
+
+def safetensors_weight_map(path: str) -> dict[str, Path] | None:
+    """Tensor name -> safetensors file holding it, for a sharded (index json) or single-file
+    checkpoint; None when the checkpoint has no safetensors (e.g. ``pytorch_model.bin``)."""
+    from safetensors import safe_open
+
+    root = _checkpoint_dir(path)
+    if root is None:
+        return None
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {name: root / file for name, file in weight_map.items()}
+    single = root / "model.safetensors"
+    if single.is_file():
+        with safe_open(single, framework="pt") as f:
+            return dict.fromkeys(f.keys(), single)
+    return None
+
+
+def _checkpoint_dir(path: str) -> Path | None:
+    """The local directory of ``path``: itself, or the hub cache's snapshot of a hub id."""
+    if Path(path).is_dir():
+        return Path(path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(path, allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as e:  # not a hub id, or offline without a cached copy: let the full load say why
+        log.info("no local checkpoint directory for %s: %s", path, e)
+        return None
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Create parameters on the meta device, buffers for real.
+
+    Why not ``with torch.device("meta")``: non-persistent buffers computed at init (rotary
+    ``inv_freq``) are not in the checkpoint, so they must be computed as the model's own
+    ``__init__`` / ``_init_weights`` does; only the parameters (all of the memory) wait for
+    the checkpoint. Allocating a parameter first with ``torch.empty`` touches no pages.
+    The patch is process-wide while it lasts (as accelerate's ``init_empty_weights``); a stage
+    actor builds its model in its own process, before it serves anything.
+    """
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
+    """The full model from its config, parameters on meta, in ``dtype`` like ``load_model``."""
+    from transformers import AutoModelForCausalLM
+
+    config, _ = load_config(spec)
+    with _parameters_on_meta():
+        return AutoModelForCausalLM.from_config(
+            config,
+            dtype=dtype,
+            attn_implementation=spec.attn_implementation,
+            trust_remote_code=spec.trust_remote_code,
+        )
+
+
+def _stage_tensors(model: nn.Module, start: int, end: int) -> dict[str, torch.Tensor]:
+    """Name -> (meta) tensor of every parameter and persistent buffer the stage keeps."""
+    dropped = dropped_prefixes(len(model.model.layers), start, end)
+    named = dict(model.named_parameters(remove_duplicate=False))
+    for name, buf in model.named_buffers(remove_duplicate=False):
+        owner, _, leaf = name.rpartition(".")
+        if leaf not in model.get_submodule(owner)._non_persistent_buffers_set:
+            named[name] = buf
+    return {name: t for name, t in named.items() if not name.startswith(dropped)}
+
+
+def _load_tensors(
+    model: nn.Module, needed: dict[str, torch.Tensor], weights: dict[str, Path], device: torch.device
+) -> None:
+    """Read every ``needed`` tensor from its file onto ``device`` in the skeleton's dtype.
+
+    Tied weights (``tie_word_embeddings``) are read under whichever name the checkpoint has
+    and, when the stage holds both ends, tied again. A tensor the checkpoint lacks fails the
+    load with its name: a stage with a randomly initialised weight would serve garbage.
+    """
+    tied = _tied_pairs(model, needed)
+    sources = {name: _checkpoint_key(model, name, weights) for name in needed if name not in tied}
+    if missing := sorted(name for name, key in sources.items() if key is None):
+        where = next(iter(weights.values())).parent
+        raise KeyError(f"checkpoint {where} lacks tensors the stage needs: {missing}")
+    by_file: dict[Path, list[str]] = defaultdict(list)
+    for name, key in sources.items():
+        by_file[weights[key]].append(name)
+    for file, names in by_file.items():
+        _read_file(model, file, {name: sources[name] for name in names}, needed, device)
+    for target, source in tied.items():
+        _set_tensor(model, target, model.get_parameter(source))
+
+
+def _tied_pairs(model: nn.Module, needed: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Tied {target: source} pairs whose both ends this stage holds (read once, shared)."""
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    return {t: s for t, s in tied.items() if t in needed and s in needed}
+
+
+def _checkpoint_key(model: nn.Module, name: str, weights: dict[str, Path]) -> str | None:
+    """The checkpoint's key for ``name``: itself, or its tied partner's (a tied checkpoint
+    stores the embedding once, yet the last stage needs it as ``lm_head.weight``)."""
+    if name in weights:
+        return name
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    partners = [tied.get(name), *(t for t, s in tied.items() if s == name)]
+    return next((p for p in partners if p in weights), None)
+
+
+def _read_file(
+    model: nn.Module,
+    file: Path,
+    keys: dict[str, str],
+    needed: dict[str, torch.Tensor],
+    device: torch.device,
+) -> None:
+    """Read ``keys`` (model name -> checkpoint key) of one file, one tensor at a time."""
+    from safetensors import safe_open
+
+    with safe_open(file, framework="pt", device=str(device)) as f:
+        for name, key in keys.items():
+            like = needed[name]
+            value = f.get_tensor(key)
+            if value.shape != like.shape:
+                got, want = tuple(value.shape), tuple(like.shape)
+                raise ValueError(f"{file}: {key} has shape {got}, the model wants {want}")
+            if value.is_floating_point():
+                value = value.to(like.dtype)
+            _set_tensor(model, name, value)
+
+
+def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Put ``value`` in place of the parameter or buffer ``name`` (replacing, not copying)."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = value if isinstance(value, nn.Parameter) else nn.Parameter(value, False)
+    else:
+        owner._buffers[leaf] = value
 
 
 def load_config(spec: ModelSpec):

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from rayserve.loading import load_model, pick_device
+from rayserve.loading import load_model, load_stage_model, pick_device
 from rayserve.spec import AdapterSpec, ModelSpec, ParallelSpec
 from rayserve.stage import PipelineStage, StageInput, split_layers
 
@@ -65,13 +65,16 @@ class LocalPipeline:
 
 
 class StageWorker:
-    """Ray actor body holding one stage. Loads the whole checkpoint on CPU, keeps its layers,
-    then moves them to its device (its GPU when the bundle has one)."""
+    """Ray actor body holding one stage. Reads only its share of the checkpoint (its layers,
+    plus the embedding / final norm and LM head on the first / last stage) onto its device
+    (its GPU when the bundle has one), so an actor never needs the whole model in memory;
+    see ``rayserve.loading.load_stage_model``."""
 
     def __init__(self, spec: dict, adapters: list[dict], start: int, end: int, gpus: float) -> None:
         model_spec = ModelSpec.model_validate(spec)
         device = pick_device(gpus)
-        model = load_model(model_spec, device, [AdapterSpec.model_validate(a) for a in adapters], move=False)
+        adapter_specs = [AdapterSpec.model_validate(a) for a in adapters]
+        model = load_stage_model(model_spec, start, end, device, adapter_specs)
         self.stage = PipelineStage(model, start, end, device, prune=True)
         log.info("stage [%d, %d) of %s on %s", start, end, model_spec.name, device)
 
