@@ -59,11 +59,13 @@ def test_sharded_greedy_equals_unsharded(ray_serve, tiny_model, workers):
 
 
 def test_stage_memory_is_split(tiny_model):
-    """A pruned stage keeps only its layers (that is what lets a big model fit N GPUs)."""
+    """A stage reads and keeps only its layers (that is what lets a big model fit N GPUs);
+    tests/unit/rayserve/test_rayserve_stage_loading.py checks the partial load in detail."""
+    from rayserve.loading import load_stage_model
     from rayserve.stage import PipelineStage
 
-    spec = ModelSpec(name="tiny", path=str(tiny_model))
+    spec, cpu = ModelSpec(name="tiny", path=str(tiny_model)), torch.device("cpu")
     full = sum(p.numel() for p in load_model(spec).parameters())
-    part = PipelineStage(load_model(spec, move=False), 2, 4, torch.device("cpu"), prune=True)
+    part = PipelineStage(load_stage_model(spec, 2, 4, cpu), 2, 4, cpu, prune=True)
     kept = sum(p.numel() for p in part.model.parameters())
     assert part.is_last and not part.is_first and kept < full * 0.75
