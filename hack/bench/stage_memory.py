@@ -17,7 +17,7 @@ CPU as float32 (the checkpoint's dtype) and the big one also as bfloat16: whethe
 converts dtypes decides what the old path costs (see the "Reading it" note it writes).
 
 Run: ``python -m hack.bench.stage_memory [--stages 4] [--big-hidden 1024] [--big-layers 16]
-[--out docs/bench/serve.md]``; the table replaces its own section of ``--out`` (or is
+[--out docs/bench/stage_memory.md]``; the table replaces its own section of ``--out`` (or is
 appended) and leaves the rest of the file alone.
 """
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stages", type=int, default=4)
     p.add_argument("--big-hidden", type=int, default=1024, help="0: only the tiny model")
     p.add_argument("--big-layers", type=int, default=16)
-    p.add_argument("--out", default="docs/bench/serve.md")
+    p.add_argument("--out", default="docs/bench/stage_memory.md")
     p.add_argument("--child", choices=["old", "new", "floor"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
