@@ -36,6 +36,7 @@ class NodeEstimate:
     usable_gib_per_gpu: float
     message: str
     max_context: int | None = None  # tokens one request may use (inference); None for tuning
+    kv_budget_tokens: int | None = None  # KV cache room of one replica, rows x tokens (inference)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -69,6 +70,15 @@ def kv_bytes_per_token(preset: Preset, dtype: str) -> int | None:
     return 2 * preset.num_layers * preset.num_kv_heads * preset.head_dim * DTYPE_BYTES[dtype]
 
 
+def kv_room_tokens(preset: Preset, dtype: str, replica_gib: float) -> int | None:
+    """Tokens of KV cache that fit in what one replica's usable GPU memory holds beyond the
+    weights (summed over the batch: rows x length); None when the preset lacks head_dim."""
+    per_token = kv_bytes_per_token(preset, dtype)
+    if per_token is None:
+        return None
+    return int(max(0.0, replica_gib - preset.weights_gib) * 2**30 // per_token)
+
+
 def served_context(preset: Preset, dtype: str, replica_gib: float) -> tuple[int, str]:
     """The context one request may use, and why when it is below the model's limit.
 
@@ -77,10 +87,10 @@ def served_context(preset: Preset, dtype: str, replica_gib: float) -> tuple[int,
     is many times the GPU (and die with an out-of-memory error mid-request).
     """
     per_token = kv_bytes_per_token(preset, dtype)
-    if per_token is None:
+    fits = kv_room_tokens(preset, dtype, replica_gib)
+    if per_token is None or fits is None:
         return preset.max_context, ""
     room_gib = max(0.0, replica_gib - preset.weights_gib)
-    fits = int(room_gib * 2**30 // per_token)
     if fits >= preset.max_context:
         return preset.max_context, ""
     capped = max(CONTEXT_STEP, fits // CONTEXT_STEP * CONTEXT_STEP)
@@ -188,9 +198,10 @@ def estimate_nodes(
     replicas = (final * gpn) // (tp * pp)
     if replicas > 1:
         message += f", room for {replicas} replicas"
-    max_context = None
+    max_context = kv_budget = None
     if tuning_method is None:
         max_context, note = served_context(preset, dtype, tp * pp * usable)
+        kv_budget = kv_room_tokens(preset, dtype, tp * pp * usable)
         message += note
     return NodeEstimate(
         node_count=final,
@@ -203,6 +214,7 @@ def estimate_nodes(
         usable_gib_per_gpu=usable,
         message=message,
         max_context=max_context,
+        kv_budget_tokens=kv_budget,
     )
 
 

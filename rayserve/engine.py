@@ -63,6 +63,11 @@ class _Seq:
     submitted: float = field(default_factory=time.monotonic)
 
 
+def _final_len(seq: _Seq) -> int:
+    """The most tokens ``seq`` can occupy in the KV cache: prompt + every token it may generate."""
+    return len(seq.prompt) + seq.params.max_new_tokens
+
+
 @dataclass
 class EngineStats:
     """Observability hooks; ``rayserve.metrics`` plugs Prometheus in here."""
@@ -85,8 +90,11 @@ class Engine:
         has_adapters: bool = False,
         stats: EngineStats | None = None,
         name: str = "",
+        kv_budget_tokens: int | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # rows x time the KV cache may hold at once (None: unbounded); see _fits
+        self.kv_budget_tokens = kv_budget_tokens
         # cache keys on the stages: engines sharing a pipeline must not share batches
         self._main, self._prefill_key = f"{name}main", f"{name}prefill"
         self.eos_ids = sorted(eos_ids)
@@ -193,12 +201,29 @@ class Engine:
         self.steps += 1
 
     def _admit(self) -> list[_Seq]:
-        out = []
+        """Waiting sequences that join now, first come first served: the head of the queue
+        waits (and nothing overtakes it) while the batch has no room for it."""
+        out: list[_Seq] = []
+        peak = max((_final_len(s) for s in self.running), default=0)
         while self.waiting and len(self.running) + len(out) < self.max_batch_size:
-            seq = self.waiting.popleft()
-            if not seq.cancelled:
-                out.append(seq)
+            seq = self.waiting[0]
+            if seq.cancelled:
+                self.waiting.popleft()
+                continue
+            rows, longest = len(self.running) + len(out) + 1, max(peak, _final_len(seq))
+            if not self._fits(rows, longest):
+                break
+            out.append(self.waiting.popleft())
+            peak = longest
         return out
+
+    def _fits(self, rows: int, longest: int) -> bool:
+        """Whether a batch of ``rows`` whose longest sequence may reach ``longest`` tokens fits
+        the KV budget. The cache is one ``[rows, time]`` tensor per layer, right-aligned, whose
+        time axis is trimmed to the longest live row, so ``rows x longest`` bounds it for the
+        whole life of the batch: admitting by it means no out-of-memory error mid-generation.
+        One sequence alone is always admitted (the served context is capped to the budget)."""
+        return self.kv_budget_tokens is None or rows == 1 or rows * longest <= self.kv_budget_tokens
 
     def _drop_done(self) -> None:
         keep = [i for i, s in enumerate(self.running) if not (s.finished or s.cancelled)]

@@ -32,10 +32,13 @@ class EngineGroup:
         max_waiting: int = 64,
         has_adapters: bool = False,
         stats: EngineStats | None = None,
+        kv_budget_tokens: int | None = None,
     ) -> None:
         self.stats = stats or EngineStats()
         per_batch = max(1, max_batch_size // batches)
         per_wait = max(0, max_waiting // batches)
+        # the batches in flight share the stages' memory: each gets its share of the budget
+        per_kv = None if kv_budget_tokens is None else max(1, kv_budget_tokens // batches)
         own = EngineStats(
             on_batch=self.stats.on_batch,
             on_queue=lambda _w, _r: self.stats.on_queue(self.queue_depth, len(self.running)),
@@ -51,6 +54,7 @@ class EngineGroup:
                 has_adapters,
                 own,
                 name=f"b{i}-" if batches > 1 else "",
+                kv_budget_tokens=per_kv,
             )
             for i in range(batches)
         ]

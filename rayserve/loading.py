@@ -12,8 +12,7 @@ import json
 import logging
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -159,37 +158,16 @@ def _checkpoint_dir(path: str) -> Path | None:
         return None
 
 
-@contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Create parameters on the meta device, buffers for real.
-
-    Why not ``with torch.device("meta")``: non-persistent buffers computed at init (rotary
-    ``inv_freq``) are not in the checkpoint, so they must be computed as the model's own
-    ``__init__`` / ``_init_weights`` does; only the parameters (all of the memory) wait for
-    the checkpoint. Allocating a parameter first with ``torch.empty`` touches no pages.
-    The patch is process-wide while it lasts (as accelerate's ``init_empty_weights``); a stage
-    actor builds its model in its own process, before it serves anything.
-    """
-    register = nn.Module.register_parameter
-
-    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        register(module, name, param)
-        if param is not None:
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
-
-
 def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
     """The full model from its config, parameters on meta, in ``dtype`` like ``load_model``."""
+    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
     config, _ = load_config(spec)
-    with _parameters_on_meta():
+    # parameters on meta (no memory; the checkpoint fills them), buffers for real: non-persistent
+    # ones computed at init (rotary inv_freq) are not in the checkpoint. The patch accelerate
+    # applies is process-wide while it lasts; a stage actor builds its model before serving.
+    with init_empty_weights(include_buffers=False):
         return AutoModelForCausalLM.from_config(
             config,
             dtype=dtype,

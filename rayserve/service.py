@@ -92,6 +92,7 @@ class LLMService:
             max_waiting=args.engine.max_waiting,
             has_adapters=bool(args.adapters),
             stats=stats,
+            kv_budget_tokens=args.engine.kv_budget_tokens,
         )
         self.created = int(time.time())
 

@@ -61,6 +61,10 @@ class EngineSpec(BaseModel):
     max_waiting: int = Field(64, ge=0, description="queued beyond the batch before answering 429")
     max_new_tokens_default: int = Field(128, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    kv_budget_tokens: int | None = Field(
+        None, ge=1, description="rows x tokens the KV cache may hold at once (None: unbounded); sequences "
+        "wait rather than join a batch that could outgrow it",
+    )
     microbatches: int | None = Field(
         None, ge=1, le=64, description="batches in flight per replica; None = one per pipeline worker"
     )

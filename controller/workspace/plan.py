@@ -33,6 +33,7 @@ class Plan:
     disk_gib: int | None = None
     message: str = ""
     max_context: int | None = None  # tokens per request the GPUs hold; None: the preset's limit
+    kv_budget_tokens: int | None = None  # KV cache room of one replica (rows x tokens); None: unbounded
 
     @property
     def gpus_per_replica(self) -> int:
@@ -81,4 +82,5 @@ def plan_for(ws: Workspace) -> Plan:
         disk_gib=preset.disk_gib if preset else None,
         message=f"Estimate: {est.message}.",
         max_context=est.max_context,
+        kv_budget_tokens=est.kv_budget_tokens,
     )

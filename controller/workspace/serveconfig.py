@@ -14,7 +14,7 @@ from controller.workspace.inference import adapter_path
 from controller.workspace.plan import Plan
 from rayserve.builder import AutoscalingSpec, ServeConfigInput
 from rayserve.builder import build_serve_config as _build
-from rayserve.spec import AdapterSpec, ModelSpec
+from rayserve.spec import AdapterSpec, EngineSpec, ModelSpec
 
 # The demo's fake SKU advertises a GPU but runs the model on the CPUs of a small local Ray.
 FAKE_CPUS = 0.5
@@ -54,6 +54,8 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
         replica_cpus=FAKE_CPUS if fake else 1,
         placement_strategy="PACK" if spans_nodes else "STRICT_PACK",
         serve_port=names.SERVE_PORT,
+        # the fake SKU's GPU memory is made up (the model runs on CPU): no budget to keep to
+        engine=EngineSpec(kv_budget_tokens=None if fake else plan.kv_budget_tokens),
     )
 
 

@@ -100,6 +100,7 @@ def test_long_context_model_is_capped_to_what_the_kv_cache_room_holds():
         "; KV cache 384 KiB per token, 7.28 GiB left after the weights -> context capped at 19712 of the "
         "model's 131072 tokens"
     )
+    assert est.kv_budget_tokens == int(room // per_token)  # shared by the batch: rows x tokens
     # the same model on an 80 GiB A100 keeps its whole window, and says nothing about it
     est = estimate_for("phi-3-mini-128k-instruct", "Standard_NC24ads_A100_v4")
     assert est.max_context == 131072 and "capped" not in est.message

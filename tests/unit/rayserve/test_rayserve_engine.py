@@ -84,6 +84,51 @@ def test_overload_is_immediate_and_cancel_frees_the_slot():
     _run(main())
 
 
+def test_kv_budget_holds_back_sequences_that_would_outgrow_it():
+    """Budget 40 token-rows: two sequences that may reach 20 tokens fit, a third waits (FIFO)
+    until one finishes; results are unchanged, and the batch never exceeded the budget."""
+    model = CountingModel(delay=0.001)
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=8, kv_budget_tokens=40)
+        seen: list[int] = []
+        real_admit = engine._admit
+
+        def admit():
+            out = real_admit()
+            rows = [*engine.running, *out]
+            if rows:
+                longest = max(len(q.prompt) + q.params.max_new_tokens for q in rows)
+                seen.append(len(rows) * longest)
+            return out
+
+        engine._admit = admit  # type: ignore[method-assign]
+
+        async def ask(start: int) -> list[int]:
+            return await _tokens(engine.generate([start] * 4, SamplingParams(max_new_tokens=16)))
+
+        outs = await asyncio.gather(ask(0), ask(10), ask(20))
+        await engine.close()
+        return outs, seen
+
+    outs, seen = _run(main())
+    assert outs[0][:3] == [1, 2, 3] and outs[2][:3] == [21, 22, 23] and all(len(o) == 16 for o in outs)
+    assert max(model.batches) == 2, "the third sequence joined only after one had finished"
+    assert max(seen) <= 40
+
+
+def test_a_sequence_longer_than_the_budget_still_runs_alone():
+    model = CountingModel()
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=4, kv_budget_tokens=8)
+        out = await _tokens(engine.generate([1, 2, 3], SamplingParams(max_new_tokens=10)))
+        await engine.close()
+        return out
+
+    assert len(_run(main())) == 10
+
+
 @pytest.mark.parametrize("fail_at", [0, 1], ids=["prefill", "decode"])
 def test_a_failed_forward_fails_its_requests_not_the_engine(fail_at):
     model = CountingModel(fail_at=fail_at)

@@ -256,6 +256,13 @@ def test_serve_config_carries_the_capped_context() -> None:
     assert plan.max_context == 19712 and "context capped at 19712" in plan.message
     [app] = yaml.safe_load(build_serve_config(ws, plan))["applications"]
     assert app["args"]["model"]["max_context"] == 19712
+    # the whole room is the engine's KV budget: four 4k-token sequences fit, not sixteen
+    assert app["args"]["engine"]["kv_budget_tokens"] == plan.kv_budget_tokens
+    assert 4 * 4096 <= plan.kv_budget_tokens < 16 * 4096
+    # the demo's fake GPU has no real memory to keep to
+    fake = workspace(preset="tiny-phi-3", instance_type="Standard_Fake_GPU")
+    [app] = yaml.safe_load(build_serve_config(fake, plan_for(fake)))["applications"]
+    assert app["args"]["engine"].get("kv_budget_tokens") is None
 
 
 def test_tuning_job_reads_every_url_or_the_whole_input_directory() -> None:
