@@ -48,16 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         stack.timeline.mark("/chat answered")
         print(f"$ curl -X POST {url}/chat -d '{{\"prompt\": \"{args.prompt}\"}}'\n{answer}\n")
         print(f"Ray dashboard: {stack.dashboard_url}  (Serve tab shows the application)")
-        promql = "kaito_workspace_ready"
-        series = []
-        for _ in range(30):
-            series = stack.promql(promql)
-            if series:
-                break
-            stop.wait(1.0)
-        print(f"Prometheus http://127.0.0.1:{stack.ports['prometheus']}  query {promql}:")
-        for s in series:
-            print(f"  {s['metric']} = {s['value'][1]}")
+        ready = stack.readiness_series(name, namespace)
+        stack.timeline.mark("Prometheus reads kaito_workspace_ready = 1")
+        query = f'kaito_workspace_ready{{name="{name}",namespace="{namespace}"}}'
+        print(f"Prometheus http://127.0.0.1:{stack.ports['prometheus']}  query {query}:")
+        for condition, value in sorted(ready.items()):
+            print(f"  condition={condition} = {value}")
         print("\nwhere the time went:\n" + stack.timeline.table())
         if not args.exit:
             print("\nrunning; Ctrl-C stops everything")

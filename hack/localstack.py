@@ -228,6 +228,20 @@ class LocalStack:
     def promql(self, query: str) -> list[dict]:
         return prometheus.query(self.ports["prometheus"], query)
 
+    def readiness_series(self, name: str, namespace: str, timeout: float = 60.0) -> dict[str, str]:
+        """``kaito_workspace_ready`` of one workspace by condition, once Prometheus reads it Ready.
+
+        Scrapes lag the status by up to an interval, so right after WorkspaceReady the newest
+        sample may still say 0; wait for the 1 (returns the last reading if it never comes).
+        """
+        query = f'kaito_workspace_ready{{name="{name}",namespace="{namespace}"}}'
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = {s["metric"].get("condition", ""): s["value"][1] for s in self.promql(query)}
+            if ready.get("WorkspaceReady") == "1" or time.monotonic() >= deadline:
+                return ready
+            time.sleep(1.0)
+
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.procs[name].stop()

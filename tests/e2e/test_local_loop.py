@@ -56,13 +56,8 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         answer = stack.chat(stack.serve_url(name, ns), "What is Kubernetes?", max_new_tokens=8)
         assert isinstance(answer["Result"], str) and answer["Result"].strip(), answer
 
-        # scrapes lag the status by up to an interval: wait for the series to report ready
-        def readiness() -> dict[str, str]:
-            series = stack.promql(f'kaito_workspace_ready{{name="{name}"}}')
-            ready = {s["metric"].get("condition"): s["value"][1] for s in series}
-            return ready if ready.get("WorkspaceReady") == "1" else {}
-
-        ready = _wait(readiness, 60, "the readiness series in Prometheus to read 1")
+        # scrapes lag the status by up to an interval: the stack waits for the series to read 1
+        ready = stack.readiness_series(name, ns, timeout=60)
         assert ready == {"ResourceReady": "1", "InferenceReady": "1", "WorkspaceReady": "1"}, ready
 
         stack.kubectl("delete", "workspace", name, "-n", ns, "--wait=false")
