@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -329,20 +330,43 @@ def _root(doc: object) -> dict:
     return inner
 
 
+_BRIEF = reprlib.Repr()  # what a problem message shows of a bad value: a short, bounded sketch
+_BRIEF.maxstring = _BRIEF.maxother = 60
+_BRIEF.maxlist = _BRIEF.maxdict = 6
+_BRIEF.maxlevel = 2
+MAX_CONFIG_BYTES = 64 * 1024  # a training config is a few dozen lines; a ConfigMap may hold 1 MiB
+
+
 def _pydantic_problems(exc: ValidationError) -> list[str]:
     by_alias = {"lora": "LoraConfig", "training": "TrainingArguments", "quantization": "QuantizationConfig"}
     out = []
     for err in exc.errors():
         loc = [by_alias.get(str(p), str(p)) for p in err["loc"]]
         msg = err["msg"].removeprefix("Value error, ")
-        out.append(f"{'.'.join(loc)}: {msg} (got {err['input']!r})")
+        out.append(f"{'.'.join(loc)}: {msg} (got {_BRIEF.repr(err['input'])})")
     return out
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors/aliases: a config needs none, and aliases let a few hundred
+    bytes expand into a structure whose every printout is gigabytes ("billion laughs"); the
+    controller parses these files from ConfigMaps that any namespace user can write."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in a training config",
+                self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def parse_training_config(text: str) -> TrainingConfigFile:
     """Validate the text of a ``training_config.yaml``; every problem at once in TrainingConfigError."""
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise TrainingConfigError([f"{len(text.encode())} bytes; a training config may have at most "
+                                   f"{MAX_CONFIG_BYTES}"])
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
         raise TrainingConfigError([f"not valid YAML: {exc}"]) from None
     split = _split_sections(_root(doc))

@@ -8,6 +8,7 @@ import pytest
 
 from rayserve.tuning.config import (
     FIELD_MAP,
+    MAX_CONFIG_BYTES,
     TrainingConfigError,
     TuningConfig,
     config_from_args,
@@ -240,3 +241,17 @@ def test_data_flag_repeats_and_a_single_string_still_validates() -> None:
     cfg = config_from_args(argv)
     assert cfg.data == ["a.jsonl", "https://x/b.parquet"]
     assert TuningConfig(model="m", data="d", output="o").data == ["d"]
+
+
+def test_aliases_huge_files_and_huge_values_are_refused_briefly() -> None:
+    # "billion laughs": a few hundred bytes whose printout would be gigabytes
+    levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    bomb = "\n".join([*levels, "LoraConfig: {r: *a7}"])
+    with pytest.raises(TrainingConfigError, match="aliases"):
+        parse_training_config(bomb)
+    with pytest.raises(TrainingConfigError, match="at most"):
+        parse_training_config("#" * (MAX_CONFIG_BYTES + 1))
+    with pytest.raises(TrainingConfigError) as caught:
+        parse_training_config("LoraConfig: {r: [" + ", ".join(["1"] * 5000) + "]}")
+    assert "LoraConfig.r" in str(caught.value) and len(str(caught.value)) < 200
