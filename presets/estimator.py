@@ -79,24 +79,28 @@ def kv_room_tokens(preset: Preset, dtype: str, replica_gib: float) -> int | None
     return int(max(0.0, replica_gib - preset.weights_gib) * 2**30 // per_token)
 
 
-def served_context(preset: Preset, dtype: str, replica_gib: float) -> tuple[int, str]:
+def served_context(preset: Preset, dtype: str, replica_gib: float, batches: int = 1) -> tuple[int, str]:
     """The context one request may use, and why when it is below the model's limit.
 
     Whatever one replica's usable GPU memory holds beyond the weights is room for the KV cache.
     A 128k-token model on one 16 GiB GPU would otherwise accept a prompt whose KV cache alone
-    is many times the GPU (and die with an out-of-memory error mid-request).
+    is many times the GPU (and die with an out-of-memory error mid-request). A pipeline replica
+    keeps ``batches`` batches in flight (one per stage), each with its own cache, and the engine
+    always lets one sequence run in each: one request may use one batch's share.
     """
     per_token = kv_bytes_per_token(preset, dtype)
-    fits = kv_room_tokens(preset, dtype, replica_gib)
-    if per_token is None or fits is None:
+    room = kv_room_tokens(preset, dtype, replica_gib)
+    if per_token is None or room is None:
         return preset.max_context, ""
-    room_gib = max(0.0, replica_gib - preset.weights_gib)
+    fits = room // max(1, batches)
     if fits >= preset.max_context:
         return preset.max_context, ""
-    capped = max(CONTEXT_STEP, fits // CONTEXT_STEP * CONTEXT_STEP)
+    capped = fits // CONTEXT_STEP * CONTEXT_STEP if fits >= CONTEXT_STEP else max(1, fits)
+    room_gib = max(0.0, replica_gib - preset.weights_gib)
+    split = f", shared by {batches} batches in flight" if batches > 1 else ""
     return capped, (
         f"; KV cache {_num(round(per_token / 1024, 1))} KiB per token, {_num(round(room_gib, 2))} GiB left "
-        f"after the weights -> context capped at {capped} of the model's {preset.max_context} tokens"
+        f"after the weights{split} -> context capped at {capped} of the model's {preset.max_context} tokens"
     )
 
 
@@ -200,7 +204,8 @@ def estimate_nodes(
         message += f", room for {replicas} replicas"
     max_context = kv_budget = None
     if tuning_method is None:
-        max_context, note = served_context(preset, dtype, tp * pp * usable)
+        # the engine keeps one batch per pipeline stage in flight (rayserve EngineSpec.microbatches)
+        max_context, note = served_context(preset, dtype, tp * pp * usable, batches=pp)
         kv_budget = kv_room_tokens(preset, dtype, tp * pp * usable)
         message += note
     return NodeEstimate(

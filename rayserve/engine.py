@@ -222,7 +222,8 @@ class Engine:
         the KV budget. The cache is one ``[rows, time]`` tensor per layer, right-aligned, whose
         time axis is trimmed to the longest live row, so ``rows x longest`` bounds it for the
         whole life of the batch: admitting by it means no out-of-memory error mid-generation.
-        One sequence alone is always admitted (the served context is capped to the budget)."""
+        One sequence alone is always admitted: the estimator caps the served context to one
+        batch's share of the budget (``presets.estimator.served_context``)."""
         return self.kv_budget_tokens is None or rows == 1 or rows * longest <= self.kv_budget_tokens
 
     def _drop_done(self) -> None:

@@ -117,3 +117,11 @@ def test_unknown_head_dim_means_no_cap():
 
     preset = get_preset("phi-3-mini-128k-instruct").model_copy(update={"head_dim": None})
     assert served_context(preset, "float16", replica_gib=8.0) == (131072, "")
+
+
+def test_pipeline_replicas_cap_the_context_to_one_batchs_share():
+    # phi-3-medium-128k on V100s: 2 stages -> 2 batches in flight, each with its own KV cache
+    est = estimate_for("phi-3-medium-128k-instruct", "Standard_NC6s_v3")
+    assert est.pipeline_parallel == 2 and est.kv_budget_tokens
+    assert est.max_context <= est.kv_budget_tokens // 2
+    assert "shared by 2 batches in flight" in est.message
