@@ -150,12 +150,28 @@ def _checkpoint_dir(path: str) -> Path | None:
     if Path(path).is_dir():
         return Path(path)
     try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(path, allow_patterns=["*.json", "*.safetensors"]))
+        return Path(_download_checkpoint(path))
     except Exception as e:  # not a hub id, or offline without a cached copy: let the full load say why
         log.info("no local checkpoint directory for %s: %s", path, e)
         return None
+
+
+def _download_checkpoint(repo: str) -> str:
+    """Snapshot the config files and only the safetensors files the model uses.
+
+    ``*.safetensors`` would also fetch alternative copies some repositories carry (Mistral's
+    ``consolidated.safetensors`` beside the sharded files doubles the download); the index's
+    ``weight_map`` names the files that matter, and a repo without an index has one file.
+    """
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        index = hf_hub_download(repo, "model.safetensors.index.json")
+        files = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+    except EntryNotFoundError:
+        files = ["model.safetensors"]
+    return snapshot_download(repo, allow_patterns=["*.json", *files])
 
 
 def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:

@@ -200,3 +200,37 @@ def _copy_checkpoint(src: Path, dst: Path) -> None:
     for f in src.iterdir():
         if f.is_file():
             (dst / f.name).write_bytes(f.read_bytes())
+
+
+def test_a_hub_checkpoint_downloads_only_the_files_its_index_names(monkeypatch, tmp_path) -> None:
+    """A repo may carry another copy of the weights (Mistral's consolidated.safetensors): only the
+    files the index's weight_map names (plus the json files) are fetched. No network: the hub
+    client's two calls are replaced."""
+    import json
+
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from rayserve import loading
+
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors",
+                                                "b": "model-00002-of-00002.safetensors",
+                                                "c": "model-00001-of-00002.safetensors"}}))
+    asked: list[list[str]] = []
+
+    def snapshot(repo: str, allow_patterns: list[str]) -> str:
+        asked.append(allow_patterns)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name: str(index))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    assert loading._checkpoint_dir("mistralai/Mistral-7B-Instruct-v0.3") == tmp_path
+    assert asked[-1] == ["*.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+    def no_index(repo: str, name: str) -> str:
+        raise EntryNotFoundError(f"{name} not in {repo}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_index)
+    loading._checkpoint_dir("microsoft/Phi-3-mini-4k-instruct")
+    assert asked[-1] == ["*.json", "model.safetensors"]
