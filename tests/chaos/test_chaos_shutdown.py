@@ -68,8 +68,8 @@ def test_processes_exit_on_sigterm_after_apiserver_died(bed: Bed) -> None:
 
     # a controller that starts while the API server is down waits for its caches; SIGTERM ends that
     late = bed.track(start_controller(bed.cp, bed.workdir, "late", leader_elect=True, wait_ready=False))
-    time.sleep(3.0)
-    assert late.mp.running, late.mp.log_tail()
+    # its informers' failed lists come after run_forever() installed the signal handlers
+    late.mp.wait_until(lambda: "list/watch failed" in late.mp.log_tail(), 60, "the late controller listing")
     took, rc = _sigterm_and_time(late)
     assert took < BOUND_S, f"a controller still syncing caches took {took:.1f} s:\n{late.mp.log_tail()}"
     assert rc == 0, f"exit code {rc}:\n{late.mp.log_tail()}"
