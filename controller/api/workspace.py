@@ -188,7 +188,8 @@ class TuningSpec(K8sModel):
     preset: PresetSpec
     method: TuningMethod = Field(default="lora", json_schema_extra=immutable("tuning.method"))
     config: str | None = Field(
-        default=None, max_length=253, description="ConfigMap (key training_config.yaml) in the namespace."
+        default=None, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="ConfigMap (key training_config.yaml) in the namespace.",
     )
     input: DataSource
     output: DataDestination

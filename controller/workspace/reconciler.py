@@ -177,9 +177,13 @@ class WorkspaceReconciler:
                 plan = self.planner(ws)
             except PlanError as exc:
                 obs.plan_error = str(exc)
-        if plan is not None and (bad_config := self._invalid_tuning_config(ws)):
-            obs.invalid, plan = bad_config, None  # no GPU nodes for a Job that cannot start
-            requeue = self.options.config_poll_seconds  # the ConfigMap may be fixed; nothing watches it
+        if plan is not None and (config_problem := self._tuning_config_problem(ws)):
+            # no GPU nodes for a Job that cannot start yet; look again (nothing watches ConfigMaps)
+            if config_problem.failed:
+                obs.invalid = config_problem.message
+            else:
+                obs.waiting = (config_problem.reason, config_problem.message)
+            plan, requeue = None, self.options.config_poll_seconds
         if plan is not None:
             if target:  # set once: later estimates (a changed catalog) do not move it
                 plan = plan.with_node_count(target)
@@ -287,15 +291,16 @@ class WorkspaceReconciler:
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
         return job_state(self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True))
 
-    def _invalid_tuning_config(self, ws: Workspace) -> str | None:
-        """The message when tuning.config names a ConfigMap that exists but cannot work, checked
-        before any Machine is created (a missing one may still be on its way: that waits at the Job)."""
+    def _tuning_config_problem(self, ws: Workspace) -> JobState | None:
+        """Why the ConfigMap tuning.config names keeps the Job back (missing, or invalid), checked
+        before any Machine is created: GPU nodes would only idle until it is fixed."""
         if ws.tuning is None or not ws.tuning.config:
             return None
         if self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}") is not None:
-            return None  # checked when the Job was made; later edits of the ConfigMap do not matter
-        problem = self._check_training_config(ws).problem
-        return problem.message if problem is not None and problem.failed else None
+            # checked when the Job was made; a retried pod reads the live (maybe edited) ConfigMap,
+            # which the trainer checks with the same parser
+            return None
+        return self._check_training_config(ws).problem
 
     def _check_training_config(self, ws: Workspace) -> ConfigCheck:
         """GET (not a cache: nothing else reads ConfigMaps) and check the ConfigMap tuning.config names."""

@@ -31,6 +31,7 @@ class Observation:
 
     tuning: bool = False
     invalid: str | None = None  # validation failed: the message
+    waiting: tuple[str, str] | None = None  # (reason, message): an input the spec names is not there yet
     plan_error: str | None = None  # the node estimate failed: the message
     plan_message: str = ""  # the estimator's explanation
     machines: MachineSummary | None = None
@@ -59,6 +60,8 @@ def resource_condition(obs: Observation) -> Cond:
         return Cond(CONDITION_RESOURCE_READY, "False", "InvalidWorkspace", obs.invalid)
     if obs.plan_error:
         return Cond(CONDITION_RESOURCE_READY, "False", "EstimateFailed", obs.plan_error)
+    if obs.waiting:
+        return Cond(CONDITION_RESOURCE_READY, "False", *obs.waiting)
     m = obs.machines
     plan = f" {obs.plan_message}" if obs.plan_message else ""
     if m is None:

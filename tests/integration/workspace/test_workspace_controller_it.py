@@ -248,33 +248,34 @@ def test_tuning_config_configmap_is_waited_for_checked_and_mounted(
         client.create(
             WORKSPACES, workspace_manifest(name, instance_type="Standard_NC24ads_A100_v4", tuning=tuning), ns
         )
-        [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
-        set_machine_status(client, m["metadata"]["name"], True, node="gpu-0")
-        def job_started(reason: str) -> dict:
+        def condition(kind: str, reason: str) -> dict:
             def check() -> dict | None:
-                c = conditions(client, ns, name).get("JobStarted")
+                c = conditions(client, ns, name).get(kind)
                 return c if c and c["reason"] == reason else None
 
-            return wait_for(check, what=f"JobStarted reason {reason}")
+            return wait_for(check, what=f"{kind} reason {reason}")
 
-        js = job_started("TuningConfigNotFound")
-        assert "ConfigMap train-cfg" in js["message"] and f"namespace {ns}" in js["message"]
+        # missing: waited for before any GPU node is asked for
+        rr = condition("ResourceReady", "TuningConfigNotFound")
+        assert "ConfigMap train-cfg" in rr["message"] and f"namespace {ns}" in rr["message"]
         assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Pending"
+        assert machines_of(client, ns, name) == []
         job_name = names.tuning_job_name(name)
-        assert client.list(JOBS, ns)[0] == []
 
         bad = "training_config:\n  QuantizationConfig: {load_in_4bit: true}\n  LoraConfig: {r: -1}\n"
         cm = {"metadata": {"name": "train-cfg"}, "data": {"training_config.yaml": bad}}
         client.create(CONFIGMAPS, cm, ns)
-        js = job_started("InvalidWorkspace")  # within one poll (Options.config_poll_seconds)
+        js = condition("JobStarted", "InvalidWorkspace")  # within one poll (Options.config_poll_seconds)
         assert "LoraConfig.r: Input should be greater than or equal to 1" in js["message"]
         ws = client.get(WORKSPACES, name, ns)
         assert ws["status"]["state"] == "Failed"
         assert "LoraConfig.r" in conditions(client, ns, name)["WorkspaceSucceeded"]["message"]
-        assert client.list(JOBS, ns)[0] == []
+        assert machines_of(client, ns, name) == [] and client.list(JOBS, ns)[0] == []
 
         good = bad.replace("r: -1", "r: 4") + "  TrainingArguments: {output_dir: /mnt/results/phi}\n"
         client.patch(CONFIGMAPS, "train-cfg", {"data": {"training_config.yaml": good}}, namespace=ns)
+        [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
+        set_machine_status(client, m["metadata"]["name"], True, node="gpu-0")
         job = wait_for(lambda: client.get(JOBS, job_name, ns), what="Job")
         pod = job["spec"]["template"]["spec"]
         [container] = pod["containers"]
@@ -284,7 +285,7 @@ def test_tuning_config_configmap_is_waited_for_checked_and_mounted(
         assert {"name": "config", "mountPath": "/mnt/config", "readOnly": True} in container["volumeMounts"]
         [volume] = [v for v in pod["volumes"] if v["name"] == "config"]
         assert volume["configMap"]["name"] == "train-cfg"
-        job_started("JobPending")
+        condition("JobStarted", "JobPending")
         assert client.get(WORKSPACES, name, ns)["status"]["state"] == "Pending"
 
 

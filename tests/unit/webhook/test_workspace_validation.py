@@ -189,6 +189,14 @@ def test_tuning_rules():
     ]
 
 
+@pytest.mark.parametrize("name, ok", [("qlora-phi-3-params", True), ("..", False), ("Train_Cfg", False)])
+def test_tuning_config_names_a_configmap(name, ok):
+    found = errors(ws(tuning=tuning(config=name)))
+    assert (found == []) is ok, found
+    if not ok:
+        assert any(e.startswith("tuning.config") for e in found), found
+
+
 def test_tuning_needs_a_tunable_preset_that_fits_one_node():
     (msg,) = errors(ws(tuning=tuning(preset={"name": "llama-3.1-70b-instruct"})))
     assert msg.startswith(

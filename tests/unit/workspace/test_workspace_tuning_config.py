@@ -147,14 +147,19 @@ def _tuning_reconciler(
     ws["tuning"] = TUNING
     stores.workspaces.add(ws)
     rec = WorkspaceReconciler(client, stores, options=Options(), planner=lambda w: PLAN)
-    rec.reconcile(Request("ns", "phi"))  # creates the Machine (unless the config is invalid)
+    rec.reconcile(Request("ns", "phi"))  # creates the Machine (when the config is there and valid)
+    _machines_ready(client, stores)
+    return rec, client, stores
+
+
+def _machines_ready(client: ConfigMapClient, stores: Stores) -> None:
+    """Play the provisioner: every Machine created so far is Ready, as the informer would show."""
     for key in [k for k in client.objects if k[0] == "machines"]:
         m = copy.deepcopy(client.objects[key])
         ready = {"type": "Ready", "status": "True", "reason": "Ready", "message": "",
                  "lastTransitionTime": "2026-01-01T00:00:00Z"}
         m["status"] = {"nodeName": "n0", "conditions": [ready]}
         stores.machines.add(m)
-    return rec, client, stores
 
 
 def _job_started(workspace_body: dict) -> dict:
@@ -170,8 +175,11 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
     assert result.requeue_after == Options().config_poll_seconds  # look again, not an error backoff
     assert ("get", "configmaps", "train-cfg") in client.calls
     assert not [k for k in client.objects if k[0] == "jobs"]
-    started = _job_started(written[-1])
-    assert started["reason"] == REASON_CONFIG_NOT_FOUND and "train-cfg" in started["message"]
+    # missing: waiting, and no GPU node idles meanwhile
+    assert not [k for k in client.objects if k[0] == "machines"]
+    resource = next(c for c in written[-1]["status"]["conditions"] if c["type"] == "ResourceReady")
+    assert resource["reason"] == REASON_CONFIG_NOT_FOUND and "train-cfg" in resource["message"]
+    assert "train-cfg" in _job_started(written[-1])["message"]
     assert written[-1]["status"]["state"] == "Pending"
 
     client.configmaps["train-cfg"] = _cm("LoraConfig: {r: -1}")
@@ -185,6 +193,8 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
     assert not [k for k in client.objects if k[0] == "jobs"]
 
     client.configmaps["train-cfg"] = _cm()
+    assert rec.reconcile(Request("ns", "phi")).requeue_after == Options().machine_poll_seconds
+    _machines_ready(client, stores)
     assert rec.reconcile(Request("ns", "phi")).requeue_after is None
     job = client.objects[("jobs", "ns", names.tuning_job_name("phi"))]
     [c] = job["spec"]["template"]["spec"]["containers"]
