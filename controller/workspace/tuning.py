@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from controller.api.workspace import Workspace
 from controller.workspace import names
+from controller.workspace.adapter_push import pusher_container, record_exit_code
 from controller.workspace.inference import GPU_RESOURCE, pod_labels, pod_pinning
 from controller.workspace.plan import Plan
 from rayserve.tuning.config import CONFIG_KEY, TrainingConfigError, parse_training_config
@@ -70,7 +71,7 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], list[dict], list
         volumes.append({"name": "output", **dst.volume_source})
     elif dst.path:
         volumes.append({"name": "output", "hostPath": {"path": dst.path, "type": "DirectoryOrCreate"}})
-    else:  # an image destination: the adapter stays in the pod until a pusher exists (see report)
+    else:  # an image destination: the pusher container publishes it (controller.workspace.adapter_push)
         volumes.append({"name": "output", "emptyDir": {}})
     mounts.append({"name": "output", "mountPath": OUTPUT_DIR})
     return args, volumes, mounts, inits
@@ -96,11 +97,15 @@ def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str, output_d
     if opts and opts.model_access_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": opts.model_access_secret, "key": "HF_TOKEN", "optional": True}}})
-    if ws.tuning.output.image_push_secret:
-        env.append({"name": "OUTPUT_PUSH_SECRET", "value": ws.tuning.output.image_push_secret})
     if env:
         container["env"] = env
-    spec: dict = {**pod_pinning(ws), "restartPolicy": "Never", "containers": [container], "volumes": volumes}
+    containers = [container]
+    dst = ws.tuning.output
+    if dst.image:  # the webhook requires imagePushSecret with it
+        pusher, auth = pusher_container(dst.image, output_dir, dst.image_push_secret or "")
+        containers = [record_exit_code(container), pusher]
+        volumes = [*volumes, auth]
+    spec: dict = {**pod_pinning(ws), "restartPolicy": "Never", "containers": containers, "volumes": volumes}
     if inits:
         spec["initContainers"] = inits
     return {

@@ -198,13 +198,25 @@ def test_invalid_workspace_is_reported_not_crashed(ws_client: Client, ws_ns: str
         assert ws["status"]["state"] == "NotReady"
 
 
-def test_tuning_workspace_runs_a_job(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
-    client, ns, name = ws_client, ws_ns, "tune"
+@pytest.mark.parametrize(
+    "output, containers",
+    [
+        ({"volumeSource": {"emptyDir": {}}}, ["tuning"]),
+        # the API server must accept the pusher's pod template (secret volume items, mounts)
+        ({"image": "registry.example.com/adapters/tune:1", "imagePushSecret": "push"},
+         ["tuning", "adapter-pusher"]),
+    ],
+    ids=["volume", "image"],
+)
+def test_tuning_workspace_runs_a_job(
+    ws_client: Client, ws_ns: str, kubeconfig: str, output: dict, containers: list[str]
+) -> None:
+    client, ns, name = ws_client, ws_ns, f"tune-{len(containers)}"
     tuning = {
         "preset": {"name": "phi-3-mini-4k-instruct"},
         "method": "qlora",
         "input": {"urls": ["https://example.com/data.jsonl"]},
-        "output": {"volumeSource": {"emptyDir": {}}},
+        "output": output,
     }
     with running_controller(kubeconfig):
         client.create(
@@ -213,8 +225,9 @@ def test_tuning_workspace_runs_a_job(ws_client: Client, ws_ns: str, kubeconfig: 
         [m] = wait_for(lambda: machines_of(client, ns, name), what="machine")
         set_machine_status(client, m["metadata"]["name"], True, node="gpu-0")
         job = wait_for(lambda: client.get(JOBS, names.tuning_job_name(name), ns), what="Job")
-        container = job["spec"]["template"]["spec"]["containers"][0]
-        assert container["command"] == ["python", "-m", "rayserve.tuning"]
+        pod = job["spec"]["template"]["spec"]
+        assert [c["name"] for c in pod["containers"]] == containers
+        assert " ".join(pod["containers"][0]["command"]).count("python -m rayserve.tuning") == 1
         js = wait_for(lambda: conditions(client, ns, name).get("JobStarted"), what="JobStarted")
         assert js["status"] == "False"
         now = "2026-01-01T00:00:00Z"
