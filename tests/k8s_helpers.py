@@ -52,6 +52,15 @@ def make_namespace(client: Client, prefix: str = "t") -> str:
     return name
 
 
+def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = None) -> bool:
+    """True once the object no longer exists."""
+    try:
+        client.get(kind, name, namespace)
+    except NotFound:
+        return True
+    return False
+
+
 def served(client: Client, kind: ResourceKind) -> bool:
     """True once the API server lists ``kind`` (a new CRD takes a moment to be served)."""
     try:

@@ -9,10 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from k8s_helpers import CRDS, EVENTS, NAMESPACES, install_project_crds, wait_for  # noqa: F401 (re-exported)
+from k8s_helpers import CRDS, EVENTS, NAMESPACES, gone, install_project_crds, wait_for  # noqa: F401 (re-exported)
 from k8s_helpers import make_namespace as _make_namespace
 
-from controller.runtime import Client, NotFound, ResourceKind
+from controller.runtime import Client
 from provisioner import kinds
 from provisioner.cloud.fake import FakeCloud
 from provisioner.machine_controller import Options
@@ -72,13 +72,6 @@ def condition_is(client: Client, name: str, type_: str, status: str = "True") ->
     cond = condition(machine, type_)
     return machine if cond is not None and cond["status"] == status else None
 
-
-def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = None) -> bool:
-    try:
-        client.get(kind, name, namespace)
-    except NotFound:
-        return True
-    return False
 
 
 def events_for(client: Client, name: str, reason: str, timeout: float = 20.0) -> list[dict]:

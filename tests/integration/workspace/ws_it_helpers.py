@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from k8s_helpers import CRDS, EVENTS, NAMESPACES, install_project_crds, wait_for  # noqa: F401 (re-exported)
+from k8s_helpers import CRDS, EVENTS, NAMESPACES, gone, install_project_crds, wait_for  # noqa: F401 (re-exported)
 from k8s_helpers import make_namespace as _make_namespace
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
-from controller.runtime import Client, Manager, NotFound, ResourceKind
+from controller.runtime import Client, Manager
 from controller.workspace import names
 from controller.workspace.reconciler import Options
 from controller.workspace.setup import setup_workspace_controller
@@ -167,11 +167,3 @@ def wait_for_events(
 
     return wait_for(seen, timeout, what=f"events {sorted(reasons)} for {ns}/{name}")
 
-
-def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = None) -> bool:
-    """True once the object no longer exists."""
-    try:
-        client.get(kind, name, namespace)
-    except NotFound:
-        return True
-    return False
