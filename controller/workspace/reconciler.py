@@ -59,8 +59,6 @@ from controller.workspace.plan import Plan, PlanError, plan_for
 from controller.workspace.serveconfig import build_serve_config
 from controller.workspace.status import Observation, apply_observation, served_before
 from controller.workspace.tuning import (
-    CONFIG_REASONS,
-    REASON_CONFIG_INVALID,
     REASON_CONFIG_NOT_FOUND,
     ConfigCheck,
     JobState,
@@ -84,7 +82,7 @@ MACHINE_INDEX = "label:" + LABEL_WORKSPACE
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
-    REASON_CONFIG_NOT_FOUND, REASON_CONFIG_INVALID,
+    REASON_CONFIG_NOT_FOUND,
 })
 
 
@@ -177,12 +175,10 @@ class WorkspaceReconciler:
                 plan = self.planner(ws)
             except PlanError as exc:
                 obs.plan_error = str(exc)
-        if plan is not None and (config_problem := self._tuning_config_problem(ws)):
+        config = self._tuning_config(ws) if plan is not None else ConfigCheck()
+        if config.problem is not None:
             # no GPU nodes for a Job that cannot start yet; look again (nothing watches ConfigMaps)
-            if config_problem.failed:
-                obs.invalid = config_problem.message
-            else:
-                obs.waiting = (config_problem.reason, config_problem.message)
+            obs.hold_for(config.problem)
             plan, requeue = None, self.options.config_poll_seconds
         if plan is not None:
             if target:  # set once: later estimates (a changed catalog) do not move it
@@ -195,9 +191,7 @@ class WorkspaceReconciler:
             if not summary.all_ready:
                 requeue = self.options.machine_poll_seconds
             elif ws.tuning is not None:
-                obs.job = self._ensure_job(ws, raw, plan)
-                if obs.job.reason in CONFIG_REASONS:
-                    requeue = self.options.config_poll_seconds
+                obs.job = self._ensure_job(ws, raw, plan, config.output_dir)
             else:
                 obs.inference = self._ensure_inference(ws, raw, plan)
                 if not obs.inference.ready and not obs.inference.failed:
@@ -275,36 +269,30 @@ class WorkspaceReconciler:
                                   f"Service: {exc.message}", failed=True)
         return rayservice_state(rs)
 
-    def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan) -> JobState:
+    def _job_of(self, ws: Workspace) -> dict | None:
+        return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
+
+    def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan, output_dir: str) -> JobState:
         from presets.registry import get_preset
 
-        assert ws.tuning is not None
-        existing = self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
+        existing = self._job_of(ws)
         if existing is not None:  # its config was checked when it was created; its template is immutable
             return job_state(existing)
-        check = self._check_training_config(ws) if ws.tuning.config else ConfigCheck()
-        if check.problem is not None:
-            return check.problem
         preset = get_preset(plan.preset)
         model = preset.model_source if preset else plan.preset
-        job = build_tuning_job(ws, plan, self.options.tuning_image, model, check.output_dir)
+        job = build_tuning_job(ws, plan, self.options.tuning_image, model, output_dir)
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
         return job_state(self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True))
 
-    def _tuning_config_problem(self, ws: Workspace) -> JobState | None:
-        """Why the ConfigMap tuning.config names keeps the Job back (missing, or invalid), checked
-        before any Machine is created: GPU nodes would only idle until it is fixed."""
-        if ws.tuning is None or not ws.tuning.config:
-            return None
-        if self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}") is not None:
-            # checked when the Job was made; a retried pod reads the live (maybe edited) ConfigMap,
-            # which the trainer checks with the same parser
-            return None
-        return self._check_training_config(ws).problem
-
-    def _check_training_config(self, ws: Workspace) -> ConfigCheck:
-        """GET (not a cache: nothing else reads ConfigMaps) and check the ConfigMap tuning.config names."""
-        assert ws.tuning is not None and ws.tuning.config
+    def _tuning_config(self, ws: Workspace) -> ConfigCheck:
+        """The ConfigMap tuning.config names, read (a GET: nothing else reads ConfigMaps, so no
+        informer) and checked once per pass, before any Machine is created: a missing or invalid
+        one keeps the Machines back, since GPU nodes would only idle until it is fixed; a valid
+        one gives the Job its output directory."""
+        if ws.tuning is None or not ws.tuning.config or self._job_of(ws) is not None:
+            # (once the Job exists: a retried pod reads the live, maybe edited, ConfigMap, which
+            # the trainer checks with the same parser)
+            return ConfigCheck()
         return check_training_config(ws, self._get_or_none(CONFIGMAPS, ws.tuning.config, ws.namespace))
 
     def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: dict,

@@ -42,6 +42,14 @@ class Observation:
     # controller decides the same
     served_before: bool = False
 
+    def hold_for(self, problem: JobState) -> None:
+        """The tuning config keeps the Machines back: a broken one is a spec problem (Failed until
+        fixed), a missing one is waited for (Pending)."""
+        if problem.failed:
+            self.invalid = problem.message
+        else:
+            self.waiting = (problem.reason, problem.message)
+
 
 @dataclass(frozen=True)
 class Cond:
@@ -125,8 +133,8 @@ def _tuning_conditions(obs: Observation, resource: Cond, failed: bool) -> tuple[
         job = None
     else:
         job = obs.job or JobState(False, False, False, "creating the tuning Job")
-        reason = job.reason or ("JobStarted" if job.started else "JobPending")
-        started = Cond(CONDITION_JOB_STARTED, "True" if job.started else "False", reason, job.message)
+        started = Cond(CONDITION_JOB_STARTED, "True" if job.started else "False",
+                       "JobStarted" if job.started else "JobPending", job.message)
     if job is not None and job.succeeded:
         done = Cond(CONDITION_WORKSPACE_SUCCEEDED, "True", "WorkspaceSucceeded", job.message)
         state = "Succeeded"

@@ -26,10 +26,9 @@ INPUT_DIR = "/mnt/data"
 OUTPUT_DIR = "/mnt/results"
 CONFIG_DIR = "/mnt/config"
 
-# JobStarted reasons while the training config keeps the Job from being created
+# why the training config keeps the Job (and its Machines) back
 REASON_CONFIG_NOT_FOUND = "TuningConfigNotFound"  # wait: the ConfigMap may be created later
 REASON_CONFIG_INVALID = "TuningConfigInvalid"  # failed until the ConfigMap is fixed
-CONFIG_REASONS = frozenset({REASON_CONFIG_NOT_FOUND, REASON_CONFIG_INVALID})
 
 
 def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], list[dict], list[dict], list[dict]]:
@@ -126,8 +125,8 @@ def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str, output_d
 
 @dataclass(frozen=True)
 class JobState:
-    """JobStarted / WorkspaceSucceeded as read from the Job's status (or why there is no Job yet:
-    ``reason`` is then one of CONFIG_REASONS, the JobStarted reason)."""
+    """JobStarted / WorkspaceSucceeded as read from the Job's status (or, in ``ConfigCheck.problem``,
+    why there is no Job yet: ``reason`` is then REASON_CONFIG_NOT_FOUND or REASON_CONFIG_INVALID)."""
 
     started: bool
     succeeded: bool

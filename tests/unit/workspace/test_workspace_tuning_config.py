@@ -13,7 +13,6 @@ from ws_unit_helpers import workspace
 from controller.api.workspace import LABEL_WORKSPACE, Workspace
 from controller.runtime import NotFound, Request, ResourceKind, Store
 from controller.workspace import names
-from controller.workspace.machines import MachineSummary
 from controller.workspace.plan import Plan
 from controller.workspace.reconciler import Options, Stores, WorkspaceReconciler
 from controller.workspace.status import Observation, conditions_for
@@ -100,16 +99,19 @@ def test_check_messages_name_the_configmap_and_the_key() -> None:
 
 
 def test_conditions_missing_config_waits_invalid_config_fails() -> None:
-    machines = MachineSummary(desired=1, ready=["m0"])
+    # the Machines are held back: ResourceReady says why, and JobStarted waits on it
     for problem, reason, state in [
         (_check(None).problem, REASON_CONFIG_NOT_FOUND, "Pending"),
-        (_check(_cm("LoraConfig: {r: 0}")).problem, REASON_CONFIG_INVALID, "Failed"),
+        (_check(_cm("LoraConfig: {r: 0}")).problem, "InvalidWorkspace", "Failed"),
     ]:
-        conds, got = conditions_for(Observation(tuning=True, machines=machines, job=problem))
+        assert problem is not None
+        obs = Observation(tuning=True)
+        obs.hold_for(problem)
+        conds, got = conditions_for(obs)
         by_type = {c.type: c for c in conds}
         assert got == state
-        assert by_type["JobStarted"].status == "False" and by_type["JobStarted"].reason == reason
-        assert "train-cfg" in by_type["JobStarted"].message
+        assert by_type["ResourceReady"].status == "False" and by_type["ResourceReady"].reason == reason
+        assert by_type["JobStarted"].status == "False" and "train-cfg" in by_type["JobStarted"].message
         assert "train-cfg" in by_type["WorkspaceSucceeded"].message
         expected = "WorkspaceFailed" if state == "Failed" else "WorkspacePending"
         assert by_type["WorkspaceSucceeded"].reason == expected
