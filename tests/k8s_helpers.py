@@ -52,6 +52,19 @@ def make_namespace(client: Client, prefix: str = "t") -> str:
     return name
 
 
+def wait_for_events(
+    client: Client, namespace: str, name: str, reasons: set[str], timeout: float = 30.0
+) -> list[dict]:
+    """The Events of object ``name`` once every one of ``reasons`` is among them. The runtime's
+    recorder writes Events asynchronously, so one may trail the change a test already saw."""
+
+    def seen() -> list[dict] | None:
+        items, _ = client.list(EVENTS, namespace, field_selector=f"involvedObject.name={name}")
+        return items if reasons <= {e["reason"] for e in items} else None
+
+    return wait_for(seen, timeout, what=f"events {sorted(reasons)} for {namespace}/{name}")
+
+
 def gone(client: Client, kind: ResourceKind, name: str, namespace: str | None = None) -> bool:
     """True once the object no longer exists."""
     try:

@@ -9,7 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from k8s_helpers import CRDS, EVENTS, NAMESPACES, gone, install_project_crds, wait_for  # noqa: F401 (re-exported)
+from k8s_helpers import (  # noqa: F401 (re-exported)
+    CRDS,
+    EVENTS,
+    NAMESPACES,
+    gone,
+    install_project_crds,
+    wait_for,
+    wait_for_events,
+)
 from k8s_helpers import make_namespace as _make_namespace
 
 from controller.runtime import Client
@@ -75,14 +83,8 @@ def condition_is(client: Client, name: str, type_: str, status: str = "True") ->
 
 
 def events_for(client: Client, name: str, reason: str, timeout: float = 20.0) -> list[dict]:
-    """The ``reason`` Events of ``name``, waiting for at least one: the Manager's recorder writes
-    them asynchronously, possibly after the change the test already saw."""
-
-    def found() -> list[dict]:
-        items, _ = client.list(EVENTS, "default")
-        return [e for e in items if e["involvedObject"].get("name") == name and e["reason"] == reason]
-
-    return wait_for(found, timeout, f"a {reason} event for {name}")
+    """The ``reason`` Events of Machine ``name`` (recorded in "default"), waiting for one."""
+    return [e for e in wait_for_events(client, "default", name, {reason}, timeout) if e["reason"] == reason]
 
 
 FAST = Options(

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import yaml
+from k8s_helpers import wait_for_events
 from standin_helpers import (
     app_status,
     condition,
@@ -23,7 +24,6 @@ from standin_helpers import (
 
 from controller.api.kinds import RAYSERVICES
 from controller.api.rayservice import RayService
-from controller.runtime.events import EVENTS
 
 pytestmark = [
     pytest.mark.integration,
@@ -53,16 +53,6 @@ class StatusRecorder:
 
     def close(self) -> None:
         self._stream.close()
-
-
-def _wait_for_event(client, namespace: str, name: str, reason: str) -> None:  # type: ignore[no-untyped-def]
-    """The stand-in's recorder is the Manager's asynchronous one: an Event may trail the status."""
-
-    def found() -> bool:
-        events, _ = client.list(EVENTS, namespace)
-        return any(e["reason"] == reason and e["involvedObject"]["name"] == name for e in events)
-
-    wait_for(found, 20, f"a {reason} event for {namespace}/{name}")
 
 
 def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_client, rs_namespace):
@@ -100,7 +90,7 @@ def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_clie
     code, body = http_get_json(st["serveEndpoint"])
     assert code == 200 and body["message"] == "hello"
     assert f"{rs_namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
-    _wait_for_event(rs_client, rs_namespace, "echo", "UpdatedServeApplications")
+    wait_for_events(rs_client, rs_namespace, "echo", {"UpdatedServeApplications"}, timeout=20)
 
 
 def test_serve_config_update_redeploys_in_place(standin, rs_client, rs_namespace):
@@ -243,7 +233,7 @@ def test_initializing_timeout_annotation_is_terminal_and_removes_the_app(standin
     wait_for(
         lambda: f"{rs_namespace}.slow.echo" not in serve_apps(standin.head.dashboard_url), 30, "app removed"
     )
-    _wait_for_event(rs_client, rs_namespace, "slow", "RayServiceInitializingTimeout")
+    wait_for_events(rs_client, rs_namespace, "slow", {"RayServiceInitializingTimeout"}, timeout=20)
 
 
 def test_restarted_standin_attaches_keeps_apps_and_drops_deleted_ones(standin, rs_client, rs_namespace):

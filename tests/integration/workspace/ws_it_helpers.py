@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from k8s_helpers import CRDS, EVENTS, NAMESPACES, gone, install_project_crds, wait_for  # noqa: F401 (re-exported)
+from k8s_helpers import (  # noqa: F401 (re-exported)
+    CRDS,
+    EVENTS,
+    NAMESPACES,
+    gone,
+    install_project_crds,
+    wait_for,
+    wait_for_events,
+)
 from k8s_helpers import make_namespace as _make_namespace
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
@@ -153,17 +161,3 @@ def scrape(port: int) -> str:
 def events_for(client: Client, ns: str, name: str) -> list[dict]:
     items, _ = client.list(EVENTS, ns, field_selector=f"involvedObject.name={name}")
     return items
-
-
-def wait_for_events(
-    client: Client, ns: str, name: str, reasons: set[str], timeout: float = 30.0
-) -> set[str]:
-    """Wait until Events with all ``reasons`` exist for the object; the recorder writes them
-    asynchronously, after the change the test saw. Returns every reason seen."""
-
-    def seen() -> set[str] | None:
-        got = {e["reason"] for e in events_for(client, ns, name)}
-        return got if reasons <= got else None
-
-    return wait_for(seen, timeout, what=f"events {sorted(reasons)} for {ns}/{name}")
-
