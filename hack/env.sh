@@ -9,9 +9,9 @@ _root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export KAITO_CACHE="${KAITO_CACHE:-$HOME/.cache/kaito-py}"
 export KAITO_VENV="$KAITO_CACHE/venv"
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
-# the pins (dependencies + dev extras) decide whether the venv needs a pip run; other edits of
-# pyproject.toml (ruff, pytest settings) must not trigger one
-_want="$(sed -n '/^dependencies = \[/,/^\]/p; /^dev = \[/,/^\]/p' "$_root/pyproject.toml" | sha256sum | cut -c1-16)"
+# the pins (base dependencies + every extra) decide whether the venv needs a pip run; other edits
+# of pyproject.toml (ruff, pytest settings) must not trigger one
+_want="$(sed -n '/^dependencies = \[/,/^\[project.scripts\]/p' "$_root/pyproject.toml" | sha256sum | cut -c1-16)"
 mkdir -p "$KAITO_CACHE"
 exec {_lock}>"$KAITO_CACHE/.venv.lock"
 flock "$_lock"   # two shells setting up the same venv at once would corrupt it
@@ -22,8 +22,9 @@ if [[ ! -x "$KAITO_VENV/bin/python" ]]; then
   "$KAITO_VENV/bin/pip" install --quiet --upgrade pip
 fi
 if [[ "$(cat "$KAITO_VENV/.pins" 2>/dev/null)" != "$_want" ]]; then
-  echo "installing pinned dependencies into $KAITO_VENV"
-  "$KAITO_VENV/bin/pip" install --quiet --progress-bar off -e "$_root[dev]"
+  echo "installing pinned dependencies into $KAITO_VENV (pip prints each download and its size)"
+  # not --quiet: a first run fetches ~3 GB, and a newcomer must tell a slow download from a hang
+  "$KAITO_VENV/bin/pip" install --progress-bar on -e "$_root[dev]" 2>&1 | grep --line-buffered -v '^Requirement already satisfied' || { echo "env.sh: pip install failed" >&2; exit 1; }
   echo "$_want" > "$KAITO_VENV/.pins"
 fi
 # the editable install points at whichever clone ran first; repoint it at this one (cheap)

@@ -12,13 +12,14 @@ mkdir -p "$out"
 command -v go >/dev/null || { echo "build.sh: 'go' is not on PATH; the control plane is built from Go modules (Go >= 1.26 needed)" >&2; exit 1; }
 kv="$(sed -n 's#^[[:space:]]*k8s.io/kubernetes \(v[^ ]*\).*#\1#p' "$here/go.mod" | head -1)"
 minor="$(echo "$kv" | cut -d. -f2)"
+source "$here/../lib/gobuild.sh"
 stamp="$out/.stamp"
-want="$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -d' ' -f1)"
-if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/etcd" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+want="$(go_module_hash "$here")"
+if build_is_current "$stamp" "$want" "$out/kube-apiserver" "$out/kube-controller-manager" "$out/etcd"; then
   echo "control plane binaries up to date in $out ($kv)"
   exit 0
 fi
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=readonly
+go_build_env
 cd "$here"
 start=$(date +%s)
 # build into a scratch dir and rename into place: running servers keep their old inode
@@ -28,10 +29,10 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$kv \
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 for cmd in kube-apiserver kube-controller-manager; do
   echo "building $cmd $kv into $out (cold: ~5 min each on 2 cores; cached afterwards)"
-  go build -trimpath -ldflags "$ldflags" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  go_build_progress "$cmd" -trimpath -ldflags "$ldflags" -o "$tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd"
 done
 echo "building etcd"
-go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+go_build_progress etcd -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 mv -f "$tmp"/kube-apiserver "$tmp"/kube-controller-manager "$tmp"/etcd "$out/"
 echo "$want" > "$stamp"
 echo "control plane built in $(( $(date +%s) - start ))s"
