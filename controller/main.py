@@ -3,8 +3,9 @@
 One Manager (shared informers, leader election on a Lease in ``--namespace``, /healthz, /readyz
 and /metrics) runs the Workspace controller. When ``--webhook-port`` is given, the validating
 admission webhook is served from the same process over HTTPS and registered with the API server
-(``ValidatingWebhookConfiguration``), which is what a local run needs; in a cluster the chart
-registers it and the flag only picks the port.
+(``ValidatingWebhookConfiguration``), which is what a local run needs. In a cluster the chart
+registers it and mounts one serving cert into every replica (``--webhook-cert-dir``): the process
+then serves that cert, reloads it when it rotates and patches only the caBundle.
 """
 
 from __future__ import annotations
@@ -14,22 +15,20 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from controller.runtime import Client, Manager, ResourceKind
+from controller.runtime import Client, Manager
 from controller.webhook import (
     WebhookServer,
     apply_validating_webhook_configuration,
     render_validating_webhook_configuration,
 )
-from controller.webhook.config import CONFIGURATION_NAME
+from controller.webhook.certwatch import CertDir, CertWatcher
+from controller.webhook.config import CONFIGURATION_NAME, WEBHOOK_CONFIGS, patch_ca_bundle
 from controller.workspace.reconciler import DEFAULT_SERVE_IMAGE, Options
 from controller.workspace.setup import setup_workspace_controller
 
 log = logging.getLogger("kaito-controller")
-
-WEBHOOK_CONFIGS = ResourceKind("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
-                               "ValidatingWebhookConfiguration", namespaced=False)
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="kaito-controller", description=__doc__.splitlines()[0])
@@ -46,6 +45,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="address the API server uses to reach the webhook (local runs)")
     p.add_argument("--webhook-service", default=None,
                    help="in a cluster: register the webhook through this Service in --namespace")
+    p.add_argument("--webhook-cert-dir", type=Path, default=None,
+                   help="serve the cert in this directory (tls.crt, tls.key, ca.crt: the chart's Secret), "
+                        "reload it when it changes and patch only the caBundle of --webhook-configuration; "
+                        "without it a self-signed cert is made and the configuration is registered")
+    p.add_argument("--webhook-configuration", default=CONFIGURATION_NAME,
+                   help="name of the ValidatingWebhookConfiguration whose caBundle --webhook-cert-dir keeps")
     p.add_argument("--bind-host", default="0.0.0.0", help="address the probe/metrics servers listen on")
     p.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
     p.add_argument("--serve-image", default=os.environ.get("KAITO_SERVE_IMAGE", DEFAULT_SERVE_IMAGE),
@@ -54,6 +59,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="image of tuning Jobs")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
+
+
+class MountedWebhook:
+    """The webhook served from a shared, mounted cert (the chart's mode).
+
+    Every replica serves the same cert, so the one caBundle trusts them all; the configuration
+    itself belongs to the installer and is never created, replaced or deleted here, only its
+    caBundle is patched (at start and after each rotation) in case a cert-manager rotation ran
+    ahead of its cainjector.
+    """
+
+    def __init__(self, args: argparse.Namespace, client: Client) -> None:
+        self.certs = CertDir(args.webhook_cert_dir)
+        self.certs.check()
+        host = "0.0.0.0" if args.webhook_service else args.webhook_host
+        self.client = client
+        self.configuration = args.webhook_configuration
+        self.server = WebhookServer(host=host, port=args.webhook_port, cert_file=self.certs.cert_file,
+                                    key_file=self.certs.key_file, ca_bundle=self.certs.ca_bundle())
+        self.watcher = CertWatcher(self.certs, self._rotated)
+
+    def start(self) -> MountedWebhook:
+        self.server.start()
+        self._patch_ca_bundle()
+        self.watcher.start()
+        log.info("admission webhook serving %s from %s", self.server.url, self.certs.path)
+        return self
+
+    def _rotated(self) -> None:
+        self.server.reload_certs(self.certs.ca_bundle())
+        self._patch_ca_bundle()
+
+    def _patch_ca_bundle(self) -> None:
+        try:
+            if patch_ca_bundle(self.client, self.server.ca_bundle, self.configuration):
+                log.info("caBundle of %s set from %s", self.configuration, self.certs.ca_file)
+        except Exception as exc:  # the installer may create the configuration after us; serving
+            # must not wait on it, and the next rotation (or restart) patches again
+            log.warning("could not patch the caBundle of %s: %s", self.configuration, exc)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.server.stop()
 
 
 def start_webhook(args: argparse.Namespace, client: Client) -> WebhookServer:
@@ -120,14 +168,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     client = Client.from_kubeconfig(args.kubeconfig)
-    webhook = start_webhook(args, client) if args.webhook_port is not None else None
+    mounted: MountedWebhook | None = None
+    webhook: WebhookServer | None = None
+    if args.webhook_port is not None and args.webhook_cert_dir is not None:
+        mounted = MountedWebhook(args, client).start()
+    elif args.webhook_port is not None:
+        webhook = start_webhook(args, client)
     mgr = build_manager(args, client)
     log.info("starting: metrics :%s, health :%s, leader election %s",
              args.metrics_port, args.health_port, "on" if args.leader_elect else "off")
     try:
         return mgr.run_forever()
     finally:
-        if webhook is not None and not args.webhook_service:
+        if mounted is not None:
+            mounted.stop()  # the configuration is the installer's: left as it is
+        elif webhook is not None and not args.webhook_service:
             stop_webhook(webhook, client)
         elif webhook is not None:
             webhook.stop()  # other replicas keep serving behind the Service

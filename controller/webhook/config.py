@@ -6,7 +6,11 @@ import base64
 from typing import Any
 
 from controller.api.workspace import GROUP, VERSIONS
+from controller.runtime import ResourceKind
 from controller.webhook.server import VALIDATE_PATH
+
+WEBHOOK_CONFIGS = ResourceKind("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+                               "ValidatingWebhookConfiguration", namespaced=False)
 
 CONFIGURATION_NAME = "kaito-workspace-validation"
 WEBHOOK_NAME = "validation.workspace.kaito.sh"
@@ -89,3 +93,34 @@ def apply_validating_webhook_configuration(api_client: Any, config: dict[str, An
         "metadata": {**config["metadata"], "resourceVersion": current.metadata.resource_version},
     }
     return api_client.sanitize_for_serialization(api.replace_validating_webhook_configuration(name, body))
+
+
+def ca_bundle_patch(current: dict[str, Any], ca_bundle: bytes) -> list[dict[str, Any]]:
+    """The JSON patch that sets every webhook's caBundle of ``current`` to ``ca_bundle`` ([] if set).
+
+    Each replace is guarded by a ``test`` of that webhook's name, so a configuration edited in
+    between (webhooks reordered) fails the patch instead of writing the CA into the wrong entry.
+    """
+    want = base64.b64encode(ca_bundle).decode()
+    ops: list[dict[str, Any]] = []
+    for i, hook in enumerate(current.get("webhooks") or []):
+        if (hook.get("clientConfig") or {}).get("caBundle") == want:
+            continue
+        ops.append({"op": "test", "path": f"/webhooks/{i}/name", "value": hook.get("name")})
+        ops.append({"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": want})
+    return ops
+
+
+def patch_ca_bundle(client: Any, ca_bundle: bytes, name: str = CONFIGURATION_NAME) -> bool:
+    """Patch only the caBundle of the configuration ``name`` (the chart creates the rest).
+
+    ``client`` is a ``controller.runtime`` client. Returns True if a patch was sent. Needs just
+    ``get`` and ``patch`` on that one configuration (RBAC ``resourceNames``), never create or
+    delete: who registers which webhooks stays the installer's decision.
+    """
+    current = client.get(WEBHOOK_CONFIGS, name)
+    ops = ca_bundle_patch(current, ca_bundle)
+    if not ops:
+        return False
+    client.patch(WEBHOOK_CONFIGS, name, ops, patch_type="json")
+    return True

@@ -2,7 +2,8 @@
 
 POST /validate answers AdmissionReviews (see admission.py); GET /healthz says ok. With no cert files
 given, a CA and serving cert are generated at start (certs.py) and the CA is exposed as ``ca_bundle``
-for the ValidatingWebhookConfiguration.
+for the ValidatingWebhookConfiguration; with cert files (a mounted Secret, certwatch.py) the pair is
+loaded from them and ``reload_certs`` picks up a rotation.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class WebhookServer:
         self.cert_file, self.key_file = cert_file, key_file
         self.ca_bundle = ca_bundle or b""
         self._httpd: _Server | None = None
+        self._ctx: ssl.SSLContext | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -125,6 +127,7 @@ class WebhookServer:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        self._ctx = ctx
         httpd = _Server((self.host, self._port), _Handler)
         httpd.catalog = self._catalog
         httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
@@ -133,6 +136,21 @@ class WebhookServer:
         self._thread.start()
         log.info("webhook serving on %s", self.url)
         return self
+
+    def reload_certs(self, ca_bundle: bytes | None = None) -> None:
+        """Load the cert files again (rotated in place): new handshakes use them at once.
+
+        The pair is first loaded into a scratch context: a failed ``load_cert_chain`` leaves a
+        context half-loaded (new cert, old key), so only a pair that loads cleanly reaches the
+        live context, which swaps it for connections accepted from then on. A bad pair raises
+        here and the old one stays in use.
+        """
+        if self._ctx is None:
+            raise RuntimeError("reload_certs() before start()")
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(self.cert_file), str(self.key_file))
+        self._ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        if ca_bundle is not None:
+            self.ca_bundle = ca_bundle
 
     def stop(self) -> None:
         if self._httpd is not None:
