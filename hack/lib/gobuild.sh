@@ -10,17 +10,20 @@
 go_build_progress() {
   local label="$1"; shift
   local start=$SECONDS n=0 line
-  set -o pipefail
+  # go's exit status is what counts (PIPESTATUS[0]), not the counting loop's
   go build -v "$@" 2>&1 | while IFS= read -r line; do
     # -v lines are bare import paths; anything with a space or a colon is a compiler message
     if [[ "$line" == *" "* || "$line" == *":"* ]]; then echo "$line"; continue; fi
     n=$((n + 1))
-    (( n % 100 == 0 )) && echo "  $label: $n packages compiled ($((SECONDS - start))s)"
+    if (( n % 100 == 0 )); then echo "  $label: $n packages compiled ($((SECONDS - start))s)"; fi
   done
+  local rc=${PIPESTATUS[0]}
+  if (( rc != 0 )); then echo "go build of $label failed (exit $rc)" >&2; return "$rc"; fi
 }
 
-# go_module_hash DIR: what a cached build of the Go module in DIR is keyed on (go.mod + go.sum).
-go_module_hash() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -d' ' -f1; }
+# go_module_hash DIR: what a cached build of the Go module in DIR is keyed on: go.mod, go.sum and
+# the build.sh beside them (its flags shape the binary too).
+go_module_hash() { cat "$1/go.mod" "$1/go.sum" "$1/build.sh" | sha256sum | cut -d' ' -f1; }
 
 # build_is_current STAMP WANT BINARY...: true when every binary exists and STAMP records WANT.
 build_is_current() {
