@@ -4,6 +4,11 @@ Why one class: the README's demo, the e2e test and the chaos/scale benchmarks ru
 same loop, and must not drift apart. ``LocalStack`` starts each piece as a real process (no
 in-process shortcuts), records how long each phase took, and stops everything in reverse
 order. ``Timeline`` keeps those phase timings so the demo can say where the time went.
+
+The operator is installed with the Helm chart (config/chart/kaito-py), as a user installs it:
+RBAC, ServiceAccounts, the webhook's Secret and configuration come from ``helm install``, and
+the controller and provisioner run with the args, env and identities their Deployments carry
+(hack/chart.py). A loopback proxy stands in for the webhook Service (hack/service_proxy.py).
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.runtime import Client, ResourceKind
 from hack import prometheus
+from hack.chart import Helm, local_values, start_pod
 from hack.controlplane.local import ControlPlane, free_port
 from hack.procs import ManagedProcess
+from hack.service_proxy import ServiceProxy
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_NAMESPACE = "kaito-system"
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+DEPLOYMENTS = ResourceKind("apps", "v1", "deployments", "Deployment", namespaced=True)
 
 
 @dataclass
@@ -59,6 +69,8 @@ class LocalStack:
     procs: dict[str, ManagedProcess] = field(default_factory=dict)
     identities: dict[str, Path] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    client: Client | None = None
+    webhook_service: ServiceProxy | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -75,11 +87,15 @@ class LocalStack:
         }
         self.cp.start()
         self.timeline.mark("control plane (etcd + kube-apiserver) ready")
+        self.client = Client.from_kubeconfig(str(self.cp.kubeconfig))
         self.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd"))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        self.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
-        self.kubectl("apply", "-f", str(REPO / "config" / "rbac"))
-        self.timeline.mark("CRDs and RBAC installed")
+        self.webhook_service = ServiceProxy().start()
+        Helm(self.cp.kubeconfig).upgrade_install(
+            local_values(f"https://127.0.0.1:{self.webhook_service.port}/validate", self.fake_node_delay),
+            namespace=SYSTEM_NAMESPACE,
+        )
+        self.timeline.mark("CRDs and the Helm chart installed")
         self.start_controller()
         self.start_provisioner()
         self.timeline.mark("controller and provisioner ready")
@@ -95,45 +111,42 @@ class LocalStack:
             name,
             [sys.executable, "-m", module, "--kubeconfig", str(kubeconfig or self.cp.kubeconfig), *args],
             self.workdir / f"{name}.log",
-            env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"},
+            env=RAY_ENV,
             cwd=REPO,
         ).start()
+        self.procs[name] = proc
+        return proc
+
+    def _pod(self, name: str, deployment: str, overrides: dict[str, str | None]) -> ManagedProcess:
+        """One process of a chart Deployment, as its pod would run it (hack/chart.py)."""
+        assert self.client is not None
+        dep = self.client.get(DEPLOYMENTS, deployment, SYSTEM_NAMESPACE)
+        proc = start_pod(self.client, dep, name, self.workdir, self.identities, overrides, env=RAY_ENV)
         self.procs[name] = proc
         return proc
 
     def start_controller(self, name: str = "controller") -> ManagedProcess:
         for p in ("metrics", "health", "webhook"):
             self.ports.setdefault(f"{name}-{p}", free_port())
-        proc = self._py(
-            name,
-            "controller.main",
-            [
-                "--metrics-port", str(self.ports[f"{name}-metrics"]),
-                "--health-port", str(self.ports[f"{name}-health"]),
-                "--webhook-port", str(self.ports[f"{name}-webhook"]),
-                "--namespace", SYSTEM_NAMESPACE,
-                "--leader-elect",
-            ],
-            kubeconfig=self.identities["kaito-controller"],
-        )
+        proc = self._pod(name, "kaito-controller", {
+            "--metrics-port": str(self.ports[f"{name}-metrics"]),
+            "--health-port": str(self.ports[f"{name}-health"]),
+            "--webhook-port": str(self.ports[f"{name}-webhook"]),
+            "--webhook-service": None,  # no Service here: listen on loopback behind the stand-in
+        })
+        assert self.webhook_service is not None
+        self.webhook_service.set_backends(
+            [port for key, port in self.ports.items() if key.endswith("-webhook")])
         proc.wait_http(f"http://127.0.0.1:{self.ports[f'{name}-health']}/readyz", timeout=120)
         return proc
 
     def start_provisioner(self) -> ManagedProcess:
         for p in ("metrics", "health"):
             self.ports.setdefault(f"provisioner-{p}", free_port())
-        proc = self._py(
-            "provisioner",
-            "provisioner.main",
-            [
-                "--cloud", "fake",
-                "--fake-delay", str(self.fake_node_delay),
-                "--metrics-port", str(self.ports["provisioner-metrics"]),
-                "--health-port", str(self.ports["provisioner-health"]),
-                "--namespace", SYSTEM_NAMESPACE,
-            ],
-            kubeconfig=self.identities["kaito-provisioner"],
-        )
+        proc = self._pod("provisioner", "kaito-provisioner", {
+            "--metrics-port": str(self.ports["provisioner-metrics"]),
+            "--health-port": str(self.ports["provisioner-health"]),
+        })
         proc.wait_http(f"http://127.0.0.1:{self.ports['provisioner-health']}/readyz", timeout=120)
         return proc
 
@@ -245,6 +258,10 @@ class LocalStack:
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.procs[name].stop()
+        if self.webhook_service is not None:
+            self.webhook_service.stop()
+        if self.client is not None:
+            self.client.close()
         if self.cp is not None:
             self.cp.stop()
         self.log("stopped: processes, Ray head, kube-apiserver and etcd")

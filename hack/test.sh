@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source hack/env.sh
 echo "== control plane binaries"; hack/controlplane/build.sh
+echo "== helm"; hack/helm/build.sh
 echo "== system tools"; hack/tools.sh
 echo "== tiny test checkpoint"; python -m hack.tiny_model
 echo "== ruff"; ruff check .

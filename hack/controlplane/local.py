@@ -246,7 +246,7 @@ class ControlPlane:
         """A kubeconfig that authenticates as ``system:serviceaccount:<ns>:<name>``.
 
         Why: running each operator process under its own identity makes the RBAC manifests in
-        config/rbac part of what the demo and e2e test exercise; a missing rule fails loudly.
+        the chart's RBAC part of what the demo and e2e test exercise; a missing rule fails loudly.
         Static tokens are read at apiserver start, so call this before ``start()``.
         """
         user = f"system:serviceaccount:{namespace}:{name}"

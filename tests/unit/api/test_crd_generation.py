@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hack.gen_crds import CRD_DIR, SchemaError, all_crds, main, render, structural
+from hack.gen_crds import CHART_CRD_DIR, CHART_CRDS, CRD_DIR, SchemaError, all_crds, main, render, structural
 
 CRDS = all_crds()
 
@@ -20,12 +20,18 @@ def test_committed_crd_matches_the_models(name):
     )
 
 
+@pytest.mark.parametrize("name", CHART_CRDS)
+def test_the_chart_installs_the_same_crds(name):
+    assert (CHART_CRD_DIR / name).read_text() == render(CRDS[name]), "run python -m hack.gen_crds"
+
+
 def test_check_mode_reports_drift(tmp_path, capsys):
-    assert main(["--out", str(tmp_path)]) == 0
-    assert main(["--check", "--out", str(tmp_path)]) == 0
-    (tmp_path / "kaito.sh_workspaces.yaml").write_text("edited by hand\n")
-    assert main(["--check", "--out", str(tmp_path)]) == 1
-    assert "kaito.sh_workspaces.yaml" in capsys.readouterr().out
+    out = ["--out", str(tmp_path / "crd"), "--chart-out", str(tmp_path / "chart")]
+    assert main(out) == 0
+    assert main(["--check", *out]) == 0
+    (tmp_path / "chart" / "kaito.sh_workspaces.yaml").write_text("edited by hand\n")
+    assert main(["--check", *out]) == 1
+    assert "chart/kaito.sh_workspaces.yaml" in capsys.readouterr().out
 
 
 def _walk(node: Any, path: str = "$"):

@@ -1,0 +1,44 @@
+{{/* Names are fixed (not release-prefixed): the code and Kaito's tooling look for them. */}}
+{{- define "kaito.labels" -}}
+app.kubernetes.io/part-of: kaito-py
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end }}
+
+{{- define "kaito.operatorImage" -}}
+{{ .Values.images.operator.repository }}:{{ .Values.images.operator.tag }}
+{{- end }}
+
+{{- define "kaito.serveImage" -}}
+{{ .Values.images.serve.repository }}:{{ .Values.images.serve.tag }}
+{{- end }}
+
+{{- define "kaito.webhookService" -}}kaito-webhook{{- end }}
+{{- define "kaito.webhookSecret" -}}kaito-webhook-cert{{- end }}
+{{- define "kaito.webhookConfiguration" -}}kaito-workspace-validation{{- end }}
+
+{{/* The pod securityContext every operator pod runs with: non-root, no privilege escalation. */}}
+{{- define "kaito.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "kaito.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{- define "kaito.metricsAnnotations" -}}
+{{- if .root.Values.metrics.podAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
