@@ -15,7 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from controller.runtime import Client, Manager, ResourceKind
+from controller.runtime import Client, Manager
+from controller.runtime.kinds import VALIDATING_WEBHOOK_CONFIGURATIONS
 from controller.webhook import (
     WebhookServer,
     apply_validating_webhook_configuration,
@@ -27,8 +28,7 @@ from controller.workspace.setup import setup_workspace_controller
 
 log = logging.getLogger("kaito-controller")
 
-WEBHOOK_CONFIGS = ResourceKind("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
-                               "ValidatingWebhookConfiguration", namespaced=False)
+WEBHOOK_CONFIGS = VALIDATING_WEBHOOK_CONFIGURATIONS
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -32,11 +32,27 @@ from datetime import datetime
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
-from controller.api.machine import Machine, MachineStatus
+from controller.api.kinds import MACHINES
+from controller.api.machine import (
+    CONDITION_INITIALIZED,
+    CONDITION_LAUNCHED,
+    CONDITION_REGISTERED,
+    FINALIZER_TERMINATION,
+    LABEL_ARCH,
+    LABEL_CAPACITY_TYPE,
+    LABEL_INITIALIZED,
+    LABEL_INSTANCE_TYPE,
+    LABEL_MACHINE_NAME,
+    LABEL_OS,
+    LABEL_ZONE,
+    Machine,
+    MachineStatus,
+)
 from controller.api.meta import Condition, set_condition
 from controller.runtime import Conflict, Controller, EventRecorder, Manager, NotFound, Request, Result, Store
 from controller.runtime.client import Client
-from provisioner import kinds, lifecycle
+from controller.runtime.kinds import NODES
+from provisioner import lifecycle
 from provisioner import metrics as m
 from provisioner.cloud import base as cloud
 from provisioner.cloud.base import CloudProvider
@@ -85,7 +101,7 @@ def _machine_provider_id(machine: dict) -> list[str]:
 def install_indexes(machines: Store, nodes: Store) -> None:
     """Indexes the reconciler and the Node->Machine mapping rely on."""
     nodes.add_index(NODE_PROVIDER_ID_INDEX, _node_provider_id)
-    nodes.add_label_index(kinds.LABEL_MACHINE_NAME)
+    nodes.add_label_index(LABEL_MACHINE_NAME)
     machines.add_index(MACHINE_PROVIDER_ID_INDEX, _machine_provider_id)
 
 
@@ -134,7 +150,7 @@ class MachineReconciler:
     def requests_for_node(self, node: dict) -> Iterable[Request]:
         """A Node event concerns the Machine named on its label, or whose providerID it carries."""
         names = set()
-        label = ((node.get("metadata") or {}).get("labels") or {}).get(kinds.LABEL_MACHINE_NAME)
+        label = ((node.get("metadata") or {}).get("labels") or {}).get(LABEL_MACHINE_NAME)
         if label:
             names.add(label)
         for pid in _node_provider_id(node):
@@ -159,7 +175,7 @@ class MachineReconciler:
                 return Result()
             if machine.metadata.deletion_timestamp:
                 return self._finalize(obj, machine)
-            if kinds.TERMINATION_FINALIZER not in (machine.metadata.finalizers or []):
+            if FINALIZER_TERMINATION not in (machine.metadata.finalizers or []):
                 self._add_finalizer(obj)
                 return Result()
             return self._reconcile_lifecycle(obj, machine)
@@ -185,16 +201,16 @@ class MachineReconciler:
         for histogram, seconds in step.durations:
             histogram.labels(self.provider.name).observe(seconds)
         if step.labels:
-            self.client.patch(kinds.MACHINES, machine.name, {"metadata": {"labels": step.labels}})
+            self.client.patch(MACHINES, machine.name, {"metadata": {"labels": step.labels}})
         return Result(requeue_after=requeue_after) if requeue_after else Result()
 
     def _advance(self, machine: Machine, step: _Step) -> float | None:
         """Take the next steps; returns when to look again (None: when something changes)."""
-        if not lifecycle.is_true(machine, kinds.COND_LAUNCHED):
+        if not lifecycle.is_true(machine, CONDITION_LAUNCHED):
             launched, requeue_after = self._launch(machine, step)
             if not launched:
                 return requeue_after
-        if not lifecycle.is_true(machine, kinds.COND_REGISTERED):
+        if not lifecycle.is_true(machine, CONDITION_REGISTERED):
             node, requeue_after = self._register(machine, step)
             if node is None:
                 return requeue_after
@@ -202,7 +218,7 @@ class MachineReconciler:
             node = self._node_of(machine)
             if node is None or node["metadata"].get("deletionTimestamp"):
                 self._node_went_away(machine)
-        if lifecycle.is_true(machine, kinds.COND_INITIALIZED) or self._initialize(machine, node, step):
+        if lifecycle.is_true(machine, CONDITION_INITIALIZED) or self._initialize(machine, node, step):
             return None
         return self.options.init_poll_interval
 
@@ -212,16 +228,16 @@ class MachineReconciler:
         try:
             req = lifecycle.launch_request(machine)
         except lifecycle.InvalidMachine as exc:  # a person must fix the Machine; no retry
-            self._set(machine, kinds.COND_LAUNCHED, "False", "InvalidMachine", str(exc), warn=True)
+            self._set(machine, CONDITION_LAUNCHED, "False", "InvalidMachine", str(exc), warn=True)
             return False, None
         try:
             instance = self.provider.create(req)
         except cloud.InProgress as exc:
-            self._set(machine, kinds.COND_LAUNCHED, "Unknown", "Launching", exc.message)
+            self._set(machine, CONDITION_LAUNCHED, "Unknown", "Launching", exc.message)
             return False, self.options.launch_poll_interval
         except cloud.CloudError as exc:
             m.PROVIDER_ERRORS.labels(self.provider.name, "create", exc.reason).inc()
-            self._set(machine, kinds.COND_LAUNCHED, "False", exc.reason, exc.message[:MAX_MESSAGE], warn=True)
+            self._set(machine, CONDITION_LAUNCHED, "False", exc.reason, exc.message[:MAX_MESSAGE], warn=True)
             return False, self._backoff(machine)
         self._forget_failures(machine)
         if not instance.provider_id:
@@ -232,7 +248,7 @@ class MachineReconciler:
                 self._registration_timeout(machine)
                 raise _MachineDeleted
             message = f"waiting for {self.provider.name} instance {instance.id} ({instance.state.value})"
-            self._set(machine, kinds.COND_LAUNCHED, "Unknown", "Launching", message)
+            self._set(machine, CONDITION_LAUNCHED, "Unknown", "Launching", message)
             return False, self.options.launch_poll_interval
         status = machine.status
         assert status is not None
@@ -243,7 +259,7 @@ class MachineReconciler:
                 step.labels[key] = value
         self._set(
             machine,
-            kinds.COND_LAUNCHED,
+            CONDITION_LAUNCHED,
             "True",
             "Launched",
             f"{self.provider.name} instance {instance.id} ({instance.instance_type})",
@@ -260,59 +276,59 @@ class MachineReconciler:
         if len(candidates) > 1:
             names = ", ".join(n["metadata"]["name"] for n in candidates)
             self._set(
-                machine, kinds.COND_REGISTERED, "False", "MultipleNodesFound", f"nodes {names}", warn=True
+                machine, CONDITION_REGISTERED, "False", "MultipleNodesFound", f"nodes {names}", warn=True
             )
             return None, self.options.launch_poll_interval
         if not candidates:
             launched = (
-                _seconds_since(lifecycle.transition_time(machine, kinds.COND_LAUNCHED), step.now) or 0.0
+                _seconds_since(lifecycle.transition_time(machine, CONDITION_LAUNCHED), step.now) or 0.0
             )
             left = self.options.registration_ttl - launched
             if left <= 0:
                 self._registration_timeout(machine)
                 raise _MachineDeleted
             message = f"waiting for a node with providerID {status.provider_id}"
-            self._set(machine, kinds.COND_REGISTERED, "Unknown", "NodeNotFound", message)
+            self._set(machine, CONDITION_REGISTERED, "Unknown", "NodeNotFound", message)
             return None, left + 0.5
         node = lifecycle.registered_node(candidates[0], machine)
         if node != candidates[0]:
-            node = self.client.update(kinds.NODES, node)
+            node = self.client.update(NODES, node)
         status.node_name = node["metadata"]["name"]
-        self._set(machine, kinds.COND_REGISTERED, "True", "Registered", f"node {status.node_name} registered")
-        step.observe(m.REGISTRATION_DURATION, lifecycle.transition_time(machine, kinds.COND_LAUNCHED))
+        self._set(machine, CONDITION_REGISTERED, "True", "Registered", f"node {status.node_name} registered")
+        step.observe(m.REGISTRATION_DURATION, lifecycle.transition_time(machine, CONDITION_LAUNCHED))
         return node, None
 
     def _initialize(self, machine: Machine, node: dict, step: _Step) -> bool:
         """True once the Node is initialized (Ready, startup taints gone, resources allocatable)."""
         done, reason, message = lifecycle.initialization(node, machine)
         if not done:
-            self._set(machine, kinds.COND_INITIALIZED, "Unknown", reason, message)
+            self._set(machine, CONDITION_INITIALIZED, "Unknown", reason, message)
             return False
         labels = node["metadata"].get("labels") or {}
-        if labels.get(kinds.LABEL_INITIALIZED) != "true":
+        if labels.get(LABEL_INITIALIZED) != "true":
             self.client.patch(
-                kinds.NODES,
+                NODES,
                 node["metadata"]["name"],
-                {"metadata": {"labels": {kinds.LABEL_INITIALIZED: "true"}}},
+                {"metadata": {"labels": {LABEL_INITIALIZED: "true"}}},
             )
         status = machine.status
         assert status is not None
         status.allocatable = dict((node.get("status") or {}).get("allocatable") or {})
-        self._set(machine, kinds.COND_INITIALIZED, "True", reason, message)
-        step.observe(m.INITIALIZATION_DURATION, lifecycle.transition_time(machine, kinds.COND_REGISTERED))
+        self._set(machine, CONDITION_INITIALIZED, "True", reason, message)
+        step.observe(m.INITIALIZATION_DURATION, lifecycle.transition_time(machine, CONDITION_REGISTERED))
         return True
 
     def _registration_timeout(self, machine: Machine) -> None:
         ttl = self.options.registration_ttl
         message = f"no node registered within {ttl:g}s of launching the instance; deleting the machine"
-        self._set(machine, kinds.COND_REGISTERED, "False", "RegistrationTimeout", message)
+        self._set(machine, CONDITION_REGISTERED, "False", "RegistrationTimeout", message)
         obj = machine.to_k8s()
         with contextlib.suppress(Conflict, NotFound):  # the Event below still tells why
-            self.client.update_status(kinds.MACHINES, obj)
+            self.client.update_status(MACHINES, obj)
         self._event(obj, "Warning", "RegistrationTimeout", message)
         m.REGISTRATION_TIMEOUTS.labels(self.provider.name).inc()
         log.warning("machine %s: %s", machine.name, message)
-        self.client.delete(kinds.MACHINES, machine.name)
+        self.client.delete(MACHINES, machine.name)
 
     def _node_went_away(self, machine: Machine) -> None:
         """A registered Machine whose Node is gone (or going) has nothing left to serve: delete it."""
@@ -321,7 +337,7 @@ class MachineReconciler:
         )
         self._event(machine.to_k8s(), "Warning", "NodeDeleted", message)
         log.warning("machine %s: %s", machine.name, message)
-        self.client.delete(kinds.MACHINES, machine.name)
+        self.client.delete(MACHINES, machine.name)
         raise _MachineDeleted
 
     # --- deletion ----------------------------------------------------------------------------
@@ -334,12 +350,12 @@ class MachineReconciler:
         being deleted). No drain: the pods on a GPU node belong to the Workspace being torn down
         (or to a RayService that reschedules them), and this control plane has no eviction.
         """
-        if kinds.TERMINATION_FINALIZER not in (machine.metadata.finalizers or []):
+        if FINALIZER_TERMINATION not in (machine.metadata.finalizers or []):
             return Result()
         nodes = self._nodes_of(machine)
         for node in nodes:
             if not node["metadata"].get("deletionTimestamp"):
-                self.client.delete(kinds.NODES, node["metadata"]["name"])
+                self.client.delete(NODES, node["metadata"]["name"])
         instance_id = self.provider.instance_id_for(machine.name, machine.metadata.uid or "")
         try:
             self.provider.delete(instance_id)
@@ -353,9 +369,9 @@ class MachineReconciler:
             return Result(requeue_after=self.options.delete_poll_interval)
         if self._release_nodes(nodes):
             return Result(requeue_after=1.0)  # until the cache shows them gone
-        finalizers = [f for f in machine.metadata.finalizers or [] if f != kinds.TERMINATION_FINALIZER]
+        finalizers = [f for f in machine.metadata.finalizers or [] if f != FINALIZER_TERMINATION]
         self.client.patch(
-            kinds.MACHINES,
+            MACHINES,
             machine.name,
             {"metadata": {"finalizers": finalizers, "resourceVersion": machine.metadata.resource_version}},
         )
@@ -369,13 +385,13 @@ class MachineReconciler:
         for node in nodes:
             name = node["metadata"]["name"]
             if not node["metadata"].get("deletionTimestamp"):
-                self.client.delete(kinds.NODES, name)
-            if kinds.TERMINATION_FINALIZER in (node["metadata"].get("finalizers") or []):
+                self.client.delete(NODES, name)
+            if FINALIZER_TERMINATION in (node["metadata"].get("finalizers") or []):
                 with contextlib.suppress(NotFound):
                     self.client.patch(
-                        kinds.NODES,
+                        NODES,
                         name,
-                        {"metadata": {"$deleteFromPrimitiveList/finalizers": [kinds.TERMINATION_FINALIZER]}},
+                        {"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER_TERMINATION]}},
                         patch_type="strategic",
                     )
         return bool(nodes)
@@ -384,8 +400,8 @@ class MachineReconciler:
         """Nodes still labelled for a Machine that no longer exists are stale: let them go."""
         nodes = [
             n
-            for n in self.nodes.by_index(kinds.LABEL_MACHINE_NAME, name)
-            if kinds.TERMINATION_FINALIZER in (n["metadata"].get("finalizers") or [])
+            for n in self.nodes.by_index(LABEL_MACHINE_NAME, name)
+            if FINALIZER_TERMINATION in (n["metadata"].get("finalizers") or [])
         ]
         if nodes:
             log.info(
@@ -396,11 +412,11 @@ class MachineReconciler:
     def _add_finalizer(self, obj: dict) -> None:
         meta = obj["metadata"]
         self.client.patch(
-            kinds.MACHINES,
+            MACHINES,
             meta["name"],
             {
                 "metadata": {
-                    "finalizers": [*(meta.get("finalizers") or []), kinds.TERMINATION_FINALIZER],
+                    "finalizers": [*(meta.get("finalizers") or []), FINALIZER_TERMINATION],
                     "resourceVersion": meta["resourceVersion"],
                 }
             },
@@ -418,7 +434,7 @@ class MachineReconciler:
         if pid:
             found.update((n["metadata"]["name"], n) for n in self.nodes.by_index(NODE_PROVIDER_ID_INDEX, pid))
         found.update(
-            (n["metadata"]["name"], n) for n in self.nodes.by_index(kinds.LABEL_MACHINE_NAME, machine.name)
+            (n["metadata"]["name"], n) for n in self.nodes.by_index(LABEL_MACHINE_NAME, machine.name)
         )
         return list(found.values())
 
@@ -445,7 +461,7 @@ class MachineReconciler:
     def _write_status(self, obj: dict, machine: Machine) -> None:
         new = machine.to_k8s()
         if new.get("status") != (obj.get("status") or {}):
-            self.client.update_status(kinds.MACHINES, new)
+            self.client.update_status(MACHINES, new)
 
     def _backoff(self, machine: Machine) -> float:
         key = machine.metadata.uid or machine.name
@@ -461,7 +477,7 @@ class MachineReconciler:
 
 # Labels that describe the instance and are copied onto the Machine (printer columns read them).
 _INSTANCE_LABELS = frozenset(
-    {kinds.LABEL_INSTANCE_TYPE, kinds.LABEL_ZONE, kinds.LABEL_ARCH, kinds.LABEL_OS, kinds.LABEL_CAPACITY_TYPE}
+    {LABEL_INSTANCE_TYPE, LABEL_ZONE, LABEL_ARCH, LABEL_OS, LABEL_CAPACITY_TYPE}
 )
 
 
@@ -470,8 +486,8 @@ def add_to_manager(
 ) -> MachineReconciler:
     """Wire the reconciler into ``mgr``: shared Machine and Node informers, indexes, the controller."""
     options = options or Options()
-    machines = mgr.informer(kinds.MACHINES)
-    nodes = mgr.informer(kinds.NODES)
+    machines = mgr.informer(MACHINES)
+    nodes = mgr.informer(NODES)
     install_indexes(machines.store, nodes.store)
     reconciler = MachineReconciler(
         mgr.client, provider, machines.store, nodes.store, mgr.event_recorder("kaito-provisioner"), options

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from prometheus_client import REGISTRY
 
 from controller.runtime import Client, Manager
-from provisioner import kinds
+from controller.runtime.kinds import NODES
 from provisioner.cloud.base import CloudProvider
 from provisioner.cloud.catalog import load_instance_types
 from provisioner.machine_controller import MachineReconciler, Options, add_to_manager
@@ -132,7 +132,7 @@ def _provider(mgr: Manager, client: Client, config: Config, types: list) -> Clou
         missing = [n for n in ("subscription_id", "resource_group", "cluster_name") if not getattr(config, n)]
         if missing:
             raise SystemExit(f"--cloud azure needs {', '.join('--' + n.replace('_', '-') for n in missing)}")
-        nodes = mgr.informer(kinds.NODES).store
+        nodes = mgr.informer(NODES).store
         index = nodes.add_label_index(azure.LABEL_AGENTPOOL)
 
         def node_lookup(pool: str) -> str | None:

@@ -16,12 +16,12 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+
+from controller.runtime.kinds import ResourceKind
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +31,6 @@ PATCH_CONTENT_TYPES = {
     "strategic": "application/strategic-merge-patch+json",
     "apply": "application/apply-patch+yaml",
 }
-
-
-@dataclass(frozen=True)
-class ResourceKind:
-    """Where a kind lives in the REST API: /api/v1 for the core group, /apis/<group>/<version> else."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        """The REST path; namespace is ignored for cluster-scoped kinds, omitted to list across all."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{quote(name, safe='')}"
-            if subresource:
-                base += f"/{subresource}"
-        return base
-
-    def __str__(self) -> str:
-        return f"{self.plural}.{self.group or 'core'}/{self.version}"
 
 
 # --- errors ---------------------------------------------------------------------------------------

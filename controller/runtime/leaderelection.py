@@ -29,13 +29,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.runtime import metrics
-from controller.runtime.client import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+from controller.runtime.client import AlreadyExists, Client, Conflict, NotFound
+from controller.runtime.kinds import LEASES
 
 log = logging.getLogger(__name__)
 
-LEASES = ResourceKind(
-    group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", namespaced=True
-)
+__all__ = ["LEASES", "LeaderElector", "default_identity"]
 
 
 def _now_micro() -> str:

@@ -82,11 +82,11 @@ def seed(client: Client, m: int) -> None:
 def child_memory(kubeconfig: str) -> dict:
     import gc
 
-    from controller.runtime import ResourceKind
+    from controller.runtime.kinds import NAMESPACES
 
     client = Client.from_kubeconfig(kubeconfig)
     # pay the one-time costs (connection pool, thread, lazy imports) before measuring
-    warm = Informer(client, ResourceKind("", "v1", "namespaces", "Namespace", False))
+    warm = Informer(client, NAMESPACES)
     warm.start()
     warm.wait_for_sync(60)
     warm.stop()

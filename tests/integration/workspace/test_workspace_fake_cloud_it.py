@@ -26,13 +26,13 @@ from ws_it_helpers import (
 )
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
-from controller.runtime import Client, ResourceKind
+from controller.runtime import Client
+from controller.runtime.kinds import NODES
 from controller.workspace import names
 from provisioner.main import Config, Provisioner, build
 
 pytestmark = pytest.mark.integration
 
-NODES = ResourceKind("", "v1", "nodes", "Node", namespaced=False)
 
 
 @contextlib.contextmanager

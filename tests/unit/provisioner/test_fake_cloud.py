@@ -6,7 +6,8 @@ import pytest
 import yaml
 from memory_client import MemoryClient
 
-from provisioner import kinds
+from controller.api.machine import LABEL_INSTANCE_TYPE, LABEL_REGISTERED, TAINT_NOT_READY
+from controller.runtime.kinds import CONFIGMAPS, NODES
 from provisioner.cloud import base
 from provisioner.cloud.catalog import load_instance_types
 from provisioner.cloud.fake import FakeCloud, instance_name
@@ -76,12 +77,12 @@ def test_boot_sequence(api: MemoryClient, clock: Clock) -> None:
     n = node(api, iid)
     assert n is not None
     assert n["spec"]["providerID"] == f"fake://{iid}"
-    assert n["metadata"]["labels"][kinds.LABEL_INSTANCE_TYPE] == A100
+    assert n["metadata"]["labels"][LABEL_INSTANCE_TYPE] == A100
     assert n["metadata"]["labels"]["kaito.sh/workspace"] == "phi-3"
     assert n["status"]["conditions"][0]["status"] == "False"
     assert n["status"]["capacity"]["nvidia.com/gpu"] == "1"
     assert n["status"]["allocatable"]["nvidia.com/gpu"] == "0", "GPUs come with the device plugin"
-    assert taint_keys(n) == ["sku", "example.com/gpu-init", kinds.TAINT_NOT_READY]
+    assert taint_keys(n) == ["sku", "example.com/gpu-init", TAINT_NOT_READY]
     assert cloud.get(iid).state == base.InstanceState.RUNNING
 
     clock.now += 2
@@ -93,7 +94,7 @@ def test_boot_sequence(api: MemoryClient, clock: Clock) -> None:
 
     cloud.tick()
     assert taint_keys(node(api, iid)) == ["sku", "example.com/gpu-init"]
-    api.patch(kinds.NODES, iid, {"metadata": {"labels": {kinds.LABEL_REGISTERED: "true"}}})
+    api.patch(NODES, iid, {"metadata": {"labels": {LABEL_REGISTERED: "true"}}})
     cloud.tick()
     assert taint_keys(node(api, iid)) == ["sku"]
 
@@ -103,7 +104,7 @@ def test_create_is_idempotent_and_survives_a_restart(api: MemoryClient, clock: C
     a = first.create(request())
     b = first.create(request())
     assert a == b
-    assert len(api.list(kinds.CONFIGMAPS, NS)[0]) == 1
+    assert len(api.list(CONFIGMAPS, NS)[0]) == 1
 
     restarted = make(api, clock)
     assert [i.id for i in restarted.list()] == [a.id]
@@ -173,7 +174,7 @@ def test_tick_deletes_nodes_whose_instance_is_gone(api: MemoryClient, clock: Clo
     inst = cloud.create(request())
     clock.now += 5
     cloud.tick()
-    api.delete(kinds.CONFIGMAPS, inst.id, NS)  # the VM vanished behind our back
+    api.delete(CONFIGMAPS, inst.id, NS)  # the VM vanished behind our back
     cloud.tick()
     assert node(api, inst.id) is None
 

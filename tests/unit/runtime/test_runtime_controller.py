@@ -15,12 +15,10 @@ from controller.runtime import (
     Informer,
     ItemExponentialFailureRateLimiter,
     Request,
-    ResourceKind,
     Result,
 )
+from controller.runtime.kinds import CONFIGMAPS
 from controller.runtime.probes import ProbeServer
-
-CM = ResourceKind("", "v1", "configmaps", "ConfigMap")
 
 
 def metric(name: str, **labels: str) -> float:
@@ -138,11 +136,12 @@ def test_workers_converge_and_owned_objects_enqueue_their_owner():
         }
         return obj(f"m{i}", "2", ownerReferences=[ref])
 
-    primary = Informer(FakeClient(lists=[(owners, "5")], watches=[]), CM)  # type: ignore[arg-type]
+    primary = Informer(FakeClient(lists=[(owners, "5")], watches=[]), CONFIGMAPS)  # type: ignore[arg-type]
     children = [owned(i) for i in range(5)] + [owned(9, controller=False)]
-    secondary = Informer(FakeClient(lists=[(children, "5")], watches=[]), CM)  # type: ignore[arg-type]
+    secondary = Informer(FakeClient(lists=[(children, "5")], watches=[]), CONFIGMAPS)  # type: ignore[arg-type]
     mapped_seen: list[str] = []
-    mapped = Informer(FakeClient(lists=[([obj("x", "1", labels={"owner": "w4"})], "5")], watches=[]), CM)  # type: ignore[arg-type]
+    mapped_client = FakeClient(lists=[([obj("x", "1", labels={"owner": "w4"})], "5")], watches=[])
+    mapped = Informer(mapped_client, CONFIGMAPS)  # type: ignore[arg-type]
 
     rec = FlakyReconciler()
     ctrl = fast("t-ctrl-run", rec, workers=4)

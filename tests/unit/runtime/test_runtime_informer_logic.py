@@ -6,9 +6,8 @@ import time
 
 from runtime_fakes import FakeClient, event, obj
 
-from controller.runtime import DeletedFinalStateUnknown, Gone, Informer, ResourceKind, object_key
-
-CM = ResourceKind("", "v1", "configmaps", "ConfigMap")
+from controller.runtime import DeletedFinalStateUnknown, Gone, Informer, object_key
+from controller.runtime.kinds import CONFIGMAPS
 
 
 def recorder(inf: Informer) -> list[tuple]:
@@ -50,7 +49,7 @@ def test_gone_relists_and_diffs_without_duplicates_and_with_tombstones():
             ),
         ],
     )
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)  # type: ignore[arg-type]
     log = recorder(inf)
     run_until_all_watched(client, inf)
     assert log == [
@@ -76,7 +75,7 @@ def test_clean_end_of_stream_rewatches_from_last_rv_without_relisting():
             ([event("DELETED", obj("a", "13"))], None),
         ],
     )
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)  # type: ignore[arg-type]
     log = recorder(inf)
     run_until_all_watched(client, inf)
     assert client.list_calls == 1
@@ -89,7 +88,7 @@ def test_broken_stream_relists_after_a_backoff():
         lists=[([obj("a", "1")], "5"), ([obj("a", "1")], "8")],
         watches=[([], ConnectionResetError("peer gone"))],
     )
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)  # type: ignore[arg-type]
     log = recorder(inf)
     run_until_all_watched(client, inf)
     assert client.list_calls == 2
@@ -99,7 +98,7 @@ def test_broken_stream_relists_after_a_backoff():
 
 def test_resync_sends_update_with_the_same_object_and_late_handlers_get_adds():
     client = FakeClient(lists=[([obj("a", "1"), obj("b", "2")], "5")], watches=[])
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)  # type: ignore[arg-type]
     inf.start()
     assert inf.wait_for_sync(5)
     pairs: list[tuple[dict, dict]] = []
@@ -115,7 +114,7 @@ def test_resync_sends_update_with_the_same_object_and_late_handlers_get_adds():
 
 def test_periodic_resync_fires_on_its_own():
     client = FakeClient(lists=[([obj("a", "1")], "5")], watches=[])
-    inf = Informer(client, CM, resync_period=0.05)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS, resync_period=0.05)  # type: ignore[arg-type]
     updates: list[str] = []
     inf.add_event_handler(on_update=lambda o, n: updates.append(object_key(n)))
     inf.start()
@@ -126,7 +125,7 @@ def test_periodic_resync_fires_on_its_own():
 
 def test_a_failing_handler_does_not_stop_the_others():
     client = FakeClient(lists=[([obj("a", "1")], "5")], watches=[])
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)  # type: ignore[arg-type]
     seen: list[str] = []
 
     def boom(o: dict) -> None:
