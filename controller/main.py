@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from controller.runtime import Client, Manager
+from controller.runtime import Client, Manager, RestClient
 from controller.runtime.kinds import VALIDATING_WEBHOOK_CONFIGURATIONS
 from controller.webhook import (
     WebhookServer,
@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def start_webhook(args: argparse.Namespace, client: Client) -> WebhookServer:
+def start_webhook(args: argparse.Namespace, client: RestClient) -> WebhookServer:
     """Serve the admission webhook over HTTPS (a fresh self-signed cert) and register it.
 
     Local runs (no ``--webhook-service``): listen on ``--webhook-host`` and register the URL
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    client = Client.from_kubeconfig(args.kubeconfig)
+    client = RestClient.from_kubeconfig(args.kubeconfig)
     webhook = start_webhook(args, client) if args.webhook_port is not None else None
     mgr = build_manager(args, client)
     log.info("starting: metrics :%s, health :%s, leader election %s",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY
 
-from controller.runtime import Client, Manager
+from controller.runtime import Client, Manager, RestClient
 from controller.runtime.kinds import NODES
 from provisioner.cloud.base import CloudProvider
 from provisioner.cloud.catalog import load_instance_types
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    client = Client.from_kubeconfig(args.kubeconfig)
+    client = RestClient.from_kubeconfig(args.kubeconfig)
     prov = build(client, config)
     REGISTRY.register(MachinePhaseCollector(prov.reconciler.machines.list))
     log.info(

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
 from controller.api.workspace import Workspace
-from controller.runtime import AlreadyExists, Client, Controller, Informer, Request, Result
+from controller.runtime import AlreadyExists, Client, Controller, Informer, Request, RestClient, Result
 from hack.controlplane.local import ControlPlane, free_port
 from hack.procs import ManagedProcess
 
@@ -62,7 +62,7 @@ def start_cluster(workdir: Path, extra_apiserver_args: Iterable[str] = ()) -> tu
 
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     cp = ControlPlane(workdir, extra_apiserver_args=list(extra_apiserver_args)).start()
-    client = Client.from_kubeconfig(str(cp.kubeconfig))
+    client = RestClient.from_kubeconfig(str(cp.kubeconfig))
     install_crds(client)
     with contextlib.suppress(AlreadyExists):
         client.create(NAMESPACES, {"metadata": {"name": SYSTEM_NS}})
@@ -150,7 +150,7 @@ class FakeKubeRay:
     """
 
     def __init__(self, kubeconfig: Path, workers: int = 2) -> None:
-        self.client = Client.from_kubeconfig(str(kubeconfig))
+        self.client = RestClient.from_kubeconfig(str(kubeconfig))
         self.informer = Informer(self.client, RAYSERVICES)
         self.hold: set[str] = set()
         self.marked = 0

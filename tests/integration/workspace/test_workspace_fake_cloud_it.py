@@ -26,7 +26,7 @@ from ws_it_helpers import (
 )
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
-from controller.runtime import Client
+from controller.runtime import Client, RestClient
 from controller.runtime.kinds import NODES
 from controller.workspace import names
 from provisioner.main import Config, Provisioner, build
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.contextmanager
 def running_provisioner(kubeconfig: str, inventory_ns: str) -> Iterator[Provisioner]:
-    client = Client.from_kubeconfig(kubeconfig)
+    client = RestClient.from_kubeconfig(kubeconfig)
     config = Config(
         leader_election=False,
         health_port=None,

@@ -7,8 +7,6 @@ reset on success, other provisioners' Machines are left alone, bad objects never
 
 from __future__ import annotations
 
-from memory_client import MemoryClient
-
 from controller.api.kinds import MACHINES
 from controller.api.machine import (
     CONDITION_INITIALIZED,
@@ -18,6 +16,7 @@ from controller.api.machine import (
     LABEL_INSTANCE_TYPE,
 )
 from controller.runtime import Request, Store
+from controller.runtime.fake import FakeClient
 from controller.runtime.kinds import NODES
 from provisioner.cloud import base
 from provisioner.machine_controller import MachineReconciler, Options, install_indexes
@@ -61,10 +60,10 @@ class RecordingCloud(base.CloudProvider):
 
 
 class Harness:
-    """The reconciler over a MemoryClient whose objects are mirrored into the stores by hand."""
+    """The reconciler over a FakeClient whose objects are mirrored into the stores by hand."""
 
     def __init__(self, **options) -> None:  # type: ignore[no-untyped-def]
-        self.api = MemoryClient()
+        self.api = FakeClient()
         self.cloud = RecordingCloud()
         self.machines, self.nodes = Store(), Store()
         install_indexes(self.machines, self.nodes)
@@ -167,13 +166,13 @@ def test_deletion_waits_for_the_cloud_then_drops_the_finalizer() -> None:
     h.api.create(MACHINES, machine())
     h.reconcile()
     h.reconcile()
-    h.api.patch(MACHINES, "m1", {"metadata": {"deletionTimestamp": "2026-01-01T00:01:00Z"}})
+    h.api.delete(MACHINES, "m1")  # our finalizer holds it: only deletionTimestamp is set
     first = h.reconcile()
     assert first.requeue_after == Options().delete_poll_interval and h.cloud.deletes == ["i-m1"]
     assert h.machine()["metadata"]["finalizers"] == [FINALIZER_TERMINATION]
     h.reconcile()
     assert h.cloud.deletes == ["i-m1", "i-m1"]
-    assert h.machine()["metadata"]["finalizers"] == []
+    assert ("machines", None, "m1") not in h.api.objects  # the last finalizer went: so did the Machine
 
 
 def test_request_for_a_missing_machine_is_a_no_op() -> None:
@@ -218,7 +217,8 @@ def test_a_machine_deleted_under_a_reconcile_is_looked_at_again_without_error_ba
     h.api.create(MACHINES, machine())
     h.reconcile()
     h.sync()  # the cache still has the Machine ...
-    h.api.delete(MACHINES, "m1")  # ... that the API server no longer has
+    h.api.patch(MACHINES, "m1", {"metadata": {"finalizers": None}})  # someone strips the finalizer
+    h.api.delete(MACHINES, "m1")  # ... and deletes it: the API server no longer has it
     result = h.rec.reconcile(Request(None, "m1"))
     assert result.requeue_after == 1.0 and result.requeue is False
     h.sync()

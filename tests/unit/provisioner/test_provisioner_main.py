@@ -7,7 +7,7 @@ import argparse
 import kubernetes
 import pytest
 
-from controller.runtime import Client
+from controller.runtime import Client, RestClient
 from controller.runtime.kinds import NODES
 from provisioner.cloud.azure import LABEL_AGENTPOOL, AzureCloud
 from provisioner.cloud.fake import FakeCloud
@@ -56,7 +56,7 @@ def test_bad_selector() -> None:
 
 
 def _offline_client() -> Client:
-    return Client(kubernetes.client.ApiClient(kubernetes.client.Configuration()))
+    return RestClient(kubernetes.client.ApiClient(kubernetes.client.Configuration()))
 
 
 def test_build_fake_applies_injected_failures() -> None:
