@@ -20,9 +20,10 @@ from controller.runtime import Client, Manager, RestClient
 from controller.runtime.kinds import NODES
 from provisioner.cloud.base import CloudProvider
 from provisioner.cloud.catalog import load_instance_types
-from provisioner.machine_controller import MachineReconciler, Options, add_to_manager
+from provisioner.machine_controller import MachineReconciler, Options
 from provisioner.metrics import MachinePhaseCollector
 from provisioner.orphans import OrphanSweeper
+from provisioner.setup import setup_machine_controller
 
 log = logging.getLogger("kaito-provisioner")
 
@@ -103,7 +104,7 @@ def build(client: Client, config: Config) -> Provisioner:
     )
     types = load_instance_types(config.instance_types_file)
     provider = _provider(mgr, client, config, types)
-    reconciler = add_to_manager(mgr, provider, config.options)
+    reconciler = setup_machine_controller(mgr, provider, config.options)
     sweeper = OrphanSweeper(provider, reconciler.machines, config.orphan_grace, config.orphan_interval)
     mgr.add_runnable(sweeper.run, needs_leader=True)
     return Provisioner(mgr, provider, reconciler, sweeper)

@@ -43,7 +43,7 @@ from controller.runtime import Client, Manager
 from controller.runtime.kinds import NODES
 from provisioner.cloud import base
 from provisioner.cloud.fake import FakeCloud, instance_name
-from provisioner.machine_controller import add_to_manager
+from provisioner.setup import setup_machine_controller
 
 pytestmark = pytest.mark.integration
 
@@ -253,7 +253,7 @@ def test_instance_stuck_before_provider_id_times_out(prov_client: Client, cloud_
     stuck = _NoProviderIdCloud(prov_client, namespace=cloud_ns, boot_delay=float("inf"))
     mgr = Manager(prov_client, "prov-stuck", leader_election=False, health_port=None, metrics_port=None)
     options = replace(config(cloud_ns, run_id).options, registration_ttl=2.0)
-    add_to_manager(mgr, stuck, options)
+    setup_machine_controller(mgr, stuck, options)
     mgr.start()
     try:
         prov_client.create(MACHINES, machine_manifest(name, run_id))

@@ -19,7 +19,8 @@ from controller.runtime import Request, Store
 from controller.runtime.fake import FakeClient
 from controller.runtime.kinds import NODES
 from provisioner.cloud import base
-from provisioner.machine_controller import MachineReconciler, Options, install_indexes
+from provisioner.indexes import install_indexes
+from provisioner.machine_controller import MachineReconciler, Options
 
 
 class RecordingCloud(base.CloudProvider):
@@ -68,7 +69,7 @@ class Harness:
         self.machines, self.nodes = Store(), Store()
         install_indexes(self.machines, self.nodes)
         self.rec = MachineReconciler(
-            self.api,  # type: ignore[arg-type]
+            self.api,
             self.cloud,
             self.machines,
             self.nodes,
@@ -127,10 +128,12 @@ def test_failures_back_off_exponentially_and_reset_on_success() -> None:
     launched = cond(h.machine(), CONDITION_LAUNCHED)
     assert (launched["status"], launched["reason"]) == ("False", "InsufficientCapacity")
     assert launched["message"] == "no A100 left in the region"
+    uid = h.machine()["metadata"]["uid"]
+    assert h.rec.backoff.num_requeues(uid) == 5
     h.cloud.fail_with = None
     h.reconcile()
     assert cond(h.machine(), CONDITION_LAUNCHED)["status"] == "True"
-    assert h.rec._failures == {}
+    assert h.rec.backoff.num_requeues(uid) == 0  # the next failure starts at the base again
 
 
 def test_machine_without_instance_type_is_not_retried() -> None:
