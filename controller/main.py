@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller.runtime import Client, Manager
+from controller.runtime import Client, Manager, RestClient
 from controller.webhook import (
     WebhookServer,
     apply_validating_webhook_configuration,
@@ -104,7 +104,7 @@ class MountedWebhook:
         self.server.stop()
 
 
-def start_webhook(args: argparse.Namespace, client: Client) -> WebhookServer:
+def start_webhook(args: argparse.Namespace, client: RestClient) -> WebhookServer:
     """Serve the admission webhook over HTTPS (a fresh self-signed cert) and register it.
 
     Local runs (no ``--webhook-service``): listen on ``--webhook-host`` and register the URL
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    client = Client.from_kubeconfig(args.kubeconfig)
+    client = RestClient.from_kubeconfig(args.kubeconfig)
     mounted: MountedWebhook | None = None
     webhook: WebhookServer | None = None
     if args.webhook_port is not None and args.webhook_cert_dir is not None:

@@ -23,10 +23,9 @@ from typing import Any
 
 import yaml
 
-from controller.runtime import ResourceKind
+from controller.runtime.kinds import SECRETS
 from hack.procs import ManagedProcess
 
-SECRETS = ResourceKind(group="", version="v1", plural="secrets", kind="Secret", namespaced=True)
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "config" / "chart" / "kaito-py"
 # console scripts of pyproject.toml -> the module each one runs (a pod runs the script)

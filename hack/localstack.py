@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.runtime import Client, ResourceKind
+from controller.runtime import RestClient
+from controller.runtime.kinds import DEPLOYMENTS
 from hack import prometheus
 from hack.chart import Helm, local_values, start_pod
 from hack.controlplane.local import ControlPlane, free_port
@@ -32,7 +33,6 @@ from hack.service_proxy import ServiceProxy
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_NAMESPACE = "kaito-system"
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
-DEPLOYMENTS = ResourceKind("apps", "v1", "deployments", "Deployment", namespaced=True)
 
 
 @dataclass
@@ -69,7 +69,7 @@ class LocalStack:
     procs: dict[str, ManagedProcess] = field(default_factory=dict)
     identities: dict[str, Path] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
-    client: Client | None = None
+    client: RestClient | None = None
     webhook_service: ServiceProxy | None = None
 
     def __post_init__(self) -> None:
@@ -87,7 +87,7 @@ class LocalStack:
         }
         self.cp.start()
         self.timeline.mark("control plane (etcd + kube-apiserver) ready")
-        self.client = Client.from_kubeconfig(str(self.cp.kubeconfig))
+        self.client = RestClient.from_kubeconfig(str(self.cp.kubeconfig))
         self.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd"))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         self.webhook_service = ServiceProxy().start()

@@ -12,9 +12,19 @@ import copy
 import re
 from datetime import datetime
 
-from controller.api.machine import Machine
+from controller.api.machine import (
+    CONDITION_INITIALIZED,
+    CONDITION_LAUNCHED,
+    CONDITION_READY,
+    CONDITION_REGISTERED,
+    EPHEMERAL_TAINT_KEYS,
+    FINALIZER_TERMINATION,
+    LABEL_INSTANCE_TYPE,
+    LABEL_MACHINE_NAME,
+    LABEL_REGISTERED,
+    Machine,
+)
 from controller.api.meta import Condition
-from provisioner import kinds
 from provisioner.cloud.base import LaunchRequest, Taint
 
 # Requested resources that no node reports as allocatable: Kaito asks for ``storage`` (the OS disk),
@@ -70,7 +80,7 @@ def launch_request(machine: Machine) -> LaunchRequest:
     instance_type = machine.instance_type
     if not instance_type:
         raise InvalidMachine(
-            f"machine {machine.name} has no requirement '{kinds.LABEL_INSTANCE_TYPE} In [<sku>]'"
+            f"machine {machine.name} has no requirement '{LABEL_INSTANCE_TYPE} In [<sku>]'"
         )
     requests = {
         k: str(v) for k, v in ((machine.spec.resources and machine.spec.resources.requests) or {}).items()
@@ -94,14 +104,14 @@ def registered_node(node: dict, machine: Machine) -> dict:
     node = copy.deepcopy(node)
     meta = node.setdefault("metadata", {})
     finalizers = meta.setdefault("finalizers", [])
-    if kinds.TERMINATION_FINALIZER not in finalizers:
-        finalizers.append(kinds.TERMINATION_FINALIZER)
+    if FINALIZER_TERMINATION not in finalizers:
+        finalizers.append(FINALIZER_TERMINATION)
     labels = meta.setdefault("labels", {})
-    first_time = labels.get(kinds.LABEL_REGISTERED) != "true"
+    first_time = labels.get(LABEL_REGISTERED) != "true"
     labels.update(node_labels(machine))
     if len(machine.name) <= 63:
-        labels[kinds.LABEL_MACHINE_NAME] = machine.name
-    labels[kinds.LABEL_REGISTERED] = "true"
+        labels[LABEL_MACHINE_NAME] = machine.name
+    labels[LABEL_REGISTERED] = "true"
     if first_time:
         spec = node.setdefault("spec", {})
         taints = list(spec.get("taints") or [])
@@ -143,7 +153,7 @@ def initialization(node: dict, machine: Machine) -> tuple[bool, str, str]:
     left = [t for t in taints if (t.get("key"), t.get("effect")) in startup]
     if left:
         return False, "StartupTaintsExist", f"startup taints still on node {name}: {_taint_list(left)}"
-    booting = [t for t in taints if t.get("key") in kinds.EPHEMERAL_TAINT_KEYS]
+    booting = [t for t in taints if t.get("key") in EPHEMERAL_TAINT_KEYS]
     if booting:
         return False, "EphemeralTaintsExist", f"node {name} still has {_taint_list(booting)}"
     allocatable = (node.get("status") or {}).get("allocatable") or {}
@@ -183,19 +193,19 @@ def ready_condition(machine: Machine) -> Condition:
     False, else Unknown if any is not True yet, else True. Reason and message come from the first
     condition that is not True, so the Machine's Ready says what it is waiting for."""
     parts = [
-        machine.condition(t) for t in (kinds.COND_LAUNCHED, kinds.COND_REGISTERED, kinds.COND_INITIALIZED)
+        machine.condition(t) for t in (CONDITION_LAUNCHED, CONDITION_REGISTERED, CONDITION_INITIALIZED)
     ]
     if all(c is not None and c.status == "True" for c in parts):
-        return Condition(type=kinds.COND_READY, status="True", reason="Ready", message="")
+        return Condition(type=CONDITION_READY, status="True", reason="Ready", message="")
     failed = next((c for c in parts if c is not None and c.status == "False"), None)
     if failed is not None:
-        return Condition(type=kinds.COND_READY, status="False", reason=failed.reason, message=failed.message)
+        return Condition(type=CONDITION_READY, status="False", reason=failed.reason, message=failed.message)
     waiting = next((c for c in parts if c is not None and c.status != "True"), None)
     if waiting is not None:
         return Condition(
-            type=kinds.COND_READY, status="Unknown", reason=waiting.reason, message=waiting.message
+            type=CONDITION_READY, status="Unknown", reason=waiting.reason, message=waiting.message
         )
-    return Condition(type=kinds.COND_READY, status="Unknown", reason="AwaitingReconciliation", message="")
+    return Condition(type=CONDITION_READY, status="Unknown", reason="AwaitingReconciliation", message="")
 
 
 def phase(machine: dict) -> str:
@@ -207,14 +217,14 @@ def phase(machine: dict) -> str:
     def status(t: str) -> str | None:
         return conds[t].get("status") if t in conds else None
 
-    if status(kinds.COND_READY) == "True":
+    if status(CONDITION_READY) == "True":
         return "Ready"
-    if status(kinds.COND_REGISTERED) == "True":
+    if status(CONDITION_REGISTERED) == "True":
         return "Registered"
-    if status(kinds.COND_LAUNCHED) == "True":
+    if status(CONDITION_LAUNCHED) == "True":
         return "Launched"
-    if status(kinds.COND_LAUNCHED) == "False":
+    if status(CONDITION_LAUNCHED) == "False":
         return "LaunchFailed"
-    if status(kinds.COND_LAUNCHED) == "Unknown":
+    if status(CONDITION_LAUNCHED) == "Unknown":
         return "Launching"
     return "Pending"

@@ -17,39 +17,67 @@ stage and returns; nothing waits inside a worker (the cloud's long operations ar
    ``nvidia.com/gpu`` allocatable -> MachineInitialized; Ready rolls the three up;
 5. deletion: delete the Node(s), then ``provider.delete`` until the instance is gone, then drop
    the finalizer.
+
+Each stage returns an ``Outcome`` (advanced / wait / deleted). What a pass learnt is stored in one
+status write; the writes to Nodes it decided on (adoption, the initialized label) and the
+Machine's instance labels follow that write, so a pass on a stale cache, whose status write fails
+with a Conflict, has changed nothing. Adoption is re-checked on every pass, so a Node write that
+failed after the status was stored is redone. Cloud failures back off by a runtime
+``RateLimiter`` per Machine (the work queue's own limiter stays for errors of the reconcile).
+The wiring into a Manager is ``provisioner/setup.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
-from controller.api.machine import Machine, MachineStatus
+from controller.api.kinds import MACHINES
+from controller.api.machine import (
+    CONDITION_INITIALIZED,
+    CONDITION_LAUNCHED,
+    CONDITION_REGISTERED,
+    FINALIZER_TERMINATION,
+    LABEL_ARCH,
+    LABEL_CAPACITY_TYPE,
+    LABEL_INITIALIZED,
+    LABEL_INSTANCE_TYPE,
+    LABEL_MACHINE_NAME,
+    LABEL_OS,
+    LABEL_ZONE,
+    Machine,
+    MachineStatus,
+)
 from controller.api.meta import Condition, set_condition
-from controller.runtime import Conflict, Controller, EventRecorder, Manager, NotFound, Request, Result, Store
-from controller.runtime.client import Client
-from provisioner import kinds, lifecycle
+from controller.runtime import (
+    Client,
+    Conflict,
+    EventRecorder,
+    ItemExponentialFailureRateLimiter,
+    NotFound,
+    ObjectReconciler,
+    RateLimiter,
+    Request,
+    Result,
+    Store,
+)
+from controller.runtime.kinds import NODES
+from provisioner import lifecycle
 from provisioner import metrics as m
 from provisioner.cloud import base as cloud
 from provisioner.cloud.base import CloudProvider
+from provisioner.indexes import NODE_PROVIDER_ID_INDEX
+from provisioner.outcome import ADVANCED, DELETED, Outcome, wait
 
 log = logging.getLogger(__name__)
 
-
-class _MachineDeleted(Exception):
-    """Raised inside a reconcile once it has deleted the Machine: nothing more to write."""
-
-
-NODE_PROVIDER_ID_INDEX = "spec.providerID"
-MACHINE_PROVIDER_ID_INDEX = "status.providerID"
 MAX_MESSAGE = 800  # gpu-provisioner's limit: enough for a whole ARM error
 
 
@@ -64,6 +92,7 @@ class Options:
     # must not leave the Machine waiting forever
     init_poll_interval: float = 10.0
     delete_poll_interval: float = 5.0
+    # per-Machine backoff of failed cloud calls: base * 2**failures, capped
     backoff_base: float = 5.0
     backoff_max: float = 300.0
     workers: int = 4
@@ -72,29 +101,15 @@ class Options:
     machine_selector: dict[str, str] | None = None
 
 
-def _node_provider_id(node: dict) -> list[str]:
-    pid = (node.get("spec") or {}).get("providerID")
-    return [pid] if pid else []
-
-
-def _machine_provider_id(machine: dict) -> list[str]:
-    pid = (machine.get("status") or {}).get("providerID")
-    return [pid] if pid else []
-
-
-def install_indexes(machines: Store, nodes: Store) -> None:
-    """Indexes the reconciler and the Node->Machine mapping rely on."""
-    nodes.add_index(NODE_PROVIDER_ID_INDEX, _node_provider_id)
-    nodes.add_label_index(kinds.LABEL_MACHINE_NAME)
-    machines.add_index(MACHINE_PROVIDER_ID_INDEX, _machine_provider_id)
-
-
 @dataclass
 class _Step:
-    """What one reconcile found out besides the status: labels to add, durations to record."""
+    """What one pass decided besides the status, applied once the status is stored."""
 
     now: float
-    labels: dict[str, str] = field(default_factory=dict)
+    node: dict | None = None  # the Machine's Node as this pass sees it (adopted, if it was)
+    node_update: dict | None = None  # the adopted Node, to PUT
+    node_labels: dict[str, str] = field(default_factory=dict)  # to merge into the Node's labels
+    labels: dict[str, str] = field(default_factory=dict)  # to merge into the Machine's labels
     durations: list[tuple[Histogram, float]] = field(default_factory=list)
 
     def observe(self, histogram: Histogram, since: datetime | None) -> None:
@@ -119,6 +134,7 @@ class MachineReconciler:
         recorder: EventRecorder | None = None,
         options: Options | None = None,
         clock: Callable[[], float] = time.time,
+        backoff: RateLimiter | None = None,
     ) -> None:
         self.client = client
         self.provider = provider
@@ -127,42 +143,22 @@ class MachineReconciler:
         self.recorder = recorder
         self.options = options or Options()
         self._clock = clock
-        self._failures: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    # --- mapping -----------------------------------------------------------------------------
-    def requests_for_node(self, node: dict) -> Iterable[Request]:
-        """A Node event concerns the Machine named on its label, or whose providerID it carries."""
-        names = set()
-        label = ((node.get("metadata") or {}).get("labels") or {}).get(kinds.LABEL_MACHINE_NAME)
-        if label:
-            names.add(label)
-        for pid in _node_provider_id(node):
-            names.update(
-                mm["metadata"]["name"] for mm in self.machines.by_index(MACHINE_PROVIDER_ID_INDEX, pid)
-            )
-        return [Request(None, name) for name in sorted(names)]
+        self.backoff: RateLimiter = backoff or ItemExponentialFailureRateLimiter(
+            self.options.backoff_base, self.options.backoff_max
+        )
+        self._objects = ObjectReconciler(
+            machines,
+            Machine,
+            self._reconcile_machine,
+            gone=self._machine_gone,
+            selects=self._selected,
+            on_invalid=self._invalid,
+        )
 
     # --- reconcile ---------------------------------------------------------------------------
     def reconcile(self, request: Request) -> Result:
-        obj = self.machines.get(request.name)
-        if obj is not None and not self._selected(obj):
-            return Result()
         try:
-            if obj is None:
-                self._release_nodes_of_missing_machine(request.name)
-                return Result()
-            try:
-                machine = Machine.from_k8s(obj)
-            except ValidationError as exc:  # the CRD schema should prevent this; never crash on it
-                self._event(obj, "Warning", "InvalidMachine", f"cannot read machine: {exc}"[:MAX_MESSAGE])
-                return Result()
-            if machine.metadata.deletion_timestamp:
-                return self._finalize(obj, machine)
-            if kinds.TERMINATION_FINALIZER not in (machine.metadata.finalizers or []):
-                self._add_finalizer(obj)
-                return Result()
-            return self._reconcile_lifecycle(obj, machine)
+            return self._objects.reconcile(request)
         except Conflict:
             return Result(requeue=True)  # our cache was behind a write; look again
         except NotFound:
@@ -170,70 +166,84 @@ class MachineReconciler:
             # again once it caught up, without growing the error backoff of a finished Machine.
             return Result(requeue_after=1.0)
 
+    def _reconcile_machine(self, machine: Machine, obj: dict) -> Result:
+        if machine.metadata.deletion_timestamp:
+            return self._finalize(obj, machine)
+        if FINALIZER_TERMINATION not in (machine.metadata.finalizers or []):
+            self._add_finalizer(obj)
+            return Result()
+        return self._reconcile_lifecycle(obj, machine)
+
+    def _machine_gone(self, request: Request) -> None:
+        self._release_nodes_of_missing_machine(request.name)
+
+    def _invalid(self, obj: dict, exc: ValidationError) -> None:
+        # the CRD schema should prevent this; never crash on it
+        self._event(obj, "Warning", "InvalidMachine", f"cannot read machine: {exc}"[:MAX_MESSAGE])
+
     def _reconcile_lifecycle(self, obj: dict, machine: Machine) -> Result:
         machine.status = machine.status or MachineStatus()
         machine.status.conditions = list(machine.status.conditions or [])
         step = _Step(now=self._clock())
-        try:
-            requeue_after = self._advance(machine, step)
-        except _MachineDeleted:
+        outcome = self._advance(machine, step)
+        if outcome.state == "deleted":
             return Result()
         set_condition(machine.status.conditions, lifecycle.ready_condition(machine))
         self._write_status(obj, machine)
         # Only now that the transition is stored: a reconcile on a stale cache redoes a step,
-        # fails its status write with a Conflict and must not count the step twice.
+        # fails its status write with a Conflict and must neither count the step twice nor have
+        # written to a Node on the strength of what it failed to store.
         for histogram, seconds in step.durations:
             histogram.labels(self.provider.name).observe(seconds)
+        self._apply_node_writes(step)
         if step.labels:
-            self.client.patch(kinds.MACHINES, machine.name, {"metadata": {"labels": step.labels}})
-        return Result(requeue_after=requeue_after) if requeue_after else Result()
+            self.client.patch(MACHINES, machine.name, {"metadata": {"labels": step.labels}})
+        return Result(requeue_after=outcome.requeue_after) if outcome.requeue_after else Result()
 
-    def _advance(self, machine: Machine, step: _Step) -> float | None:
-        """Take the next steps; returns when to look again (None: when something changes)."""
-        if not lifecycle.is_true(machine, kinds.COND_LAUNCHED):
-            launched, requeue_after = self._launch(machine, step)
-            if not launched:
-                return requeue_after
-        if not lifecycle.is_true(machine, kinds.COND_REGISTERED):
-            node, requeue_after = self._register(machine, step)
-            if node is None:
-                return requeue_after
-        else:
-            node = self._node_of(machine)
-            if node is None or node["metadata"].get("deletionTimestamp"):
-                self._node_went_away(machine)
-        if lifecycle.is_true(machine, kinds.COND_INITIALIZED) or self._initialize(machine, node, step):
-            return None
-        return self.options.init_poll_interval
+    def _advance(self, machine: Machine, step: _Step) -> Outcome:
+        """Run the stages in order until one does not advance; all done: wait for a change."""
+        for stage in (self._launch, self._register, self._initialize):
+            outcome = stage(machine, step)
+            if not outcome.advanced:
+                return outcome
+        return wait(None)
+
+    def _apply_node_writes(self, step: _Step) -> None:
+        if step.node_update is not None:
+            self.client.update(NODES, step.node_update)
+        if step.node_labels and step.node is not None:
+            name = step.node["metadata"]["name"]
+            self.client.patch(NODES, name, {"metadata": {"labels": step.node_labels}})
 
     # --- stages ------------------------------------------------------------------------------
-    def _launch(self, machine: Machine, step: _Step) -> tuple[bool, float | None]:
-        """(launched, when to look again): create or look at the instance, record the outcome."""
+    def _launch(self, machine: Machine, step: _Step) -> Outcome:
+        """Create or look at the instance and record the outcome (MachineLaunched)."""
+        if lifecycle.is_true(machine, CONDITION_LAUNCHED):
+            return ADVANCED
         try:
             req = lifecycle.launch_request(machine)
         except lifecycle.InvalidMachine as exc:  # a person must fix the Machine; no retry
-            self._set(machine, kinds.COND_LAUNCHED, "False", "InvalidMachine", str(exc), warn=True)
-            return False, None
+            self._set(machine, CONDITION_LAUNCHED, "False", "InvalidMachine", str(exc), warn=True)
+            return wait(None)
         try:
             instance = self.provider.create(req)
         except cloud.InProgress as exc:
-            self._set(machine, kinds.COND_LAUNCHED, "Unknown", "Launching", exc.message)
-            return False, self.options.launch_poll_interval
+            self._set(machine, CONDITION_LAUNCHED, "Unknown", "Launching", exc.message)
+            return wait(self.options.launch_poll_interval)
         except cloud.CloudError as exc:
             m.PROVIDER_ERRORS.labels(self.provider.name, "create", exc.reason).inc()
-            self._set(machine, kinds.COND_LAUNCHED, "False", exc.reason, exc.message[:MAX_MESSAGE], warn=True)
-            return False, self._backoff(machine)
+            self._set(machine, CONDITION_LAUNCHED, "False", exc.reason, exc.message[:MAX_MESSAGE], warn=True)
+            return wait(self._backoff(machine))
         self._forget_failures(machine)
         if not instance.provider_id:
             # The TTL also covers an instance that never gets as far as a providerID (an AKS pool
             # stuck in Creating): it counts from the instance's creation, as the tags record it.
             age = _seconds_since(instance.created_at, step.now)
             if age is not None and age >= self.options.registration_ttl:
-                self._registration_timeout(machine)
-                raise _MachineDeleted
+                return self._registration_timeout(machine)
             message = f"waiting for {self.provider.name} instance {instance.id} ({instance.state.value})"
-            self._set(machine, kinds.COND_LAUNCHED, "Unknown", "Launching", message)
-            return False, self.options.launch_poll_interval
+            self._set(machine, CONDITION_LAUNCHED, "Unknown", "Launching", message)
+            return wait(self.options.launch_poll_interval)
         status = machine.status
         assert status is not None
         status.provider_id = instance.provider_id
@@ -243,16 +253,23 @@ class MachineReconciler:
                 step.labels[key] = value
         self._set(
             machine,
-            kinds.COND_LAUNCHED,
+            CONDITION_LAUNCHED,
             "True",
             "Launched",
             f"{self.provider.name} instance {instance.id} ({instance.instance_type})",
         )
         step.observe(m.LAUNCH_DURATION, cloud.parse_timestamp(machine.metadata.creation_timestamp))
-        return True, None
+        return ADVANCED
 
-    def _register(self, machine: Machine, step: _Step) -> tuple[dict | None, float | None]:
-        """(the adopted Node, None) or (None, when to look again); raises _MachineDeleted on timeout."""
+    def _register(self, machine: Machine, step: _Step) -> Outcome:
+        """Find and adopt the Node with the instance's providerID (MachineRegistered); a Machine
+        whose Node does not come within the TTL, or goes away later, is deleted."""
+        if lifecycle.is_true(machine, CONDITION_REGISTERED):
+            node = self._node_of(machine)
+            if node is None or node["metadata"].get("deletionTimestamp"):
+                return self._node_went_away(machine)
+            self._adopt(node, machine, step)  # again: a Node write that failed is redone
+            return ADVANCED
         status = machine.status
         assert status is not None
         candidates = self.nodes.by_index(NODE_PROVIDER_ID_INDEX, status.provider_id or "")
@@ -260,69 +277,79 @@ class MachineReconciler:
         if len(candidates) > 1:
             names = ", ".join(n["metadata"]["name"] for n in candidates)
             self._set(
-                machine, kinds.COND_REGISTERED, "False", "MultipleNodesFound", f"nodes {names}", warn=True
+                machine, CONDITION_REGISTERED, "False", "MultipleNodesFound", f"nodes {names}", warn=True
             )
-            return None, self.options.launch_poll_interval
+            return wait(self.options.launch_poll_interval)
         if not candidates:
             launched = (
-                _seconds_since(lifecycle.transition_time(machine, kinds.COND_LAUNCHED), step.now) or 0.0
+                _seconds_since(lifecycle.transition_time(machine, CONDITION_LAUNCHED), step.now) or 0.0
             )
             left = self.options.registration_ttl - launched
             if left <= 0:
-                self._registration_timeout(machine)
-                raise _MachineDeleted
+                return self._registration_timeout(machine)
             message = f"waiting for a node with providerID {status.provider_id}"
-            self._set(machine, kinds.COND_REGISTERED, "Unknown", "NodeNotFound", message)
-            return None, left + 0.5
-        node = lifecycle.registered_node(candidates[0], machine)
-        if node != candidates[0]:
-            node = self.client.update(kinds.NODES, node)
+            self._set(machine, CONDITION_REGISTERED, "Unknown", "NodeNotFound", message)
+            return wait(left + 0.5)
+        node = self._adopt(candidates[0], machine, step)
         status.node_name = node["metadata"]["name"]
-        self._set(machine, kinds.COND_REGISTERED, "True", "Registered", f"node {status.node_name} registered")
-        step.observe(m.REGISTRATION_DURATION, lifecycle.transition_time(machine, kinds.COND_LAUNCHED))
-        return node, None
+        self._set(machine, CONDITION_REGISTERED, "True", "Registered", f"node {status.node_name} registered")
+        step.observe(m.REGISTRATION_DURATION, lifecycle.transition_time(machine, CONDITION_LAUNCHED))
+        return ADVANCED
 
-    def _initialize(self, machine: Machine, node: dict, step: _Step) -> bool:
-        """True once the Node is initialized (Ready, startup taints gone, resources allocatable)."""
+    def _adopt(self, node: dict, machine: Machine, step: _Step) -> dict:
+        """The Node as ``machine`` adopts it (finalizer, labels, taints); a PUT if that changes it."""
+        adopted = lifecycle.registered_node(node, machine)
+        if adopted != node:
+            step.node_update = adopted
+        step.node = adopted
+        return adopted
+
+    def _initialize(self, machine: Machine, step: _Step) -> Outcome:
+        """Advanced once the Node is initialized (Ready, startup taints gone, resources allocatable)."""
+        node = step.node
+        assert node is not None  # _register found it
+        if lifecycle.is_true(machine, CONDITION_INITIALIZED):
+            self._label_initialized(node, step)
+            return ADVANCED
         done, reason, message = lifecycle.initialization(node, machine)
         if not done:
-            self._set(machine, kinds.COND_INITIALIZED, "Unknown", reason, message)
-            return False
-        labels = node["metadata"].get("labels") or {}
-        if labels.get(kinds.LABEL_INITIALIZED) != "true":
-            self.client.patch(
-                kinds.NODES,
-                node["metadata"]["name"],
-                {"metadata": {"labels": {kinds.LABEL_INITIALIZED: "true"}}},
-            )
+            self._set(machine, CONDITION_INITIALIZED, "Unknown", reason, message)
+            return wait(self.options.init_poll_interval)
+        self._label_initialized(node, step)
         status = machine.status
         assert status is not None
         status.allocatable = dict((node.get("status") or {}).get("allocatable") or {})
-        self._set(machine, kinds.COND_INITIALIZED, "True", reason, message)
-        step.observe(m.INITIALIZATION_DURATION, lifecycle.transition_time(machine, kinds.COND_REGISTERED))
-        return True
+        self._set(machine, CONDITION_INITIALIZED, "True", reason, message)
+        step.observe(m.INITIALIZATION_DURATION, lifecycle.transition_time(machine, CONDITION_REGISTERED))
+        return ADVANCED
 
-    def _registration_timeout(self, machine: Machine) -> None:
+    @staticmethod
+    def _label_initialized(node: dict, step: _Step) -> None:
+        if (node["metadata"].get("labels") or {}).get(LABEL_INITIALIZED) != "true":
+            step.node_labels[LABEL_INITIALIZED] = "true"
+
+    def _registration_timeout(self, machine: Machine) -> Outcome:
         ttl = self.options.registration_ttl
         message = f"no node registered within {ttl:g}s of launching the instance; deleting the machine"
-        self._set(machine, kinds.COND_REGISTERED, "False", "RegistrationTimeout", message)
+        self._set(machine, CONDITION_REGISTERED, "False", "RegistrationTimeout", message)
         obj = machine.to_k8s()
         with contextlib.suppress(Conflict, NotFound):  # the Event below still tells why
-            self.client.update_status(kinds.MACHINES, obj)
+            self.client.update_status(MACHINES, obj)
         self._event(obj, "Warning", "RegistrationTimeout", message)
         m.REGISTRATION_TIMEOUTS.labels(self.provider.name).inc()
         log.warning("machine %s: %s", machine.name, message)
-        self.client.delete(kinds.MACHINES, machine.name)
+        self.client.delete(MACHINES, machine.name)
+        return DELETED
 
-    def _node_went_away(self, machine: Machine) -> None:
+    def _node_went_away(self, machine: Machine) -> Outcome:
         """A registered Machine whose Node is gone (or going) has nothing left to serve: delete it."""
         message = (
             f"node {machine.status.node_name if machine.status else ''} was deleted; deleting the machine"
         )
         self._event(machine.to_k8s(), "Warning", "NodeDeleted", message)
         log.warning("machine %s: %s", machine.name, message)
-        self.client.delete(kinds.MACHINES, machine.name)
-        raise _MachineDeleted
+        self.client.delete(MACHINES, machine.name)
+        return DELETED
 
     # --- deletion ----------------------------------------------------------------------------
     def _finalize(self, obj: dict, machine: Machine) -> Result:
@@ -334,12 +361,12 @@ class MachineReconciler:
         being deleted). No drain: the pods on a GPU node belong to the Workspace being torn down
         (or to a RayService that reschedules them), and this control plane has no eviction.
         """
-        if kinds.TERMINATION_FINALIZER not in (machine.metadata.finalizers or []):
+        if FINALIZER_TERMINATION not in (machine.metadata.finalizers or []):
             return Result()
         nodes = self._nodes_of(machine)
         for node in nodes:
             if not node["metadata"].get("deletionTimestamp"):
-                self.client.delete(kinds.NODES, node["metadata"]["name"])
+                self.client.delete(NODES, node["metadata"]["name"])
         instance_id = self.provider.instance_id_for(machine.name, machine.metadata.uid or "")
         try:
             self.provider.delete(instance_id)
@@ -353,9 +380,9 @@ class MachineReconciler:
             return Result(requeue_after=self.options.delete_poll_interval)
         if self._release_nodes(nodes):
             return Result(requeue_after=1.0)  # until the cache shows them gone
-        finalizers = [f for f in machine.metadata.finalizers or [] if f != kinds.TERMINATION_FINALIZER]
+        finalizers = [f for f in machine.metadata.finalizers or [] if f != FINALIZER_TERMINATION]
         self.client.patch(
-            kinds.MACHINES,
+            MACHINES,
             machine.name,
             {"metadata": {"finalizers": finalizers, "resourceVersion": machine.metadata.resource_version}},
         )
@@ -369,13 +396,13 @@ class MachineReconciler:
         for node in nodes:
             name = node["metadata"]["name"]
             if not node["metadata"].get("deletionTimestamp"):
-                self.client.delete(kinds.NODES, name)
-            if kinds.TERMINATION_FINALIZER in (node["metadata"].get("finalizers") or []):
+                self.client.delete(NODES, name)
+            if FINALIZER_TERMINATION in (node["metadata"].get("finalizers") or []):
                 with contextlib.suppress(NotFound):
                     self.client.patch(
-                        kinds.NODES,
+                        NODES,
                         name,
-                        {"metadata": {"$deleteFromPrimitiveList/finalizers": [kinds.TERMINATION_FINALIZER]}},
+                        {"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER_TERMINATION]}},
                         patch_type="strategic",
                     )
         return bool(nodes)
@@ -384,8 +411,8 @@ class MachineReconciler:
         """Nodes still labelled for a Machine that no longer exists are stale: let them go."""
         nodes = [
             n
-            for n in self.nodes.by_index(kinds.LABEL_MACHINE_NAME, name)
-            if kinds.TERMINATION_FINALIZER in (n["metadata"].get("finalizers") or [])
+            for n in self.nodes.by_index(LABEL_MACHINE_NAME, name)
+            if FINALIZER_TERMINATION in (n["metadata"].get("finalizers") or [])
         ]
         if nodes:
             log.info(
@@ -396,11 +423,11 @@ class MachineReconciler:
     def _add_finalizer(self, obj: dict) -> None:
         meta = obj["metadata"]
         self.client.patch(
-            kinds.MACHINES,
+            MACHINES,
             meta["name"],
             {
                 "metadata": {
-                    "finalizers": [*(meta.get("finalizers") or []), kinds.TERMINATION_FINALIZER],
+                    "finalizers": [*(meta.get("finalizers") or []), FINALIZER_TERMINATION],
                     "resourceVersion": meta["resourceVersion"],
                 }
             },
@@ -418,7 +445,7 @@ class MachineReconciler:
         if pid:
             found.update((n["metadata"]["name"], n) for n in self.nodes.by_index(NODE_PROVIDER_ID_INDEX, pid))
         found.update(
-            (n["metadata"]["name"], n) for n in self.nodes.by_index(kinds.LABEL_MACHINE_NAME, machine.name)
+            (n["metadata"]["name"], n) for n in self.nodes.by_index(LABEL_MACHINE_NAME, machine.name)
         )
         return list(found.values())
 
@@ -445,39 +472,15 @@ class MachineReconciler:
     def _write_status(self, obj: dict, machine: Machine) -> None:
         new = machine.to_k8s()
         if new.get("status") != (obj.get("status") or {}):
-            self.client.update_status(kinds.MACHINES, new)
+            self.client.update_status(MACHINES, new)
 
     def _backoff(self, machine: Machine) -> float:
-        key = machine.metadata.uid or machine.name
-        with self._lock:
-            n = self._failures.get(key, 0)
-            self._failures[key] = n + 1
-        return min(self.options.backoff_base * (2**n), self.options.backoff_max)
+        """How long until the next try of a failed cloud call (counts the failure)."""
+        return self.backoff.when(machine.metadata.uid or machine.name)
 
     def _forget_failures(self, machine: Machine) -> None:
-        with self._lock:
-            self._failures.pop(machine.metadata.uid or machine.name, None)
+        self.backoff.forget(machine.metadata.uid or machine.name)
 
 
 # Labels that describe the instance and are copied onto the Machine (printer columns read them).
-_INSTANCE_LABELS = frozenset(
-    {kinds.LABEL_INSTANCE_TYPE, kinds.LABEL_ZONE, kinds.LABEL_ARCH, kinds.LABEL_OS, kinds.LABEL_CAPACITY_TYPE}
-)
-
-
-def add_to_manager(
-    mgr: Manager, provider: CloudProvider, options: Options | None = None
-) -> MachineReconciler:
-    """Wire the reconciler into ``mgr``: shared Machine and Node informers, indexes, the controller."""
-    options = options or Options()
-    machines = mgr.informer(kinds.MACHINES)
-    nodes = mgr.informer(kinds.NODES)
-    install_indexes(machines.store, nodes.store)
-    reconciler = MachineReconciler(
-        mgr.client, provider, machines.store, nodes.store, mgr.event_recorder("kaito-provisioner"), options
-    )
-    ctrl = Controller("machine", reconciler, workers=options.workers)
-    ctrl.watch(machines)
-    ctrl.watch_mapped(nodes, reconciler.requests_for_node)
-    mgr.add_controller(ctrl)
-    return reconciler
+_INSTANCE_LABELS = frozenset({LABEL_INSTANCE_TYPE, LABEL_ZONE, LABEL_ARCH, LABEL_OS, LABEL_CAPACITY_TYPE})

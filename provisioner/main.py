@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY
 
-from controller.runtime import Client, Manager
-from provisioner import kinds
+from controller.runtime import Client, Manager, RestClient
+from controller.runtime.kinds import NODES
 from provisioner.cloud.base import CloudProvider
 from provisioner.cloud.catalog import load_instance_types
-from provisioner.machine_controller import MachineReconciler, Options, add_to_manager
+from provisioner.machine_controller import MachineReconciler, Options
 from provisioner.metrics import MachinePhaseCollector
 from provisioner.orphans import OrphanSweeper
+from provisioner.setup import setup_machine_controller
 
 log = logging.getLogger("kaito-provisioner")
 
@@ -103,7 +104,7 @@ def build(client: Client, config: Config) -> Provisioner:
     )
     types = load_instance_types(config.instance_types_file)
     provider = _provider(mgr, client, config, types)
-    reconciler = add_to_manager(mgr, provider, config.options)
+    reconciler = setup_machine_controller(mgr, provider, config.options)
     sweeper = OrphanSweeper(provider, reconciler.machines, config.orphan_grace, config.orphan_interval)
     mgr.add_runnable(sweeper.run, needs_leader=True)
     return Provisioner(mgr, provider, reconciler, sweeper)
@@ -132,7 +133,7 @@ def _provider(mgr: Manager, client: Client, config: Config, types: list) -> Clou
         missing = [n for n in ("subscription_id", "resource_group", "cluster_name") if not getattr(config, n)]
         if missing:
             raise SystemExit(f"--cloud azure needs {', '.join('--' + n.replace('_', '-') for n in missing)}")
-        nodes = mgr.informer(kinds.NODES).store
+        nodes = mgr.informer(NODES).store
         index = nodes.add_label_index(azure.LABEL_AGENTPOOL)
 
         def node_lookup(pool: str) -> str | None:
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    client = Client.from_kubeconfig(args.kubeconfig)
+    client = RestClient.from_kubeconfig(args.kubeconfig)
     prov = build(client, config)
     REGISTRY.register(MachinePhaseCollector(prov.reconciler.machines.list))
     log.info(

@@ -55,9 +55,9 @@ def fresh_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
 @pytest.fixture(scope="session")
 def kube(apiserver: ControlPlane):  # type: ignore[no-untyped-def]
     """Our runtime Client for the shared server (session-wide: informers share its pool)."""
-    from controller.runtime import Client
+    from controller.runtime import RestClient
 
-    client = Client.from_kubeconfig(str(apiserver.kubeconfig))
+    client = RestClient.from_kubeconfig(str(apiserver.kubeconfig))
     try:
         yield client
     finally:

@@ -18,14 +18,11 @@ from typing import Any, TypeVar
 import yaml
 
 from controller.runtime import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+from controller.runtime.kinds import CUSTOM_RESOURCE_DEFINITIONS, EVENTS, NAMESPACES
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "config" / "crd"
-CRDS = ResourceKind(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
-NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
-EVENTS = ResourceKind("", "v1", "events", "Event", namespaced=True)
+CRDS = CUSTOM_RESOURCE_DEFINITIONS
 
 T = TypeVar("T")
 

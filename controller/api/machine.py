@@ -16,15 +16,37 @@ from controller.api.meta import Condition, K8sModel, K8sObject
 GROUP = "karpenter.sh"
 VERSION = "v1alpha5"
 
-LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
-LABEL_PROVISIONER_NAME = "karpenter.sh/provisioner-name"
-LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
+# The Machine vocabulary, in one place: the Workspace controller, the provisioner, its clouds and
+# the tests must agree on these strings (Karpenter v1alpha5 names, so that kubectl users and Kaito
+# see what they expect).
 FINALIZER_TERMINATION = "karpenter.sh/termination"
 
+LABEL_PROVISIONER_NAME = "karpenter.sh/provisioner-name"
+LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
+LABEL_MACHINE_NAME = "karpenter.sh/machine-name"
+LABEL_REGISTERED = "karpenter.sh/registered"
+LABEL_INITIALIZED = "karpenter.sh/initialized"
+LABEL_CAPACITY_TYPE = "karpenter.sh/capacity-type"
+# Well-known Node labels a Machine's requirements and its Node carry.
+LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+LABEL_ZONE = "topology.kubernetes.io/zone"
+LABEL_ARCH = "kubernetes.io/arch"
+LABEL_OS = "kubernetes.io/os"
+LABEL_HOSTNAME = "kubernetes.io/hostname"
+
+# Condition types (Karpenter's knative "living" set rolls up into Ready).
 CONDITION_LAUNCHED = "MachineLaunched"
 CONDITION_REGISTERED = "MachineRegistered"
 CONDITION_INITIALIZED = "MachineInitialized"
 CONDITION_READY = "Ready"
+
+# Taints a node carries while it boots; initialization waits for them to go (Karpenter's list).
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
+EPHEMERAL_TAINT_KEYS = (
+    TAINT_NOT_READY,
+    "node.kubernetes.io/unreachable",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+)
 
 # A resource quantity: 16, "16Gi", "500m".
 Quantity = int | str

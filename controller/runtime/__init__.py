@@ -6,24 +6,27 @@ from controller.runtime.client import (
     ApiError,
     Client,
     Conflict,
+    EventStream,
     Gone,
     Invalid,
     NotFound,
     ResourceKind,
-    WatchStream,
 )
 from controller.runtime.controller import Controller, Reconciler, Request, Result
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import EventHandler, Informer, SharedInformerFactory
 from controller.runtime.leaderelection import LEASES, LeaderElector
 from controller.runtime.manager import Manager
+from controller.runtime.object_reconciler import ObjectReconciler
 from controller.runtime.probes import ProbeServer
 from controller.runtime.ratelimiter import (
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
+    RateLimiter,
     default_controller_rate_limiter,
 )
+from controller.runtime.rest import RestClient, WatchStream
 from controller.runtime.store import DeletedFinalStateUnknown, Store, object_key, split_key
 from controller.runtime.workqueue import DelayingQueue, Queue, RateLimitingQueue
 
@@ -39,6 +42,7 @@ __all__ = [
     "DeletedFinalStateUnknown",
     "EventHandler",
     "EventRecorder",
+    "EventStream",
     "Gone",
     "Informer",
     "Invalid",
@@ -47,12 +51,15 @@ __all__ = [
     "Manager",
     "MaxOfRateLimiter",
     "NotFound",
+    "ObjectReconciler",
     "ProbeServer",
     "Queue",
+    "RateLimiter",
     "RateLimitingQueue",
     "Reconciler",
     "Request",
     "ResourceKind",
+    "RestClient",
     "Result",
     "SharedInformerFactory",
     "Store",

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.runtime.client import Client, Gone, ResourceKind, WatchStream
+from controller.runtime.client import Client, EventStream, Gone, ResourceKind
 from controller.runtime.store import DeletedFinalStateUnknown, Store, object_key
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Informer:
         self._lock = threading.RLock()  # serializes store mutation + handler calls (watch vs resync)
         self._synced = threading.Event()
         self._stop = threading.Event()
-        self._watch: WatchStream | None = None
+        self._watch: EventStream | None = None
         self._threads: list[threading.Thread] = []
 
     # --- public API -------------------------------------------------------------------------------

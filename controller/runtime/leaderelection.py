@@ -29,13 +29,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.runtime import metrics
-from controller.runtime.client import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+from controller.runtime.client import AlreadyExists, Client, Conflict, NotFound
+from controller.runtime.kinds import LEASES
+from controller.runtime.rest import RestClient
 
 log = logging.getLogger(__name__)
 
-LEASES = ResourceKind(
-    group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", namespaced=True
-)
+__all__ = ["LEASES", "LeaderElector", "default_identity"]
 
 
 def _now_micro() -> str:
@@ -76,10 +76,10 @@ class LeaderElector:
     ) -> None:
         if not lease_duration > renew_deadline > retry_period > 0:
             raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
-        if isinstance(client, Client):
+        if isinstance(client, RestClient):
             # lease calls must give up well inside renew_deadline, or a hung request could keep a
             # leader acting past the moment another candidate may take over
-            client = Client(
+            client = RestClient(
                 client.api_client, request_timeout=max(0.5, min(client.request_timeout, renew_deadline / 2))
             )
         self.client = client

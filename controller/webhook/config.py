@@ -6,11 +6,8 @@ import base64
 from typing import Any
 
 from controller.api.workspace import GROUP, VERSIONS
-from controller.runtime import ResourceKind
+from controller.runtime.kinds import VALIDATING_WEBHOOK_CONFIGURATIONS as WEBHOOK_CONFIGS
 from controller.webhook.server import VALIDATE_PATH
-
-WEBHOOK_CONFIGS = ResourceKind("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
-                               "ValidatingWebhookConfiguration", namespaced=False)
 
 CONFIGURATION_NAME = "kaito-workspace-validation"
 WEBHOOK_NAME = "validation.workspace.kaito.sh"

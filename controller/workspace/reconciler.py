@@ -41,6 +41,7 @@ from controller.runtime import (
     Result,
     Store,
 )
+from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
 from controller.workspace import metrics, names
 from controller.workspace.inference import (
     InferenceState,
@@ -70,9 +71,6 @@ from controller.workspace.validation import validate
 
 log = logging.getLogger(__name__)
 
-SERVICES = ResourceKind(group="", version="v1", plural="services", kind="Service", namespaced=True)
-JOBS = ResourceKind(group="batch", version="v1", plural="jobs", kind="Job", namespaced=True)
-CONFIGMAPS = ResourceKind(group="", version="v1", plural="configmaps", kind="ConfigMap", namespaced=True)
 
 ANNOTATION_SPEC_HASH = "kaito.sh/spec-hash"
 DEFAULT_SERVE_IMAGE = "ghcr.io/kaito-py/rayserve:0.1.0"

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
 from controller.api.workspace import Workspace
-from controller.runtime import AlreadyExists, Client, Controller, Informer, Request, Result
+from controller.runtime import AlreadyExists, Client, Controller, Informer, Request, RestClient, Result
 from hack.controlplane.local import ControlPlane, free_port
 from hack.procs import ManagedProcess
 
@@ -62,7 +62,7 @@ def start_cluster(workdir: Path, extra_apiserver_args: Iterable[str] = ()) -> tu
 
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     cp = ControlPlane(workdir, extra_apiserver_args=list(extra_apiserver_args)).start()
-    client = Client.from_kubeconfig(str(cp.kubeconfig))
+    client = RestClient.from_kubeconfig(str(cp.kubeconfig))
     install_crds(client)
     with contextlib.suppress(AlreadyExists):
         client.create(NAMESPACES, {"metadata": {"name": SYSTEM_NS}})
@@ -150,7 +150,7 @@ class FakeKubeRay:
     """
 
     def __init__(self, kubeconfig: Path, workers: int = 2) -> None:
-        self.client = Client.from_kubeconfig(str(kubeconfig))
+        self.client = RestClient.from_kubeconfig(str(kubeconfig))
         self.informer = Informer(self.client, RAYSERVICES)
         self.hold: set[str] = set()
         self.marked = 0
@@ -268,10 +268,8 @@ def expected_children(ws_obj: dict) -> tuple[list[str], str]:
 
 def cluster_state(client: Client) -> dict[str, object]:
     """Machines by owner, RayServices, Services, Workspaces, fake-cloud instances and their Nodes."""
-    from controller.runtime import ResourceKind
-    from controller.workspace.reconciler import SERVICES
+    from controller.runtime.kinds import CONFIGMAPS, NODES, SERVICES
 
-    configmaps = ResourceKind("", "v1", "configmaps", "ConfigMap", True)
     machines, _ = client.list(MACHINES)
     by_owner: dict[str, list[str]] = {}
     for m in machines:
@@ -281,9 +279,8 @@ def cluster_state(client: Client) -> dict[str, object]:
     workspaces, _ = client.list(WORKSPACES)
     rayservices, _ = client.list(RAYSERVICES)
     services, _ = client.list(SERVICES, label_selector="kaito.sh/workspace")
-    instances, _ = client.list(configmaps, label_selector="fake.kaito.sh/instance")
-    node_kind = ResourceKind("", "v1", "nodes", "Node", False)
-    nodes, _ = client.list(node_kind, label_selector="fake.kaito.sh/cloud")
+    instances, _ = client.list(CONFIGMAPS, label_selector="fake.kaito.sh/instance")
+    nodes, _ = client.list(NODES, label_selector="fake.kaito.sh/cloud")
     return {
         "workspaces": {f"{w['metadata']['namespace']}/{w['metadata']['name']}": w for w in workspaces},
         "machines": {k: sorted(v) for k, v in by_owner.items()},

@@ -33,8 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from controller.api.kinds import MACHINES, WORKSPACES
-from controller.runtime import Client, Controller, Informer
-from controller.runtime.client import WatchStream
+from controller.runtime import Client, Controller, Informer, RestClient
+from controller.runtime.rest import WatchStream
 from hack.bench.controller_harness import (
     ensure_namespace,
     env_note,
@@ -82,11 +82,11 @@ def seed(client: Client, m: int) -> None:
 def child_memory(kubeconfig: str) -> dict:
     import gc
 
-    from controller.runtime import ResourceKind
+    from controller.runtime.kinds import NAMESPACES
 
-    client = Client.from_kubeconfig(kubeconfig)
+    client = RestClient.from_kubeconfig(kubeconfig)
     # pay the one-time costs (connection pool, thread, lazy imports) before measuring
-    warm = Informer(client, ResourceKind("", "v1", "namespaces", "Namespace", False))
+    warm = Informer(client, NAMESPACES)
     warm.start()
     warm.wait_for_sync(60)
     warm.stop()
@@ -112,7 +112,7 @@ def child_memory(kubeconfig: str) -> dict:
 
 
 def child_writer(kubeconfig: str, m: int, seconds: float, threads: int) -> dict:
-    client = Client.from_kubeconfig(kubeconfig)
+    client = RestClient.from_kubeconfig(kubeconfig)
     stop = time.monotonic() + seconds
     counts = [0] * threads
     last_rv = [""] * threads
@@ -144,7 +144,7 @@ def _child(mode: str, *args: str) -> dict:
 
 
 def live_fanin(kubeconfig: str, m: int, seconds: float, threads: int) -> dict:
-    client = Client.from_kubeconfig(kubeconfig)
+    client = RestClient.from_kubeconfig(kubeconfig)
     inf = Informer(client, WORKSPACES)
     recorded: list[tuple[str, dict]] = []
     seen = {"events": 0, "max_rv": 0, "first": 0.0, "last": 0.0}

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
 
-    from controller.runtime.client import Client
+    from controller.runtime import RestClient
     from hack.kuberay_standin.standin import Standin
 
     head = RayHead(
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path=args.ray_log,
     )
     standin = Standin(
-        Client.from_kubeconfig(args.kubeconfig),
+        RestClient.from_kubeconfig(args.kubeconfig),
         head,
         ray_address=args.ray_address,
         namespace=args.namespace,

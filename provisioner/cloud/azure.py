@@ -30,6 +30,7 @@ from azure.core.polling import LROPoller
 from azure.mgmt.containerservice import ContainerServiceClient
 from azure.mgmt.containerservice.models import AgentPool
 
+from controller.api.machine import LABEL_MACHINE_TYPE
 from provisioner.cloud.base import (
     MANAGED_BY_VALUE,
     TAG_CREATED_AT,
@@ -55,7 +56,6 @@ from provisioner.cloud.naming import agent_pool_name
 
 log = logging.getLogger(__name__)
 
-LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
 LABEL_AGENTPOOL = "kubernetes.azure.com/agentpool"
 
 # ARM error codes (and message fragments) by what they mean for a launch.

@@ -30,9 +30,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.runtime.client import AlreadyExists, ApiError, Client, Conflict, ResourceKind
+from controller.api.machine import (
+    LABEL_ARCH,
+    LABEL_CAPACITY_TYPE,
+    LABEL_HOSTNAME,
+    LABEL_INSTANCE_TYPE,
+    LABEL_OS,
+    LABEL_REGISTERED,
+    LABEL_ZONE,
+    TAINT_NOT_READY,
+)
+from controller.runtime.client import AlreadyExists, ApiError, Client, Conflict
 from controller.runtime.client import NotFound as ApiNotFound
-from provisioner import kinds
+from controller.runtime.kinds import CONFIGMAPS, NAMESPACES, NODES
 from provisioner.cloud.base import (
     GPU_RESOURCE,
     TAG_MANAGED_BY,
@@ -59,7 +69,6 @@ LABEL_INSTANCE = "fake.kaito.sh/instance"
 LABEL_NODE = "fake.kaito.sh/cloud"  # value: the inventory namespace, so two fake clouds never mix
 DATA_KEY = "instance.json"
 DEFAULT_NAMESPACE = "kube-system"
-NAMESPACES = ResourceKind(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
 
 FAILURES: dict[str, type[CloudError]] = {
     "quota": QuotaExceeded,
@@ -195,11 +204,11 @@ class FakeCloud(CloudProvider):
         }
         try:
             try:
-                self._client.create(kinds.CONFIGMAPS, cm, namespace=self.namespace)
+                self._client.create(CONFIGMAPS, cm, namespace=self.namespace)
             except ApiNotFound:  # first instance ever: the inventory namespace does not exist yet
                 with contextlib.suppress(AlreadyExists):
                     self._client.create(NAMESPACES, {"metadata": {"name": self.namespace}})
-                self._client.create(kinds.CONFIGMAPS, cm, namespace=self.namespace)
+                self._client.create(CONFIGMAPS, cm, namespace=self.namespace)
         except AlreadyExists:
             again = self._get_record(iid)
             if again is None:
@@ -214,12 +223,12 @@ class FakeCloud(CloudProvider):
 
     def _delete(self, instance_id: str) -> None:
         record = self._get_record(instance_id)
-        node_gone = not self._client.delete(kinds.NODES, instance_id)
+        node_gone = not self._client.delete(NODES, instance_id)
         if record is None:
             raise NotFound(f"fake instance {instance_id} not found")
         if not node_gone:
             log.info("fake cloud: deleted node %s of instance %s", instance_id, instance_id)
-        self._client.delete(kinds.CONFIGMAPS, instance_id, namespace=self.namespace)
+        self._client.delete(CONFIGMAPS, instance_id, namespace=self.namespace)
         log.info("fake cloud: terminated %s", instance_id)
 
     def get(self, instance_id: str) -> Instance:
@@ -248,7 +257,7 @@ class FakeCloud(CloudProvider):
         """One pass: boot due instances, make booted nodes Ready, clear startup taints, drop stray nodes."""
         now = self._clock()
         records = {r["id"]: r for r in self._list_records()}
-        nodes, _ = self._client.list(kinds.NODES, label_selector=f"{LABEL_NODE}={self.namespace}")
+        nodes, _ = self._client.list(NODES, label_selector=f"{LABEL_NODE}={self.namespace}")
         by_name = {n["metadata"]["name"]: n for n in nodes}
         for iid, record in records.items():
             node = by_name.get(iid)
@@ -265,7 +274,7 @@ class FakeCloud(CloudProvider):
         for name, node in by_name.items():
             if name not in records and not node["metadata"].get("deletionTimestamp"):
                 log.info("fake cloud: node %s has no instance any more; deleting it", name)
-                self._client.delete(kinds.NODES, name)
+                self._client.delete(NODES, name)
 
     def _boot(self, record: dict, now: float) -> None:
         """The kubelet registers: a NotReady Node with the instance's labels and taints, no GPUs yet."""
@@ -275,7 +284,7 @@ class FakeCloud(CloudProvider):
         taints = [
             *record["taints"],
             *record["startupTaints"],
-            {"key": kinds.TAINT_NOT_READY, "effect": "NoSchedule"},
+            {"key": TAINT_NOT_READY, "effect": "NoSchedule"},
         ]
         node = {
             "metadata": {
@@ -295,9 +304,9 @@ class FakeCloud(CloudProvider):
             },
         }
         with contextlib.suppress(AlreadyExists):
-            self._client.create(kinds.NODES, node)
+            self._client.create(NODES, node)
         if self._get_record(iid) is None:  # deleted while we booted it: do not leak the Node
-            self._client.delete(kinds.NODES, iid)
+            self._client.delete(NODES, iid)
             return
         record.update(state=InstanceState.RUNNING.value, readyAt=now + self.ready_delay)
         self._put_record(record)
@@ -310,7 +319,7 @@ class FakeCloud(CloudProvider):
         if not ready and record.get("readyAt") is not None and now >= record["readyAt"]:
             status = node.get("status") or {}
             node = self._client.patch(
-                kinds.NODES,
+                NODES,
                 name,
                 {
                     "status": {
@@ -322,10 +331,10 @@ class FakeCloud(CloudProvider):
                 },
                 subresource="status",
             )
-            self._remove_taints(node, {kinds.TAINT_NOT_READY})
+            self._remove_taints(node, {TAINT_NOT_READY})
             log.info("fake cloud: node %s is Ready", name)
             return
-        registered = (node["metadata"].get("labels") or {}).get(kinds.LABEL_REGISTERED) == "true"
+        registered = (node["metadata"].get("labels") or {}).get(LABEL_REGISTERED) == "true"
         startup_keys = {t["key"] for t in record["startupTaints"]}
         if ready and registered and startup_keys:
             self._remove_taints(node, startup_keys)
@@ -339,19 +348,19 @@ class FakeCloud(CloudProvider):
             {"op": "test", "path": "/metadata/resourceVersion", "value": node["metadata"]["resourceVersion"]},
             {"op": "replace", "path": "/spec/taints", "value": kept},
         ]
-        self._client.patch(kinds.NODES, node["metadata"]["name"], patch, patch_type="json")
+        self._client.patch(NODES, node["metadata"]["name"], patch, patch_type="json")
 
     # --- the inventory -----------------------------------------------------------------------
     def _get_record(self, iid: str) -> dict | None:
         try:
-            cm = self._client.get(kinds.CONFIGMAPS, iid, namespace=self.namespace)
+            cm = self._client.get(CONFIGMAPS, iid, namespace=self.namespace)
         except ApiNotFound:
             return None
         return _record_of(cm)
 
     def _list_records(self) -> list[dict]:
         cms, _ = self._client.list(
-            kinds.CONFIGMAPS, namespace=self.namespace, label_selector=f"{LABEL_INSTANCE}=true"
+            CONFIGMAPS, namespace=self.namespace, label_selector=f"{LABEL_INSTANCE}=true"
         )
         return [r for r in (_record_of(cm) for cm in cms) if r is not None]
 
@@ -359,7 +368,7 @@ class FakeCloud(CloudProvider):
         # Deleted meanwhile: nothing to record; the next tick drops a Node it booted for it.
         with contextlib.suppress(ApiNotFound):
             self._client.patch(
-                kinds.CONFIGMAPS,
+                CONFIGMAPS,
                 record["id"],
                 {"data": {DATA_KEY: json.dumps(record, sort_keys=True)}},
                 namespace=self.namespace,
@@ -386,14 +395,14 @@ class FakeCloud(CloudProvider):
     @staticmethod
     def _sku_labels(sku: InstanceType, iid: str) -> dict[str, str]:
         labels = {
-            kinds.LABEL_INSTANCE_TYPE: sku.name,
-            kinds.LABEL_ARCH: sku.architecture,
-            kinds.LABEL_OS: "linux",
-            kinds.LABEL_HOSTNAME: iid[:63].rstrip(".-"),
-            kinds.LABEL_CAPACITY_TYPE: "on-demand",
+            LABEL_INSTANCE_TYPE: sku.name,
+            LABEL_ARCH: sku.architecture,
+            LABEL_OS: "linux",
+            LABEL_HOSTNAME: iid[:63].rstrip(".-"),
+            LABEL_CAPACITY_TYPE: "on-demand",
         }
         if sku.zones:
-            labels[kinds.LABEL_ZONE] = sku.zones[0]
+            labels[LABEL_ZONE] = sku.zones[0]
         return labels
 
 

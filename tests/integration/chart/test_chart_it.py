@@ -21,9 +21,17 @@ import yaml
 from k8s_helpers import wait_for
 
 from controller.api.kinds import MACHINES, WORKSPACES
-from controller.runtime import ApiError, Client, ResourceKind
+from controller.runtime import ApiError, RestClient
+from controller.runtime.kinds import (
+    CLUSTER_ROLES,
+    CUSTOM_RESOURCE_DEFINITIONS,
+    DEPLOYMENTS,
+    NAMESPACES,
+    SECRETS,
+    VALIDATING_WEBHOOK_CONFIGURATIONS,
+)
 from controller.webhook.config import render_validating_webhook_configuration
-from hack.chart import CHART, SECRETS, Helm, local_values, pod_process, start_pod
+from hack.chart import CHART, Helm, local_values, pod_process, start_pod
 from hack.controlplane.local import ControlPlane, free_port
 from hack.procs import ManagedProcess
 from hack.service_proxy import ServiceProxy
@@ -32,14 +40,6 @@ pytestmark = pytest.mark.integration
 
 NS = "kaito-system"
 REPO = Path(__file__).resolve().parents[3]
-DEPLOYMENTS = ResourceKind("apps", "v1", "deployments", "Deployment", namespaced=True)
-CLUSTER_ROLES = ResourceKind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole",
-                             namespaced=False)
-WEBHOOK_CONFIGS = ResourceKind("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
-                               "ValidatingWebhookConfiguration", namespaced=False)
-NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
-CRDS = ResourceKind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-                    namespaced=False)
 FAKE = {"provisioner": {"cloud": "fake"}}
 AZURE = {"provisioner": {"cloud": "azure", "azure": {
     "subscriptionId": "00000000-0000-0000-0000-000000000000", "resourceGroup": "rg", "clusterName": "aks",
@@ -58,8 +58,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlP
 
 
 @pytest.fixture(scope="module")
-def admin(cluster: tuple[ControlPlane, dict[str, Path]]) -> Iterator[Client]:
-    client = Client.from_kubeconfig(str(cluster[0].kubeconfig))
+def admin(cluster: tuple[ControlPlane, dict[str, Path]]) -> Iterator[RestClient]:
+    client = RestClient.from_kubeconfig(str(cluster[0].kubeconfig))
     try:
         yield client
     finally:
@@ -146,7 +146,7 @@ def test_pods_run_restricted(helm: Helm) -> None:
 
 
 # --- against the API server -----------------------------------------------------------------------
-def test_every_rendered_object_is_accepted_by_the_api_server(cluster, helm: Helm, admin: Client) -> None:
+def test_every_rendered_object_is_accepted_by_the_api_server(cluster, helm: Helm, admin: RestClient) -> None:
     cp, _ = cluster
     for crd in sorted((CHART / "crds").glob("*.yaml")):
         res = _kubectl(cp, "apply", "--server-side", "-f", str(crd))
@@ -159,20 +159,20 @@ def test_every_rendered_object_is_accepted_by_the_api_server(cluster, helm: Helm
         assert res.stdout.count("(server dry run)") == len(docs)
 
 
-def _installed(admin: Client) -> dict[str, list[str]]:
+def _installed(admin: RestClient) -> dict[str, list[str]]:
     """Names of what the release owns, by kind (cluster-scoped and in the namespace)."""
     sel = "app.kubernetes.io/instance=kaito"
     kinds = {
         "deployments": DEPLOYMENTS,
         "secrets": SECRETS,
         "clusterroles": CLUSTER_ROLES,
-        "validatingwebhookconfigurations": WEBHOOK_CONFIGS,
+        "validatingwebhookconfigurations": VALIDATING_WEBHOOK_CONFIGURATIONS,
     }
     return {name: sorted(o["metadata"]["name"] for o in admin.list(kind, NS, label_selector=sel)[0])
             for name, kind in kinds.items()}
 
 
-def test_install_upgrade_uninstall(cluster, helm: Helm, admin: Client) -> None:
+def test_install_upgrade_uninstall(cluster, helm: Helm, admin: RestClient) -> None:
     helm.upgrade_install({**FAKE, "controller": {"replicas": 2}})
     got = _installed(admin)
     assert got["deployments"] == ["kaito-controller", "kaito-provisioner"]
@@ -180,7 +180,7 @@ def test_install_upgrade_uninstall(cluster, helm: Helm, admin: Client) -> None:
     assert "kaito-provisioner-fake-cloud" in got["clusterroles"]
     assert got["validatingwebhookconfigurations"] == ["kaito-workspace-validation"]
     cert = admin.get(SECRETS, "kaito-webhook-cert", NS)["data"]
-    vwc = admin.get(WEBHOOK_CONFIGS, "kaito-workspace-validation")
+    vwc = admin.get(VALIDATING_WEBHOOK_CONFIGURATIONS, "kaito-workspace-validation")
     assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == cert["ca.crt"]
 
     helm.upgrade_install({**AZURE, "controller": {"replicas": 3}})
@@ -192,7 +192,8 @@ def test_install_upgrade_uninstall(cluster, helm: Helm, admin: Client) -> None:
     helm.uninstall()
     assert _installed(admin) == {k: [] for k in got}
     # CRDs stay, as Helm leaves crds/ alone on uninstall
-    assert admin.get(CRDS, "workspaces.kaito.sh")["metadata"]["name"] == "workspaces.kaito.sh"
+    crd = admin.get(CUSTOM_RESOURCE_DEFINITIONS, "workspaces.kaito.sh")
+    assert crd["metadata"]["name"] == "workspaces.kaito.sh"
 
 
 def _workspace(name: str, namespace: str, **resource: Any) -> dict[str, Any]:
@@ -205,7 +206,7 @@ def _workspace(name: str, namespace: str, **resource: Any) -> dict[str, Any]:
     }
 
 
-def test_two_replicas_from_the_chart_admit_and_the_loop_provisions(cluster, helm: Helm, admin: Client,
+def test_two_replicas_from_the_chart_admit_and_the_loop_provisions(cluster, helm: Helm, admin: RestClient,
                                                                    tmp_path: Path) -> None:
     """Both controller replicas serve the chart's one cert behind a Service stand-in; the leader and
     the provisioner, with the chart's args and ServiceAccounts, take a Workspace to ResourceReady."""
@@ -257,7 +258,7 @@ def test_two_replicas_from_the_chart_admit_and_the_loop_provisions(cluster, helm
         machines = admin.list(MACHINES, label_selector="kaito.sh/workspace=ws-0")[0]
         assert machines and all((m.get("status") or {}).get("nodeName") for m in machines)
         secret = admin.get(SECRETS, "kaito-webhook-cert", NS)["data"]
-        vwc = admin.get(WEBHOOK_CONFIGS, "kaito-workspace-validation")
+        vwc = admin.get(VALIDATING_WEBHOOK_CONFIGURATIONS, "kaito-workspace-validation")
         ca = vwc["webhooks"][0]["clientConfig"]["caBundle"]
         assert base64.b64decode(ca) == base64.b64decode(secret["ca.crt"])
     finally:

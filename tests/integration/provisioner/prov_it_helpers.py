@@ -20,8 +20,9 @@ from k8s_helpers import (  # noqa: F401 (re-exported)
 )
 from k8s_helpers import make_namespace as _make_namespace
 
+from controller.api.kinds import MACHINES
+from controller.api.machine import LABEL_INSTANCE_TYPE
 from controller.runtime import Client
-from provisioner import kinds
 from provisioner.cloud.fake import FakeCloud
 from provisioner.machine_controller import Options
 from provisioner.main import Config, Provisioner, build
@@ -32,7 +33,7 @@ A100 = "Standard_NC24ads_A100_v4"
 
 def install_machine_crd(client: Client, timeout: float = 60.0) -> None:
     """Create (or update) the Machine CRD from config/crd and wait until it is served."""
-    install_project_crds(client, (kinds.MACHINES,), files=["karpenter.sh_machines.yaml"], timeout=timeout)
+    install_project_crds(client, (MACHINES,), files=["karpenter.sh_machines.yaml"], timeout=timeout)
 
 
 def make_namespace(client: Client) -> str:
@@ -55,7 +56,7 @@ def machine_manifest(name: str, run_id: str, sku: str = A100, gpus: int = 1) -> 
         "spec": {
             "machineTemplateRef": {"name": name},
             "requirements": [
-                {"key": kinds.LABEL_INSTANCE_TYPE, "operator": "In", "values": [sku]},
+                {"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [sku]},
                 {"key": "karpenter.sh/provisioner-name", "operator": "In", "values": ["default"]},
                 {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
             ],
@@ -76,7 +77,7 @@ def condition(machine: dict, type_: str) -> dict | None:
 
 
 def condition_is(client: Client, name: str, type_: str, status: str = "True") -> dict | None:
-    machine = client.get(kinds.MACHINES, name)
+    machine = client.get(MACHINES, name)
     cond = condition(machine, type_)
     return machine if cond is not None and cond["status"] == status else None
 
@@ -130,10 +131,10 @@ def fake(prov: Provisioner) -> FakeCloud:
 
 def delete_machines(client: Client, run_id: str, timeout: float = 30.0) -> None:
     """Clean-up for a test whose provisioner is still running: delete its Machines, wait for them."""
-    items, _ = client.list(kinds.MACHINES, label_selector=f"{RUN_LABEL}={run_id}")
+    items, _ = client.list(MACHINES, label_selector=f"{RUN_LABEL}={run_id}")
     for item in items:
-        client.delete(kinds.MACHINES, item["metadata"]["name"])
+        client.delete(MACHINES, item["metadata"]["name"])
     for item in items:
         wait_for(
-            lambda n=item["metadata"]["name"]: gone(client, kinds.MACHINES, n), timeout, "machine deleted"
+            lambda n=item["metadata"]["name"]: gone(client, MACHINES, n), timeout, "machine deleted"
         )

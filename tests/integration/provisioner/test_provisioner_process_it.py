@@ -15,13 +15,13 @@ import urllib.request
 import pytest
 from prov_it_helpers import RUN_LABEL, condition_is, delete_machines, machine_manifest, wait_for
 
-from controller.runtime import Client, ResourceKind
+from controller.api.kinds import MACHINES
+from controller.api.machine import CONDITION_READY
+from controller.runtime import LEASES, Client
 from hack.controlplane.local import free_port
-from provisioner import kinds
 
 pytestmark = pytest.mark.integration
 
-LEASES = ResourceKind("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -61,8 +61,8 @@ def test_process_serves_probes_metrics_and_stops_on_sigterm(
         wait_for(lambda: prov_client.get(LEASES, "kaito-provisioner-leader", cloud_ns), 30, "lease taken")
 
         name = f"ws{run_id}"
-        prov_client.create(kinds.MACHINES, machine_manifest(name, run_id, sku="Standard_Fake_GPU"))
-        wait_for(lambda: condition_is(prov_client, name, kinds.COND_READY), 30, "machine ready")
+        prov_client.create(MACHINES, machine_manifest(name, run_id, sku="Standard_Fake_GPU"))
+        wait_for(lambda: condition_is(prov_client, name, CONDITION_READY), 30, "machine ready")
 
         _, text = _get(f"http://127.0.0.1:{metrics}/metrics")
         assert 'kaito_provisioner_machines{phase="Ready"}' in text

@@ -13,12 +13,10 @@ import urllib.request
 import uuid
 
 from controller.runtime import Client, NotFound, ResourceKind
+from controller.runtime.kinds import CUSTOM_RESOURCE_DEFINITIONS, NAMESPACES
 
-CRDS = ResourceKind(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
+CRDS = CUSTOM_RESOURCE_DEFINITIONS
 WIDGETS = ResourceKind("rt.test.kaito.sh", "v1", "widgets", "Widget", namespaced=True)
-NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
 
 WIDGET_CRD = {
     "metadata": {"name": "widgets.rt.test.kaito.sh"},

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from rt_helpers import NAMESPACES, WIDGETS, widget
 
-from controller.runtime import AlreadyExists, Client, Conflict, NotFound, ResourceKind
+from controller.runtime import AlreadyExists, Client, Conflict, NotFound
+from controller.runtime.kinds import CONFIGMAPS
 
 pytestmark = pytest.mark.integration
 
-CONFIGMAPS = ResourceKind("", "v1", "configmaps", "ConfigMap")
 
 
 def test_crud_on_a_crd_with_typed_errors(rt_client: Client, ns: str):

@@ -9,7 +9,7 @@ import warnings
 import pytest
 from rt_helpers import WIDGETS, etcd_compact, install_widget_crd, make_namespace, wait_for, widget
 
-from controller.runtime import Client, DeletedFinalStateUnknown, Gone, Informer, object_key
+from controller.runtime import Client, DeletedFinalStateUnknown, Gone, Informer, RestClient, object_key
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def test_informer_recovers_from_apiserver_restart_and_compaction_without_lost_or
     fresh_apiserver,  # type: ignore[no-untyped-def]
 ):
     cp = fresh_apiserver()
-    client = Client.from_kubeconfig(str(cp.kubeconfig))
+    client = RestClient.from_kubeconfig(str(cp.kubeconfig))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
         install_widget_crd(client)
@@ -144,7 +144,7 @@ def test_informer_recovers_from_apiserver_restart_and_compaction_without_lost_or
 
 def test_watch_from_a_compacted_resource_version_raises_gone(fresh_apiserver):  # type: ignore[no-untyped-def]
     cp = fresh_apiserver()
-    client = Client.from_kubeconfig(str(cp.kubeconfig))
+    client = RestClient.from_kubeconfig(str(cp.kubeconfig))
     try:
         install_widget_crd(client)
         ns = make_namespace(client)

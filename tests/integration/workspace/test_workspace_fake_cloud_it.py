@@ -26,18 +26,18 @@ from ws_it_helpers import (
 )
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
-from controller.runtime import Client, ResourceKind
+from controller.runtime import Client, RestClient
+from controller.runtime.kinds import NODES
 from controller.workspace import names
 from provisioner.main import Config, Provisioner, build
 
 pytestmark = pytest.mark.integration
 
-NODES = ResourceKind("", "v1", "nodes", "Node", namespaced=False)
 
 
 @contextlib.contextmanager
 def running_provisioner(kubeconfig: str, inventory_ns: str) -> Iterator[Provisioner]:
-    client = Client.from_kubeconfig(kubeconfig)
+    client = RestClient.from_kubeconfig(kubeconfig)
     config = Config(
         leader_election=False,
         health_port=None,

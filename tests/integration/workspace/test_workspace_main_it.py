@@ -28,7 +28,7 @@ from ws_it_helpers import (
 
 from controller.api.kinds import WORKSPACES
 from controller.main import WEBHOOK_CONFIGS
-from controller.runtime import LEASES, ApiError, Client, NotFound
+from controller.runtime import LEASES, ApiError, NotFound, RestClient
 from controller.webhook.config import CONFIGURATION_NAME
 from hack.controlplane.local import free_port
 
@@ -46,7 +46,7 @@ def _http_ok(url: str) -> bool:
 def test_controller_process_end_to_end(fresh_apiserver, tmp_path) -> None:  # type: ignore[no-untyped-def]
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     cp = fresh_apiserver()
-    client = Client.from_kubeconfig(str(cp.kubeconfig))
+    client = RestClient.from_kubeconfig(str(cp.kubeconfig))
     install_crds(client)
     client.create(NAMESPACES, {"metadata": {"name": "kaito-system"}})
     ns = make_namespace(client)

@@ -23,7 +23,7 @@ from k8s_helpers import (  # noqa: F401 (re-exported)
 from k8s_helpers import make_namespace as _make_namespace
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
-from controller.runtime import Client, Manager
+from controller.runtime import Client, Manager, RestClient
 from controller.workspace import names
 from controller.workspace.reconciler import Options
 from controller.workspace.setup import setup_workspace_controller
@@ -43,7 +43,7 @@ def make_namespace(client: Client) -> str:
 @contextlib.contextmanager
 def running_controller(kubeconfig: str, workers: int = 2, **overrides: Any) -> Iterator[Manager]:
     """A Manager with the workspace controller, on free ports, without leader election."""
-    client = Client.from_kubeconfig(kubeconfig)
+    client = RestClient.from_kubeconfig(kubeconfig)
     mgr = Manager(
         client,
         name=f"kaito-test-{uuid.uuid4().hex[:6]}",

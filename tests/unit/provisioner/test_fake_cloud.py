@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from memory_client import MemoryClient
 
-from provisioner import kinds
+from controller.api.machine import LABEL_INSTANCE_TYPE, LABEL_REGISTERED, TAINT_NOT_READY
+from controller.runtime.fake import FakeClient
+from controller.runtime.kinds import CONFIGMAPS, NODES
 from provisioner.cloud import base
 from provisioner.cloud.catalog import load_instance_types
 from provisioner.cloud.fake import FakeCloud, instance_name
@@ -37,8 +38,8 @@ def request(name: str = "ws0a1b2c3d4", uid: str = "uid-1", sku: str = A100) -> b
 
 
 @pytest.fixture
-def api() -> MemoryClient:
-    return MemoryClient()
+def api() -> FakeClient:
+    return FakeClient()
 
 
 @pytest.fixture
@@ -46,11 +47,11 @@ def clock() -> Clock:
     return Clock()
 
 
-def make(api: MemoryClient, clock: Clock, **kw) -> FakeCloud:  # type: ignore[no-untyped-def]
+def make(api: FakeClient, clock: Clock, **kw) -> FakeCloud:  # type: ignore[no-untyped-def]
     return FakeCloud(api, namespace=NS, boot_delay=5, ready_delay=2, clock=clock, **kw)  # type: ignore[arg-type]
 
 
-def node(api: MemoryClient, name: str) -> dict | None:
+def node(api: FakeClient, name: str) -> dict | None:
     return api.objects.get(("nodes", None, name))
 
 
@@ -58,7 +59,7 @@ def taint_keys(n: dict) -> list[str]:
     return [t["key"] for t in n["spec"].get("taints") or []]
 
 
-def test_boot_sequence(api: MemoryClient, clock: Clock) -> None:
+def test_boot_sequence(api: FakeClient, clock: Clock) -> None:
     cloud = make(api, clock)
     inst = cloud.create(request())
     iid = instance_name("ws0a1b2c3d4", "uid-1")
@@ -76,12 +77,12 @@ def test_boot_sequence(api: MemoryClient, clock: Clock) -> None:
     n = node(api, iid)
     assert n is not None
     assert n["spec"]["providerID"] == f"fake://{iid}"
-    assert n["metadata"]["labels"][kinds.LABEL_INSTANCE_TYPE] == A100
+    assert n["metadata"]["labels"][LABEL_INSTANCE_TYPE] == A100
     assert n["metadata"]["labels"]["kaito.sh/workspace"] == "phi-3"
     assert n["status"]["conditions"][0]["status"] == "False"
     assert n["status"]["capacity"]["nvidia.com/gpu"] == "1"
     assert n["status"]["allocatable"]["nvidia.com/gpu"] == "0", "GPUs come with the device plugin"
-    assert taint_keys(n) == ["sku", "example.com/gpu-init", kinds.TAINT_NOT_READY]
+    assert taint_keys(n) == ["sku", "example.com/gpu-init", TAINT_NOT_READY]
     assert cloud.get(iid).state == base.InstanceState.RUNNING
 
     clock.now += 2
@@ -93,17 +94,17 @@ def test_boot_sequence(api: MemoryClient, clock: Clock) -> None:
 
     cloud.tick()
     assert taint_keys(node(api, iid)) == ["sku", "example.com/gpu-init"]
-    api.patch(kinds.NODES, iid, {"metadata": {"labels": {kinds.LABEL_REGISTERED: "true"}}})
+    api.patch(NODES, iid, {"metadata": {"labels": {LABEL_REGISTERED: "true"}}})
     cloud.tick()
     assert taint_keys(node(api, iid)) == ["sku"]
 
 
-def test_create_is_idempotent_and_survives_a_restart(api: MemoryClient, clock: Clock) -> None:
+def test_create_is_idempotent_and_survives_a_restart(api: FakeClient, clock: Clock) -> None:
     first = make(api, clock)
     a = first.create(request())
     b = first.create(request())
     assert a == b
-    assert len(api.list(kinds.CONFIGMAPS, NS)[0]) == 1
+    assert len(api.list(CONFIGMAPS, NS)[0]) == 1
 
     restarted = make(api, clock)
     assert [i.id for i in restarted.list()] == [a.id]
@@ -113,12 +114,12 @@ def test_create_is_idempotent_and_survives_a_restart(api: MemoryClient, clock: C
     assert node(api, a.id) is not None
 
 
-def test_a_new_machine_incarnation_gets_a_new_instance(api: MemoryClient, clock: Clock) -> None:
+def test_a_new_machine_incarnation_gets_a_new_instance(api: FakeClient, clock: Clock) -> None:
     cloud = make(api, clock)
     assert cloud.create(request(uid="u1")).id != cloud.create(request(uid="u2")).id
 
 
-def test_injected_failures_per_sku_and_count(api: MemoryClient, clock: Clock) -> None:
+def test_injected_failures_per_sku_and_count(api: FakeClient, clock: Clock) -> None:
     cloud = make(api, clock)
     cloud.fail("quota", sku=A100)
     with pytest.raises(base.QuotaExceeded, match="quota"):
@@ -139,12 +140,12 @@ def test_injected_failures_per_sku_and_count(api: MemoryClient, clock: Clock) ->
         cloud.fail("meteor")
 
 
-def test_unknown_sku_is_unavailable(api: MemoryClient, clock: Clock) -> None:
+def test_unknown_sku_is_unavailable(api: FakeClient, clock: Clock) -> None:
     with pytest.raises(base.SKUUnavailable):
         make(api, clock).create(request(sku="Standard_Nonexistent"))
 
 
-def test_never_booting_instance(api: MemoryClient, clock: Clock) -> None:
+def test_never_booting_instance(api: FakeClient, clock: Clock) -> None:
     cloud = make(api, clock)
     cloud.set_boot_delay(float("inf"), sku=A100)
     inst = cloud.create(request())
@@ -154,7 +155,7 @@ def test_never_booting_instance(api: MemoryClient, clock: Clock) -> None:
     assert cloud.get(inst.id).state == base.InstanceState.CREATING
 
 
-def test_delete_removes_node_and_instance_then_reports_not_found(api: MemoryClient, clock: Clock) -> None:
+def test_delete_removes_node_and_instance_then_reports_not_found(api: FakeClient, clock: Clock) -> None:
     cloud = make(api, clock)
     inst = cloud.create(request())
     clock.now += 5
@@ -168,12 +169,12 @@ def test_delete_removes_node_and_instance_then_reports_not_found(api: MemoryClie
         cloud.get(inst.id)
 
 
-def test_tick_deletes_nodes_whose_instance_is_gone(api: MemoryClient, clock: Clock) -> None:
+def test_tick_deletes_nodes_whose_instance_is_gone(api: FakeClient, clock: Clock) -> None:
     cloud = make(api, clock)
     inst = cloud.create(request())
     clock.now += 5
     cloud.tick()
-    api.delete(kinds.CONFIGMAPS, inst.id, NS)  # the VM vanished behind our back
+    api.delete(CONFIGMAPS, inst.id, NS)  # the VM vanished behind our back
     cloud.tick()
     assert node(api, inst.id) is None
 

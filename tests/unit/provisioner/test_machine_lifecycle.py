@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from controller.api.machine import Machine, MachineStatus
+from controller.api.machine import (
+    CONDITION_INITIALIZED,
+    CONDITION_LAUNCHED,
+    CONDITION_READY,
+    CONDITION_REGISTERED,
+    FINALIZER_TERMINATION,
+    LABEL_INSTANCE_TYPE,
+    LABEL_MACHINE_NAME,
+    LABEL_REGISTERED,
+    TAINT_NOT_READY,
+    Machine,
+    MachineStatus,
+)
 from controller.api.meta import Condition, set_condition
-from provisioner import kinds, lifecycle
+from provisioner import lifecycle
 
 
 def machine(**spec_overrides) -> Machine:  # type: ignore[no-untyped-def]
     spec = {
         "requirements": [
-            {"key": kinds.LABEL_INSTANCE_TYPE, "operator": "In", "values": ["Standard_NC24ads_A100_v4"]},
+            {"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": ["Standard_NC24ads_A100_v4"]},
             {"key": "karpenter.sh/provisioner-name", "operator": "In", "values": ["default"]},
             {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]},
         ],
@@ -52,7 +64,7 @@ def test_launch_request_from_machine() -> None:
     assert req.machine_name == "ws0a1b2c3d4" and req.machine_uid == "u-1"
     # single-value requirements become labels; the Machine's own labels win
     assert req.labels["karpenter.sh/provisioner-name"] == "custom"
-    assert req.labels[kinds.LABEL_INSTANCE_TYPE] == "Standard_NC24ads_A100_v4"
+    assert req.labels[LABEL_INSTANCE_TYPE] == "Standard_NC24ads_A100_v4"
     assert "kubernetes.io/arch" not in req.labels
     assert [t.to_azure() for t in req.taints] == ["sku=gpu:NoSchedule"]
     assert [t.key for t in req.startup_taints] == ["gpu-init"]
@@ -75,10 +87,10 @@ def test_registration_adopts_the_node_once() -> None:
     before = node(taints=[{"key": "gpu-init", "effect": "NoSchedule"}])
     after = lifecycle.registered_node(before, m)
     assert before["metadata"].get("finalizers") is None, "input untouched"
-    assert after["metadata"]["finalizers"] == [kinds.TERMINATION_FINALIZER]
+    assert after["metadata"]["finalizers"] == [FINALIZER_TERMINATION]
     labels = after["metadata"]["labels"]
-    assert labels[kinds.LABEL_MACHINE_NAME] == "ws0a1b2c3d4"
-    assert labels[kinds.LABEL_REGISTERED] == "true"
+    assert labels[LABEL_MACHINE_NAME] == "ws0a1b2c3d4"
+    assert labels[LABEL_REGISTERED] == "true"
     assert labels["kaito.sh/workspace"] == "phi-3"
     assert after["spec"]["taints"] == [
         {"key": "gpu-init", "effect": "NoSchedule"},
@@ -95,7 +107,7 @@ def test_registration_adopts_the_node_once() -> None:
     [
         (node(ready=False), "NodeNotReady"),
         (node(taints=[{"key": "gpu-init", "effect": "NoSchedule"}]), "StartupTaintsExist"),
-        (node(taints=[{"key": kinds.TAINT_NOT_READY, "effect": "NoSchedule"}]), "EphemeralTaintsExist"),
+        (node(taints=[{"key": TAINT_NOT_READY, "effect": "NoSchedule"}]), "EphemeralTaintsExist"),
         (node(gpus="0"), "ResourceNotRegistered"),
         (node(taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]), "Initialized"),
     ],
@@ -121,14 +133,14 @@ def _with(m: Machine, *conds: tuple[str, str, str]) -> Machine:
 
 
 def test_ready_rolls_up() -> None:
-    launched = (kinds.COND_LAUNCHED, "True", "Launched")
-    registered = (kinds.COND_REGISTERED, "True", "Registered")
-    initialized = (kinds.COND_INITIALIZED, "True", "Initialized")
+    launched = (CONDITION_LAUNCHED, "True", "Launched")
+    registered = (CONDITION_REGISTERED, "True", "Registered")
+    initialized = (CONDITION_INITIALIZED, "True", "Initialized")
     assert lifecycle.ready_condition(_with(machine())).reason == "AwaitingReconciliation"
-    failed = lifecycle.ready_condition(_with(machine(), (kinds.COND_LAUNCHED, "False", "QuotaExceeded")))
+    failed = lifecycle.ready_condition(_with(machine(), (CONDITION_LAUNCHED, "False", "QuotaExceeded")))
     assert (failed.status, failed.reason) == ("False", "QuotaExceeded")
     waiting = lifecycle.ready_condition(
-        _with(machine(), launched, (kinds.COND_REGISTERED, "Unknown", "NodeNotFound"))
+        _with(machine(), launched, (CONDITION_REGISTERED, "Unknown", "NodeNotFound"))
     )
     assert (waiting.status, waiting.reason) == ("Unknown", "NodeNotFound")
     assert lifecycle.ready_condition(_with(machine(), launched, registered, initialized)).status == "True"
@@ -138,12 +150,12 @@ def test_ready_rolls_up() -> None:
     ("conds", "deleting", "phase"),
     [
         ([], False, "Pending"),
-        ([(kinds.COND_LAUNCHED, "Unknown")], False, "Launching"),
-        ([(kinds.COND_LAUNCHED, "False")], False, "LaunchFailed"),
-        ([(kinds.COND_LAUNCHED, "True")], False, "Launched"),
-        ([(kinds.COND_LAUNCHED, "True"), (kinds.COND_REGISTERED, "True")], False, "Registered"),
-        ([(kinds.COND_READY, "True")], False, "Ready"),
-        ([(kinds.COND_READY, "True")], True, "Deleting"),
+        ([(CONDITION_LAUNCHED, "Unknown")], False, "Launching"),
+        ([(CONDITION_LAUNCHED, "False")], False, "LaunchFailed"),
+        ([(CONDITION_LAUNCHED, "True")], False, "Launched"),
+        ([(CONDITION_LAUNCHED, "True"), (CONDITION_REGISTERED, "True")], False, "Registered"),
+        ([(CONDITION_READY, "True")], False, "Ready"),
+        ([(CONDITION_READY, "True")], True, "Deleting"),
     ],
 )
 def test_phase(conds: list[tuple[str, str]], deleting: bool, phase: str) -> None:

@@ -7,12 +7,20 @@ reset on success, other provisioners' Machines are left alone, bad objects never
 
 from __future__ import annotations
 
-from memory_client import MemoryClient
-
+from controller.api.kinds import MACHINES
+from controller.api.machine import (
+    CONDITION_INITIALIZED,
+    CONDITION_LAUNCHED,
+    CONDITION_REGISTERED,
+    FINALIZER_TERMINATION,
+    LABEL_INSTANCE_TYPE,
+)
 from controller.runtime import Request, Store
-from provisioner import kinds
+from controller.runtime.fake import FakeClient
+from controller.runtime.kinds import NODES
 from provisioner.cloud import base
-from provisioner.machine_controller import MachineReconciler, Options, install_indexes
+from provisioner.indexes import install_indexes
+from provisioner.machine_controller import MachineReconciler, Options
 
 
 class RecordingCloud(base.CloudProvider):
@@ -53,15 +61,15 @@ class RecordingCloud(base.CloudProvider):
 
 
 class Harness:
-    """The reconciler over a MemoryClient whose objects are mirrored into the stores by hand."""
+    """The reconciler over a FakeClient whose objects are mirrored into the stores by hand."""
 
     def __init__(self, **options) -> None:  # type: ignore[no-untyped-def]
-        self.api = MemoryClient()
+        self.api = FakeClient()
         self.cloud = RecordingCloud()
         self.machines, self.nodes = Store(), Store()
         install_indexes(self.machines, self.nodes)
         self.rec = MachineReconciler(
-            self.api,  # type: ignore[arg-type]
+            self.api,
             self.cloud,
             self.machines,
             self.nodes,
@@ -69,8 +77,8 @@ class Harness:
         )
 
     def sync(self) -> None:
-        self.machines.replace(self.api.list(kinds.MACHINES)[0])
-        self.nodes.replace(self.api.list(kinds.NODES)[0])
+        self.machines.replace(self.api.list(MACHINES)[0])
+        self.nodes.replace(self.api.list(NODES)[0])
 
     def reconcile(self, name: str = "m1"):  # type: ignore[no-untyped-def]
         self.sync()
@@ -79,11 +87,11 @@ class Harness:
         return result
 
     def machine(self, name: str = "m1") -> dict:
-        return self.api.get(kinds.MACHINES, name)
+        return self.api.get(MACHINES, name)
 
 
 def machine(name: str = "m1", labels: dict | None = None, sku: str | None = "Standard_Fake_GPU") -> dict:
-    reqs = [{"key": kinds.LABEL_INSTANCE_TYPE, "operator": "In", "values": [sku]}] if sku else []
+    reqs = [{"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [sku]}] if sku else []
     return {
         "apiVersion": "karpenter.sh/v1alpha5",
         "kind": "Machine",
@@ -98,74 +106,76 @@ def cond(obj: dict, type_: str) -> dict:
 
 def test_finalizer_is_stored_before_anything_is_launched() -> None:
     h = Harness()
-    h.api.create(kinds.MACHINES, machine())
+    h.api.create(MACHINES, machine())
     h.reconcile()
-    assert h.machine()["metadata"]["finalizers"] == [kinds.TERMINATION_FINALIZER]
+    assert h.machine()["metadata"]["finalizers"] == [FINALIZER_TERMINATION]
     assert h.cloud.creates == []
     h.reconcile()
     assert len(h.cloud.creates) == 1
-    launched = cond(h.machine(), kinds.COND_LAUNCHED)
+    launched = cond(h.machine(), CONDITION_LAUNCHED)
     assert launched["status"] == "True"
     assert h.machine()["status"]["providerID"] == "rec://i-m1"
-    assert cond(h.machine(), kinds.COND_REGISTERED)["reason"] == "NodeNotFound"
+    assert cond(h.machine(), CONDITION_REGISTERED)["reason"] == "NodeNotFound"
 
 
 def test_failures_back_off_exponentially_and_reset_on_success() -> None:
     h = Harness()
-    h.api.create(kinds.MACHINES, machine())
+    h.api.create(MACHINES, machine())
     h.reconcile()
     h.cloud.fail_with = base.InsufficientCapacity("no A100 left in the region")
     delays = [h.reconcile().requeue_after for _ in range(5)]
     assert delays == [1, 2, 4, 8, 8]
-    launched = cond(h.machine(), kinds.COND_LAUNCHED)
+    launched = cond(h.machine(), CONDITION_LAUNCHED)
     assert (launched["status"], launched["reason"]) == ("False", "InsufficientCapacity")
     assert launched["message"] == "no A100 left in the region"
+    uid = h.machine()["metadata"]["uid"]
+    assert h.rec.backoff.num_requeues(uid) == 5
     h.cloud.fail_with = None
     h.reconcile()
-    assert cond(h.machine(), kinds.COND_LAUNCHED)["status"] == "True"
-    assert h.rec._failures == {}
+    assert cond(h.machine(), CONDITION_LAUNCHED)["status"] == "True"
+    assert h.rec.backoff.num_requeues(uid) == 0  # the next failure starts at the base again
 
 
 def test_machine_without_instance_type_is_not_retried() -> None:
     h = Harness()
-    h.api.create(kinds.MACHINES, machine(sku=None))
+    h.api.create(MACHINES, machine(sku=None))
     h.reconcile()
     result = h.reconcile()
     assert not result.requeue and not result.requeue_after
-    assert cond(h.machine(), kinds.COND_LAUNCHED)["reason"] == "InvalidMachine"
+    assert cond(h.machine(), CONDITION_LAUNCHED)["reason"] == "InvalidMachine"
     assert h.cloud.creates == []
 
 
 def test_unselected_machines_are_left_alone() -> None:
     h = Harness(machine_selector={"team": "ml"})
-    h.api.create(kinds.MACHINES, machine("theirs"))
-    h.api.create(kinds.MACHINES, machine("ours", labels={"team": "ml"}))
+    h.api.create(MACHINES, machine("theirs"))
+    h.api.create(MACHINES, machine("ours", labels={"team": "ml"}))
     h.reconcile("theirs")
     h.reconcile("ours")
     assert h.machine("theirs")["metadata"].get("finalizers") is None
-    assert h.machine("ours")["metadata"]["finalizers"] == [kinds.TERMINATION_FINALIZER]
+    assert h.machine("ours")["metadata"]["finalizers"] == [FINALIZER_TERMINATION]
 
 
 def test_unreadable_machine_does_not_raise() -> None:
     h = Harness()
     bad = machine()
     bad["spec"]["requirements"] = [{"key": "x", "operator": "Sometimes"}]
-    h.api.create(kinds.MACHINES, bad)
+    h.api.create(MACHINES, bad)
     assert h.reconcile().requeue is False
 
 
 def test_deletion_waits_for_the_cloud_then_drops_the_finalizer() -> None:
     h = Harness()
-    h.api.create(kinds.MACHINES, machine())
+    h.api.create(MACHINES, machine())
     h.reconcile()
     h.reconcile()
-    h.api.patch(kinds.MACHINES, "m1", {"metadata": {"deletionTimestamp": "2026-01-01T00:01:00Z"}})
+    h.api.delete(MACHINES, "m1")  # our finalizer holds it: only deletionTimestamp is set
     first = h.reconcile()
     assert first.requeue_after == Options().delete_poll_interval and h.cloud.deletes == ["i-m1"]
-    assert h.machine()["metadata"]["finalizers"] == [kinds.TERMINATION_FINALIZER]
+    assert h.machine()["metadata"]["finalizers"] == [FINALIZER_TERMINATION]
     h.reconcile()
     assert h.cloud.deletes == ["i-m1", "i-m1"]
-    assert h.machine()["metadata"]["finalizers"] == []
+    assert ("machines", None, "m1") not in h.api.objects  # the last finalizer went: so did the Machine
 
 
 def test_request_for_a_missing_machine_is_a_no_op() -> None:
@@ -175,7 +185,7 @@ def test_request_for_a_missing_machine_is_a_no_op() -> None:
 
 def _node_for(h: Harness, ready: bool) -> None:
     h.api.create(
-        kinds.NODES,
+        NODES,
         {
             "metadata": {"name": "n1", "labels": {}},
             "spec": {"providerID": "rec://i-m1", "taints": []},
@@ -191,26 +201,27 @@ def test_a_registered_node_not_yet_initialized_is_polled_not_forgotten() -> None
     # Node events normally wake the Machine; one lost across an API server outage must not
     # leave it waiting forever, so the reconcile asks to be looked at again on a timer.
     h = Harness()
-    h.api.create(kinds.MACHINES, machine())
+    h.api.create(MACHINES, machine())
     h.reconcile()
     h.reconcile()  # launched
     _node_for(h, ready=False)
     waiting = h.reconcile()
-    assert cond(h.machine(), kinds.COND_REGISTERED)["status"] == "True"
-    assert cond(h.machine(), kinds.COND_INITIALIZED)["status"] == "Unknown"
+    assert cond(h.machine(), CONDITION_REGISTERED)["status"] == "True"
+    assert cond(h.machine(), CONDITION_INITIALIZED)["status"] == "Unknown"
     assert waiting.requeue_after == Options().init_poll_interval
-    h.api.patch(kinds.NODES, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    h.api.patch(NODES, "n1", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
     done = h.reconcile()
-    assert cond(h.machine(), kinds.COND_INITIALIZED)["status"] == "True"
+    assert cond(h.machine(), CONDITION_INITIALIZED)["status"] == "True"
     assert done.requeue_after is None and done.requeue is False
 
 
 def test_a_machine_deleted_under_a_reconcile_is_looked_at_again_without_error_backoff() -> None:
     h = Harness()
-    h.api.create(kinds.MACHINES, machine())
+    h.api.create(MACHINES, machine())
     h.reconcile()
     h.sync()  # the cache still has the Machine ...
-    h.api.delete(kinds.MACHINES, "m1")  # ... that the API server no longer has
+    h.api.patch(MACHINES, "m1", {"metadata": {"finalizers": None}})  # someone strips the finalizer
+    h.api.delete(MACHINES, "m1")  # ... and deletes it: the API server no longer has it
     result = h.rec.reconcile(Request(None, "m1"))
     assert result.requeue_after == 1.0 and result.requeue is False
     h.sync()

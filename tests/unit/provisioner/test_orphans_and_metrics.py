@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from memory_client import MemoryClient
 from prometheus_client import CollectorRegistry
 
 from controller.runtime import Store
+from controller.runtime.fake import FakeClient
 from provisioner.cloud.base import LaunchRequest
 from provisioner.cloud.fake import FakeCloud
 from provisioner.metrics import MachinePhaseCollector
@@ -27,7 +27,7 @@ def launch(cloud: FakeCloud, name: str, uid: str) -> str:
 
 def test_sweep_deletes_only_old_instances_without_their_machine() -> None:
     clock = Clock()
-    cloud = FakeCloud(MemoryClient(), namespace="c", clock=clock)  # type: ignore[arg-type]
+    cloud = FakeCloud(FakeClient(), namespace="c", clock=clock)  # type: ignore[arg-type]
     machines = Store()
     machines.add({"metadata": {"name": "kept", "uid": "u-kept"}})
     machines.add({"metadata": {"name": "reborn", "uid": "u-new"}})

@@ -7,8 +7,8 @@ import argparse
 import kubernetes
 import pytest
 
-from controller.runtime import Client
-from provisioner import kinds
+from controller.runtime import Client, RestClient
+from controller.runtime.kinds import NODES
 from provisioner.cloud.azure import LABEL_AGENTPOOL, AzureCloud
 from provisioner.cloud.fake import FakeCloud
 from provisioner.main import Config, build, duration, label_selector, parse_args
@@ -56,7 +56,7 @@ def test_bad_selector() -> None:
 
 
 def _offline_client() -> Client:
-    return Client(kubernetes.client.ApiClient(kubernetes.client.Configuration()))
+    return RestClient(kubernetes.client.ApiClient(kubernetes.client.Configuration()))
 
 
 def test_build_fake_applies_injected_failures() -> None:
@@ -82,7 +82,7 @@ def test_build_azure_learns_provider_ids_from_agentpool_nodes(monkeypatch: pytes
     )
     prov = build(_offline_client(), cfg)
     assert isinstance(prov.provider, AzureCloud)
-    nodes = prov.manager.informer(kinds.NODES).store
+    nodes = prov.manager.informer(NODES).store
     pid = "azure:///subscriptions/sub/resourceGroups/mc_rg/.../aks-ws1-12345678-vmss/virtualMachines/0"
     nodes.add(
         {"metadata": {"name": "aks-ws1-0", "labels": {LABEL_AGENTPOOL: "ws1"}}, "spec": {"providerID": pid}}

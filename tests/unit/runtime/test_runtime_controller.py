@@ -8,19 +8,17 @@ import urllib.error
 import urllib.request
 
 from prometheus_client import REGISTRY
-from runtime_fakes import FakeClient, obj
+from rt_unit_helpers import obj, scripted
 
 from controller.runtime import (
     Controller,
     Informer,
     ItemExponentialFailureRateLimiter,
     Request,
-    ResourceKind,
     Result,
 )
+from controller.runtime.kinds import CONFIGMAPS
 from controller.runtime.probes import ProbeServer
-
-CM = ResourceKind("", "v1", "configmaps", "ConfigMap")
 
 
 def metric(name: str, **labels: str) -> float:
@@ -138,11 +136,12 @@ def test_workers_converge_and_owned_objects_enqueue_their_owner():
         }
         return obj(f"m{i}", "2", ownerReferences=[ref])
 
-    primary = Informer(FakeClient(lists=[(owners, "5")], watches=[]), CM)  # type: ignore[arg-type]
+    primary = Informer(scripted(lists=[(owners, "5")], watches=[]), CONFIGMAPS)
     children = [owned(i) for i in range(5)] + [owned(9, controller=False)]
-    secondary = Informer(FakeClient(lists=[(children, "5")], watches=[]), CM)  # type: ignore[arg-type]
+    secondary = Informer(scripted(lists=[(children, "5")], watches=[]), CONFIGMAPS)
     mapped_seen: list[str] = []
-    mapped = Informer(FakeClient(lists=[([obj("x", "1", labels={"owner": "w4"})], "5")], watches=[]), CM)  # type: ignore[arg-type]
+    mapped_client = scripted(lists=[([obj("x", "1", labels={"owner": "w4"})], "5")], watches=[])
+    mapped = Informer(mapped_client, CONFIGMAPS)
 
     rec = FlakyReconciler()
     ctrl = fast("t-ctrl-run", rec, workers=4)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from runtime_fakes import FakeClient, event, obj
+from rt_unit_helpers import event, list_calls, obj, scripted, watch_rvs
 
-from controller.runtime import DeletedFinalStateUnknown, Gone, Informer, ResourceKind, object_key
-
-CM = ResourceKind("", "v1", "configmaps", "ConfigMap")
+from controller.runtime import DeletedFinalStateUnknown, Gone, Informer, object_key
+from controller.runtime.fake import FakeClient
+from controller.runtime.kinds import CONFIGMAPS
 
 
 def recorder(inf: Informer) -> list[tuple]:
@@ -34,7 +34,7 @@ def run_until_all_watched(client: FakeClient, inf: Informer) -> None:
 
 
 def test_gone_relists_and_diffs_without_duplicates_and_with_tombstones():
-    client = FakeClient(
+    client = scripted(
         lists=[
             ([obj("a", "1"), obj("b", "1")], "5"),
             ([obj("a", "7"), obj("b", "1"), obj("d", "9")], "20"),  # c vanished; a changed; d new
@@ -50,7 +50,7 @@ def test_gone_relists_and_diffs_without_duplicates_and_with_tombstones():
             ),
         ],
     )
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)
     log = recorder(inf)
     run_until_all_watched(client, inf)
     assert log == [
@@ -62,13 +62,13 @@ def test_gone_relists_and_diffs_without_duplicates_and_with_tombstones():
         ("update", "ns/a", "7"),
         ("add", "ns/d", "9"),  # b unchanged (same RV): no event
     ]
-    assert client.watch_rvs == ["5", "20"]
+    assert watch_rvs(client) == ["5", "20"]
     assert sorted(inf.store.keys()) == ["ns/a", "ns/b", "ns/d"]
     assert inf.relists == 1
 
 
 def test_clean_end_of_stream_rewatches_from_last_rv_without_relisting():
-    client = FakeClient(
+    client = scripted(
         lists=[([obj("a", "1")], "5")],
         watches=[
             ([event("MODIFIED", obj("a", "6"))], None),
@@ -76,30 +76,30 @@ def test_clean_end_of_stream_rewatches_from_last_rv_without_relisting():
             ([event("DELETED", obj("a", "13"))], None),
         ],
     )
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)
     log = recorder(inf)
     run_until_all_watched(client, inf)
-    assert client.list_calls == 1
-    assert client.watch_rvs == ["5", "6", "12", "13"]
+    assert list_calls(client) == 1
+    assert watch_rvs(client) == ["5", "6", "12", "13"]
     assert log == [("add", "ns/a", "1"), ("update", "ns/a", "6"), ("delete", "ns/a")]
 
 
 def test_broken_stream_relists_after_a_backoff():
-    client = FakeClient(
+    client = scripted(
         lists=[([obj("a", "1")], "5"), ([obj("a", "1")], "8")],
         watches=[([], ConnectionResetError("peer gone"))],
     )
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    inf = Informer(client, CONFIGMAPS)
     log = recorder(inf)
     run_until_all_watched(client, inf)
-    assert client.list_calls == 2
-    assert client.watch_rvs == ["5", "8"]
+    assert list_calls(client) == 2
+    assert watch_rvs(client) == ["5", "8"]
     assert log == [("add", "ns/a", "1")], "an unchanged object is not re-announced after a relist"
 
 
 def test_resync_sends_update_with_the_same_object_and_late_handlers_get_adds():
-    client = FakeClient(lists=[([obj("a", "1"), obj("b", "2")], "5")], watches=[])
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    client = scripted(lists=[([obj("a", "1"), obj("b", "2")], "5")], watches=[])
+    inf = Informer(client, CONFIGMAPS)
     inf.start()
     assert inf.wait_for_sync(5)
     pairs: list[tuple[dict, dict]] = []
@@ -114,8 +114,8 @@ def test_resync_sends_update_with_the_same_object_and_late_handlers_get_adds():
 
 
 def test_periodic_resync_fires_on_its_own():
-    client = FakeClient(lists=[([obj("a", "1")], "5")], watches=[])
-    inf = Informer(client, CM, resync_period=0.05)  # type: ignore[arg-type]
+    client = scripted(lists=[([obj("a", "1")], "5")], watches=[])
+    inf = Informer(client, CONFIGMAPS, resync_period=0.05)
     updates: list[str] = []
     inf.add_event_handler(on_update=lambda o, n: updates.append(object_key(n)))
     inf.start()
@@ -125,8 +125,8 @@ def test_periodic_resync_fires_on_its_own():
 
 
 def test_a_failing_handler_does_not_stop_the_others():
-    client = FakeClient(lists=[([obj("a", "1")], "5")], watches=[])
-    inf = Informer(client, CM)  # type: ignore[arg-type]
+    client = scripted(lists=[([obj("a", "1")], "5")], watches=[])
+    inf = Informer(client, CONFIGMAPS)
     seen: list[str] = []
 
     def boom(o: dict) -> None:

@@ -1,4 +1,4 @@
-"""The reconciler's decisions over in-memory caches and a recording client (no server).
+"""The reconciler's decisions over in-memory caches and the runtime's fake client (no server).
 
 The real API semantics are covered by tests/integration/workspace; here: a conflict is a requeue
 not a crash, a pass with a stale cache creates nothing twice, and the order of what is created.
@@ -7,56 +7,13 @@ not a crash, a pass with a stale cache creates nothing twice, and the order of w
 from __future__ import annotations
 
 import copy
-from typing import Any
 
+from controller.api.kinds import WORKSPACES
 from controller.api.workspace import LABEL_WORKSPACE
-from controller.runtime import AlreadyExists, Conflict, NotFound, Request, ResourceKind, Store
+from controller.runtime import Request, Store
+from controller.runtime.fake import Call, FakeClient
 from controller.workspace import names
 from controller.workspace.reconciler import Options, Stores, WorkspaceReconciler
-
-
-class RecordingClient:
-    """Answers writes from an in-memory dict; ``conflicts`` status writes fail with 409 first."""
-
-    def __init__(self, conflicts: int = 0) -> None:
-        self.objects: dict[tuple[str, str | None, str], dict] = {}
-        self.calls: list[tuple[str, str, str]] = []
-        self.conflicts = conflicts
-        self.live_workspace: dict | None = WORKSPACE  # what a GET of the Workspace answers (None: 404)
-
-    def _key(self, kind: ResourceKind, obj: dict) -> tuple[str, str | None, str]:
-        meta = obj["metadata"]
-        return kind.plural, meta.get("namespace"), meta["name"]
-
-    def create(self, kind: ResourceKind, obj: dict, namespace: str | None = None) -> dict:
-        key = self._key(kind, obj)
-        self.calls.append(("create", kind.plural, key[2]))
-        if key in self.objects:
-            raise AlreadyExists(409, "AlreadyExists", "exists")
-        created = copy.deepcopy(obj)
-        created["metadata"]["uid"] = f"uid-{key[2]}"
-        self.objects[key] = created
-        return created
-
-    def get(self, kind: ResourceKind, name: str, namespace: str | None = None) -> dict:
-        self.calls.append(("get", kind.plural, name))
-        if kind.plural == "workspaces" and self.live_workspace is not None:
-            return self.live_workspace
-        raise NotFound(404, "NotFound", f"{kind.plural} {name} not found")
-
-    def update_status(self, kind: ResourceKind, obj: dict) -> dict:
-        self.calls.append(("update_status", kind.plural, obj["metadata"]["name"]))
-        if self.conflicts:
-            self.conflicts -= 1
-            raise Conflict(409, "Conflict", "the object has been modified")
-        return obj
-
-    def patch(
-        self, kind: ResourceKind, name: str, patch: Any, namespace: str | None = None, **_: Any
-    ) -> dict:
-        self.calls.append(("patch", kind.plural, name))
-        return WORKSPACE | {"metadata": {**WORKSPACE["metadata"], **patch["metadata"]}}
-
 
 WORKSPACE: dict = {
     "apiVersion": "kaito.sh/v1beta1",
@@ -78,7 +35,15 @@ WORKSPACE: dict = {
 }
 
 
-def _reconciler(client: RecordingClient) -> tuple[WorkspaceReconciler, Stores]:
+def _client(live: dict | None = WORKSPACE) -> FakeClient:
+    """A fake API server holding ``live``: what a GET of the Workspace answers (None: 404)."""
+    client = FakeClient()
+    if live is not None:
+        client.add(WORKSPACES, copy.deepcopy(live))
+    return client
+
+
+def _reconciler(client: FakeClient) -> tuple[WorkspaceReconciler, Stores]:
     stores = Stores(Store(), Store(), Store(), Store(), Store())
     stores.machines.add_label_index(LABEL_WORKSPACE)
     stores.workspaces.add(copy.deepcopy(WORKSPACE))
@@ -89,7 +54,8 @@ def _reconciler(client: RecordingClient) -> tuple[WorkspaceReconciler, Stores]:
 
 
 def test_conflict_on_status_is_a_requeue_and_machines_are_not_created_twice() -> None:
-    client = RecordingClient(conflicts=1)
+    client = _client()
+    client.conflict("update_status", WORKSPACES)
     rec, _ = _reconciler(client)
     result = rec.reconcile(Request("ns", "phi"))
     assert result.requeue  # 409 -> rate-limited requeue, no exception
@@ -102,9 +68,10 @@ def test_conflict_on_status_is_a_requeue_and_machines_are_not_created_twice() ->
 
 
 def test_ready_machines_lead_to_rayservice_then_service() -> None:
-    client = RecordingClient()
+    client = _client()
     rec, stores = _reconciler(client)
     rec.reconcile(Request("ns", "phi"))
+    stores.workspaces.add(client.objects[("workspaces", "ns", "phi")])  # the informer catches up
     for i, key in enumerate(k for k in list(client.objects) if k[0] == "machines"):
         m = copy.deepcopy(client.objects[key])
         m["status"] = {
@@ -128,11 +95,11 @@ def test_ready_machines_lead_to_rayservice_then_service() -> None:
     ]
     rs = client.objects[("rayservices", "ns", "phi")]
     assert rs["metadata"]["annotations"]["kaito.sh/spec-hash"]
-    assert ("update_status", "workspaces", "phi") in client.calls
+    assert Call("update_status", "workspaces", "phi", "ns") in client.calls
 
 
 def test_missing_workspace_and_missing_finalizer() -> None:
-    client = RecordingClient()
+    client = _client()
     rec, stores = _reconciler(client)
     assert rec.reconcile(Request("ns", "gone")).requeue_after is None and not client.calls
     stores.workspaces.delete("ns/phi")
@@ -140,7 +107,7 @@ def test_missing_workspace_and_missing_finalizer() -> None:
     ws["metadata"]["finalizers"] = []
     stores.workspaces.add(ws)
     rec.reconcile(Request("ns", "phi"))
-    assert client.calls[0] == ("patch", "workspaces", "phi")  # the finalizer comes first
+    assert client.calls[0] == Call("patch", "workspaces", "phi", "ns")  # the finalizer comes first
 
 
 def test_stale_cache_after_deletion_creates_no_machine() -> None:
@@ -149,8 +116,7 @@ def test_stale_cache_after_deletion_creates_no_machine() -> None:
     deleting = {**WORKSPACE["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}
     for live in (None, WORKSPACE | {"metadata": {**WORKSPACE["metadata"], "uid": "u2"}},
                  WORKSPACE | {"metadata": deleting}):
-        client = RecordingClient()
-        client.live_workspace = live  # gone, replaced by a new one of the same name, or being deleted
+        client = _client(live)  # gone, replaced by a new one of the same name, or being deleted
         rec, _ = _reconciler(client)
         assert rec.reconcile(Request("ns", "phi")).requeue  # look again once the cache has caught up
         assert not [c for c in client.calls if c[0] == "create"]

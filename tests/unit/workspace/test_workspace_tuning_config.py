@@ -7,11 +7,14 @@ import copy
 from pathlib import Path
 
 import yaml
-from test_workspace_reconciler import WORKSPACE, RecordingClient
+from test_workspace_reconciler import WORKSPACE
 from ws_unit_helpers import workspace
 
+from controller.api.kinds import WORKSPACES
 from controller.api.workspace import LABEL_WORKSPACE, Workspace
-from controller.runtime import NotFound, Request, ResourceKind, Store
+from controller.runtime import Request, Store
+from controller.runtime.fake import Call, FakeClient
+from controller.runtime.kinds import CONFIGMAPS
 from controller.workspace import names
 from controller.workspace.plan import Plan
 from controller.workspace.reconciler import Options, Stores, WorkspaceReconciler
@@ -120,27 +123,19 @@ def test_conditions_missing_config_waits_invalid_config_fails() -> None:
 # --- the reconciler ---------------------------------------------------------------------------------
 
 
-class ConfigMapClient(RecordingClient):
-    """RecordingClient that also answers GETs of ConfigMaps (``configmaps``: name -> object)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.configmaps: dict[str, dict] = {}
-
-    def get(self, kind: ResourceKind, name: str, namespace: str | None = None) -> dict:
-        if kind.plural != "configmaps":
-            return super().get(kind, name, namespace)
-        self.calls.append(("get", kind.plural, name))
-        if name not in self.configmaps:
-            raise NotFound(404, "NotFound", f"configmaps {name} not found")
-        return self.configmaps[name]
+def _put_cm(client: FakeClient, cm: dict) -> None:
+    """The ConfigMap, as the API server holds it in the Workspace's namespace."""
+    cm = copy.deepcopy(cm)
+    cm["metadata"]["namespace"] = "ns"
+    client.add(CONFIGMAPS, cm)
 
 
 def _tuning_reconciler(
     configmaps: dict[str, dict] | None = None,
-) -> tuple[WorkspaceReconciler, ConfigMapClient, Stores]:
-    client = ConfigMapClient()
-    client.configmaps.update(configmaps or {})
+) -> tuple[WorkspaceReconciler, FakeClient, Stores]:
+    client = FakeClient()
+    for cm in (configmaps or {}).values():
+        _put_cm(client, cm)
     stores = Stores(Store(), Store(), Store(), Store(), Store())
     stores.machines.add_label_index(LABEL_WORKSPACE)
     ws = copy.deepcopy(WORKSPACE)
@@ -148,13 +143,14 @@ def _tuning_reconciler(
     ws["resource"] = {"instanceType": PLAN.instance_type, "labelSelector": {"matchLabels": {"a": "b"}}}
     ws["tuning"] = TUNING
     stores.workspaces.add(ws)
+    client.add(WORKSPACES, ws)
     rec = WorkspaceReconciler(client, stores, options=Options(), planner=lambda w: PLAN)
     rec.reconcile(Request("ns", "phi"))  # creates the Machine (when the config is there and valid)
     _machines_ready(client, stores)
     return rec, client, stores
 
 
-def _machines_ready(client: ConfigMapClient, stores: Stores) -> None:
+def _machines_ready(client: FakeClient, stores: Stores) -> None:
     """Play the provisioner: every Machine created so far is Ready, as the informer would show."""
     for key in [k for k in client.objects if k[0] == "machines"]:
         m = copy.deepcopy(client.objects[key])
@@ -175,7 +171,7 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
 
     result = rec.reconcile(Request("ns", "phi"))
     assert result.requeue_after == Options().config_poll_seconds  # look again, not an error backoff
-    assert ("get", "configmaps", "train-cfg") in client.calls
+    assert Call("get", "configmaps", "train-cfg", "ns") in client.calls
     assert not [k for k in client.objects if k[0] == "jobs"]
     # missing: waiting, and no GPU node idles meanwhile
     assert not [k for k in client.objects if k[0] == "machines"]
@@ -184,7 +180,7 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
     assert "train-cfg" in _job_started(written[-1])["message"]
     assert written[-1]["status"]["state"] == "Pending"
 
-    client.configmaps["train-cfg"] = _cm("LoraConfig: {r: -1}")
+    _put_cm(client, _cm("LoraConfig: {r: -1}"))
     assert rec.reconcile(Request("ns", "phi")).requeue_after == Options().config_poll_seconds
     # a ConfigMap that exists but cannot work is a spec problem, found before any Machine is made
     started = _job_started(written[-1])
@@ -194,7 +190,7 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
     assert written[-1]["status"]["state"] == "Failed"
     assert not [k for k in client.objects if k[0] == "jobs"]
 
-    client.configmaps["train-cfg"] = _cm()
+    _put_cm(client, _cm())
     assert rec.reconcile(Request("ns", "phi")).requeue_after == Options().machine_poll_seconds
     _machines_ready(client, stores)
     assert rec.reconcile(Request("ns", "phi")).requeue_after is None
@@ -206,12 +202,12 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
     stores.jobs.add(job)
     client.calls.clear()
     rec.reconcile(Request("ns", "phi"))
-    assert ("get", "configmaps", "train-cfg") not in client.calls
+    assert Call("get", "configmaps", "train-cfg", "ns") not in client.calls
 
 
 def test_an_invalid_config_provisions_no_gpu_node() -> None:
     _, client, _ = _tuning_reconciler({"train-cfg": _cm("LoraConfig: {lora_dropuot: 0.1}")})
-    assert ("get", "configmaps", "train-cfg") in client.calls
+    assert Call("get", "configmaps", "train-cfg", "ns") in client.calls
     assert not [k for k in client.objects if k[0] in ("machines", "jobs")]
 
 
