@@ -133,14 +133,11 @@ class WorkspaceReconciler:
         self.planner = planner
         self.validator = validator
         self.serve_config = serve_config
-        self._parsed: dict[str, tuple[str | None, Workspace | None]] = {}  # for _refresh_counts
 
     # --- entry point ------------------------------------------------------------------------------
     def reconcile(self, request: Request) -> Result:
         raw = self.stores.workspaces.get(request.key)
         if raw is None:
-            metrics.forget_workspace(request.namespace or "", request.name)
-            self._refresh_counts()
             return Result()
         try:
             ws = Workspace.model_validate(copy.deepcopy(raw))
@@ -157,8 +154,6 @@ class WorkspaceReconciler:
         except Conflict as exc:
             log.info("workspace %s: conflict (%s); requeueing", request.key, exc.message)
             return Result(requeue=True)
-        finally:
-            self._refresh_counts()
 
     # --- the normal path --------------------------------------------------------------------------
     def _sync(self, ws: Workspace, raw: dict) -> Result:
@@ -344,7 +339,6 @@ class WorkspaceReconciler:
             was_ready = before.get(CONDITION_WORKSPACE_READY, ("False", ""))[0] == "True"
             if ws.is_condition_true(CONDITION_WORKSPACE_READY) and not was_ready:
                 metrics.observe_ready_transition(ws)
-        metrics.observe_workspace(ws)
 
     def _condition_events(self, raw: dict, ws: Workspace, before: dict[str, tuple[str, str]]) -> None:
         for cond in (ws.status.conditions if ws.status else None) or []:
@@ -379,28 +373,9 @@ class WorkspaceReconciler:
         with contextlib.suppress(NotFound):
             self.client.patch(WORKSPACES, ws.name, patch, namespace=ws.namespace)
         self._event(raw, "Normal", "WorkspaceDeleted", "machines deleted; finalizer removed")
-        metrics.forget_workspace(ws.namespace or "", ws.name)
         return Result()
 
     # --- helpers ------------------------------------------------------------------------------------
     def _event(self, obj: dict, type_: str, reason: str, message: str) -> None:
         if self.recorder is not None:
             self.recorder.event(obj, type_, reason, message)
-
-    def _refresh_counts(self) -> None:
-        # Runs after every reconcile over the whole cache: re-parse only what changed since the last
-        # count (same resourceVersion, same object), else each pass costs O(N) pydantic parses and
-        # N workspaces cost O(N^2) (~0.1 s per reconcile at N=1000, found by hack/bench/controller_scale).
-        seen: dict[str, tuple[str | None, Workspace | None]] = {}
-        for raw in self.stores.workspaces.list():
-            meta = raw.get("metadata") or {}
-            key, rv = f"{meta.get('namespace')}/{meta.get('name')}", meta.get("resourceVersion")
-            cached = self._parsed.get(key)
-            if cached is None or cached[0] != rv or rv is None:
-                try:
-                    cached = (rv, Workspace.model_validate(raw))
-                except ValidationError:
-                    cached = (rv, None)
-            seen[key] = cached
-        self._parsed = seen  # concurrent workers may both rebuild it: harmless, last one wins
-        metrics.refresh_counts(ws for _, ws in seen.values() if ws is not None)
