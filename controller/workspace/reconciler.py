@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
     CONDITION_WORKSPACE_DELETING,
     CONDITION_WORKSPACE_READY,
@@ -66,7 +67,6 @@ from controller.workspace.tuning import (
     check_training_config,
     job_state,
 )
-from controller.workspace.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class WorkspaceReconciler:
         recorder: EventRecorder | None = None,
         options: Options | None = None,
         planner: Callable[[Workspace], Plan] = plan_for,
-        validator: Callable[[Workspace], str | None] = validate,
+        validator: Callable[[Workspace], str | None] = reconcile_problem,
         serve_config: Callable[[Workspace, Plan], str] = build_serve_config,
     ) -> None:
         self.client = client
@@ -169,7 +169,10 @@ class WorkspaceReconciler:
             try:
                 plan = self.planner(ws)
             except PlanError as exc:
-                obs.plan_error = str(exc)
+                if exc.invalid:
+                    obs.invalid = str(exc)
+                else:
+                    obs.plan_error = str(exc)
         config = self._tuning_config(ws) if plan is not None else ConfigCheck()
         if config.problem is not None:
             # no GPU nodes for a Job that cannot start yet; look again (nothing watches ConfigMaps)

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from controller.api import Workspace
+from controller.api.validation import validate_workspace_object
 from controller.webhook.config import render_validating_webhook_configuration
-from controller.webhook.validation import validate_workspace_object
 from presets.estimator import estimate_for
 
 CONFIG = Path(__file__).resolve().parents[3] / "config"
