@@ -1,9 +1,10 @@
-"""How a workspace's model is laid out on its nodes: the numbers every builder needs.
+"""How a workspace's model is laid out on its nodes: the numbers and names every builder needs.
 
 Why a plain dataclass: the Machine, RayService, Job and serve-config builders all need the same
-few numbers (nodes, GPUs per node, how one model replica is split). The estimator in ``presets``
-decides them; ``plan_for`` turns its answer into a ``Plan`` so the builders stay pure and can be
-unit-tested without the catalog.
+few facts (nodes, GPUs per node, how one model replica is split, which checkpoint at which dtype).
+The estimator and the catalog in ``presets`` decide them; ``plan_for`` resolves them once into a
+``Plan``, so the builders read only the Plan, stay pure and can be unit-tested without the catalog
+(and the reconciler's injectable planner is the one way in for the catalog).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from controller.api.validation import ValidationResult, bypasses_resource_checks, judge_fit, reconcile_problem
 from controller.api.workspace import Workspace
-from presets.estimator import EstimateError, estimate_nodes
+from presets.estimator import EstimateError, effective_dtype, estimate_nodes
 from presets.registry import Catalog, default_catalog
 
 
@@ -43,8 +44,16 @@ class Plan:
     pipeline_parallel: int = 1
     disk_gib: int | None = None
     message: str = ""
-    max_context: int | None = None  # tokens per request the GPUs hold; None: the preset's limit
+    max_context: int | None = None  # tokens per request the GPUs hold; None: the serve app's default
     kv_budget_tokens: int | None = None  # KV cache room of one replica (rows x tokens); None: unbounded
+    model_source: str | None = None  # the preset's local path or hub id; None: the preset name
+    dtype: str | None = None  # the weights' dtype on this SKU; None: the serve app's default
+    fake_gpu: bool = False  # the demo's fake SKU: it advertises a GPU, the model runs on CPUs
+
+    @property
+    def model(self) -> str:
+        """What the serve app and the trainer load."""
+        return self.model_source or self.preset
 
     @property
     def gpus_per_replica(self) -> int:
@@ -97,6 +106,10 @@ def plan_for(ws: Workspace, catalog: Catalog | None = None) -> Plan:
         pipeline_parallel=est.pipeline_parallel,
         disk_gib=preset.disk_gib,
         message=f"Estimate: {est.message}.",
-        max_context=est.max_context,
+        max_context=est.max_context or preset.max_context,
         kv_budget_tokens=est.kv_budget_tokens,
+        model_source=preset.model_source,
+        # the fake SKU's GPU is made up: the CPUs run the preset's own dtype
+        dtype=preset.dtype if sku.fake else effective_dtype(preset, sku),
+        fake_gpu=sku.fake,
     )

@@ -271,14 +271,10 @@ class WorkspaceReconciler:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
 
     def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan, output_dir: str) -> JobState:
-        from presets.registry import get_preset
-
         existing = self._job_of(ws)
         if existing is not None:  # its config was checked when it was created; its template is immutable
             return job_state(existing)
-        preset = get_preset(plan.preset)
-        model = preset.model_source if preset else plan.preset
-        job = build_tuning_job(ws, plan, self.options.tuning_image, model, output_dir)
+        job = build_tuning_job(ws, plan, self.options.tuning_image, output_dir)
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
         return job_state(self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True))
 

@@ -76,17 +76,17 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], list[dict], list
     return args, volumes, mounts, inits
 
 
-def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str, output_dir: str = OUTPUT_DIR) -> dict:
-    """The Job: one pod on the workspace's node holding all its GPUs; ``model`` is the base model's
-    directory or hub id (the preset's model source); ``output_dir`` as ``check_training_config``
-    found it (the output volume or a directory under it)."""
+def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OUTPUT_DIR) -> dict:
+    """The Job: one pod on the workspace's node holding all its GPUs, tuning ``plan.model`` (the
+    base model's directory or hub id); ``output_dir`` as ``check_training_config`` found it (the
+    output volume or a directory under it)."""
     assert ws.tuning is not None
     args, volumes, mounts, inits = _mounts(ws, output_dir)
     container: dict = {
         "name": "tuning",
         "image": image,
         "command": ["python", "-m", "rayserve.tuning"],
-        "args": ["--model", model, "--method", ws.tuning.method, *args],
+        "args": ["--model", plan.model, "--method", ws.tuning.method, *args],
         "volumeMounts": mounts,
     }
     if plan.gpus_per_node:

@@ -54,3 +54,14 @@ def test_a_misfit_is_judged_once_by_the_planner_as_the_webhook_would() -> None:
     with pytest.raises(PlanError, match=r"^falcon-7b-instruct needs 14 GiB") as exc:
         plan_for(ws)
     assert not exc.value.invalid
+
+
+def test_plan_resolves_the_preset_once_for_every_builder() -> None:
+    # the serve config and the tuning Job read these from the Plan, never from the catalog
+    plan = plan_for(workspace())
+    assert plan.model == plan.model_source == "microsoft/Phi-3-mini-4k-instruct"
+    assert plan.dtype == "float16" and not plan.fake_gpu and plan.max_context
+    fake = plan_for(workspace(preset="tiny-phi-3", instance_type="Standard_Fake_GPU"))
+    assert fake.fake_gpu and fake.dtype == "float32"
+    # a Plan made by hand (tests, experiments) loads the preset by its name
+    assert Plan("some/hub-id", "sku", node_count=1, gpus_per_node=1).model == "some/hub-id"
