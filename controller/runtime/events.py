@@ -7,6 +7,11 @@ already wrote for the same (object, type, reason, message) instead.
 
 Recording never raises: failing to write an Event must not fail a reconcile.
 
+Why an ``ObjectReference`` (core/v1's ``involvedObject``): an Event needs only who it is about
+(kind, apiVersion, name, namespace, uid), so a reconciler holding a typed model passes a reference
+instead of carrying the raw dict beside it; callers with a dict still pass the dict
+(``ObjectReference.from_object`` reads it).
+
 Why asynchronous (``asynchronous=True``, what ``Manager.event_recorder`` hands out): like
 client-go's broadcaster, an Event is queued and written by a background thread, so a reconcile
 does not pay one API round trip per Event (the scale benchmark measured 10 of a Workspace's 17
@@ -23,7 +28,9 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from controller.runtime.client import Client, NotFound, ResourceKind
 
@@ -36,8 +43,56 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class ObjectReference:
+    """What an Event is about: core/v1 ObjectReference (an Event's ``involvedObject``).
+
+    Frozen, so the asynchronous recorder can queue it as is: nothing the caller does afterwards
+    changes the Event.
+    """
+
+    kind: str | None
+    name: str | None
+    namespace: str | None = None
+    uid: str | None = None
+    api_version: str | None = None
+    resource_version: str | None = None
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> ObjectReference:
+        """The reference to an API object given as a dict (apiVersion, kind, metadata)."""
+        meta = obj.get("metadata") or {}
+        return cls(
+            kind=obj.get("kind"),
+            name=meta.get("name"),
+            namespace=meta.get("namespace"),
+            uid=meta.get("uid"),
+            api_version=obj.get("apiVersion"),
+            resource_version=meta.get("resourceVersion"),
+        )
+
+    def to_k8s(self) -> dict[str, str]:
+        """The ``involvedObject`` dict (unset fields left out)."""
+        fields = {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+            "resourceVersion": self.resource_version,
+        }
+        return {k: v for k, v in fields.items() if v}
+
+
+_Queued = tuple[ObjectReference, str, str, str]  # (about, type, reason, message)
+
+
+def as_reference(obj: dict[str, Any] | ObjectReference) -> ObjectReference:
+    return obj if isinstance(obj, ObjectReference) else ObjectReference.from_object(obj)
+
+
 class EventRecorder:
-    """Writes Events for objects (dicts with apiVersion/kind/metadata)."""
+    """Writes Events for objects (ObjectReferences, or dicts with apiVersion/kind/metadata)."""
 
     def __init__(
         self,
@@ -59,38 +114,23 @@ class EventRecorder:
         self._seen: dict[tuple[str, str, str, str], tuple[str, str, int, float]] = {}
         self.asynchronous = asynchronous
         self.dropped = 0
-        self._queue: queue.Queue[tuple[dict, str, str, str] | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[_Queued | None] = queue.Queue(maxsize=queue_size)
         self._writer: threading.Thread | None = None
 
-    def event(self, obj: dict, type: str, reason: str, message: str) -> dict | None:
+    def event(self, obj: dict | ObjectReference, type: str, reason: str, message: str) -> dict | None:
         """Record an event; returns the written Event, or None if writing failed or was queued."""
         if type not in ("Normal", "Warning"):
             raise ValueError(f"event type must be Normal or Warning, not {type!r}")
+        # a snapshot: the caller may keep mutating its object after this returns
+        ref = as_reference(obj)
         if not self.asynchronous:
-            return self._write(obj, type, reason, message)
+            return self._write(ref, type, reason, message)
         self._ensure_writer()
         try:
-            # a snapshot: the caller may keep mutating its object after this returns
-            self._queue.put_nowait(
-                (
-                    {
-                        "apiVersion": obj.get("apiVersion"),
-                        "kind": obj.get("kind"),
-                        "metadata": dict(obj.get("metadata") or {}),
-                    },
-                    type,
-                    reason,
-                    message,
-                )
-            )
+            self._queue.put_nowait((ref, type, reason, message))
         except queue.Full:
             self.dropped += 1
-            log.warning(
-                "event queue full, dropping %s/%s on %s",
-                type,
-                reason,
-                (obj.get("metadata") or {}).get("name"),
-            )
+            log.warning("event queue full, dropping %s/%s on %s", type, reason, ref.name)
         return None
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -128,10 +168,9 @@ class EventRecorder:
             finally:
                 self._queue.task_done()
 
-    def _write(self, obj: dict, type: str, reason: str, message: str) -> dict | None:
-        meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"
-        ident = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+    def _write(self, ref: ObjectReference, type: str, reason: str, message: str) -> dict | None:
+        namespace = ref.namespace or "default"
+        ident = ref.uid or f"{ref.namespace}/{ref.name}"
         cache_key = (ident, type, reason, message)
         try:
             with self._lock:
@@ -147,34 +186,27 @@ class EventRecorder:
                 except NotFound:
                     pass  # expired by the API server's event TTL: write a new one
             written = self.client.create(
-                EVENTS, self._new_event(obj, namespace, type, reason, message), namespace
+                EVENTS, self._new_event(ref, namespace, type, reason, message), namespace
             )
             self._remember(cache_key, namespace, written["metadata"]["name"], 1)
             return written
         except Exception as exc:  # never fail the caller (ApiError, network errors, bad input)
-            log.warning("could not record event %s/%s on %s: %s", type, reason, meta.get("name"), exc)
+            log.warning("could not record event %s/%s on %s: %s", type, reason, ref.name, exc)
             return None
 
-    def eventf(self, obj: dict, type: str, reason: str, fmt: str, *args: object) -> dict | None:
+    def eventf(
+        self, obj: dict | ObjectReference, type: str, reason: str, fmt: str, *args: object
+    ) -> dict | None:
         return self.event(obj, type, reason, fmt % args if args else fmt)
 
-    def _new_event(self, obj: dict, namespace: str, type: str, reason: str, message: str) -> dict:
-        meta = obj.get("metadata") or {}
+    def _new_event(self, ref: ObjectReference, namespace: str, type: str, reason: str, message: str) -> dict:
         now = _now()
-        involved = {
-            "apiVersion": obj.get("apiVersion"),
-            "kind": obj.get("kind"),
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-        }
         return {
             "metadata": {
-                "name": f"{meta.get('name', 'object')}.{uuid.uuid4().hex[:16]}",
+                "name": f"{ref.name or 'object'}.{uuid.uuid4().hex[:16]}",
                 "namespace": namespace,
             },
-            "involvedObject": {k: v for k, v in involved.items() if v},
+            "involvedObject": ref.to_k8s(),
             "reason": reason,
             "message": message[:1024],
             "type": type,

@@ -1,6 +1,7 @@
-"""The validating admission webhook for Workspaces: pure rules in ``validation``, the AdmissionReview
-core in ``admission``, the HTTPS server in ``server``, certificates in ``certs`` and the
-ValidatingWebhookConfiguration in ``config``."""
+"""The validating admission webhook for Workspaces: the AdmissionReview core in ``admission``, the
+HTTPS server in ``server``, certificates in ``certs`` and the ValidatingWebhookConfiguration in
+``config``. The pure rules it applies are ``controller.api.validation``, which the reconciler runs
+too."""
 
 from controller.webhook.admission import review
 from controller.webhook.certs import ServingCerts, generate_serving_certs
@@ -9,22 +10,12 @@ from controller.webhook.config import (
     render_validating_webhook_configuration,
 )
 from controller.webhook.server import WebhookServer
-from controller.webhook.validation import (
-    FieldError,
-    ValidationResult,
-    validate_workspace,
-    validate_workspace_object,
-)
 
 __all__ = [
-    "FieldError",
     "ServingCerts",
-    "ValidationResult",
     "WebhookServer",
     "apply_validating_webhook_configuration",
     "generate_serving_certs",
     "render_validating_webhook_configuration",
     "review",
-    "validate_workspace",
-    "validate_workspace_object",
 ]

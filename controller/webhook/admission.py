@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller.api.validation import ValidationResult, validate_workspace_object
 from controller.api.workspace import GROUP as WORKSPACE_GROUP
-from controller.webhook.validation import ValidationResult, validate_workspace_object
 from presets.registry import Catalog
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from controller.api.rayservice import (
 from controller.api.workspace import ANNOTATION_ENABLE_LB, AdapterSpec, Workspace
 from controller.workspace import names
 from controller.workspace.plan import Plan
+from controller.workspace.volumes import PodData
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ADAPTER_DIR = "/mnt/adapter"
@@ -56,36 +57,15 @@ def adapter_path(adapter: AdapterSpec) -> str:
     return f"{ADAPTER_DIR}/{adapter.source.name}"
 
 
-def _adapter_volumes(ws: Workspace, image: str) -> tuple[list[dict], list[dict], list[dict]]:
-    """(volumes, volumeMounts, initContainers) that put each adapter at /mnt/adapter/<name>.
-
-    Image adapters are copied out of their image by an init container (Kaito's ``puller-<name>``);
-    volume adapters are mounted; ``path`` adapters are a directory on the node (hostPath).
-    """
-    volumes: list[dict] = []
-    mounts: list[dict] = []
-    inits: list[dict] = []
-    adapters = (ws.inference.adapters if ws.inference else None) or []
-    for i, adapter in enumerate(adapters):
-        src = adapter.source
-        vol = f"adapter-{i}"
-        mount = {"name": vol, "mountPath": adapter_path(adapter)}
-        if src.volume_source:
-            volumes.append({"name": vol, **src.volume_source})
-        elif src.path:
-            volumes.append({"name": vol, "hostPath": {"path": src.path, "type": "Directory"}})
-        elif src.image:
-            volumes.append({"name": vol, "emptyDir": {}})
-            inits.append({
-                "name": f"puller-{i}",
-                "image": src.image,
-                "command": ["sh", "-c", "cp -r /data/. /mnt/adapter/"],
-                "volumeMounts": [{"name": vol, "mountPath": ADAPTER_DIR}],
-            })
-        else:
-            continue
-        mounts.append(mount)
-    return volumes, mounts, inits
+def _adapter_volumes(ws: Workspace) -> PodData:
+    """What puts each adapter at /mnt/adapter/<name> (``volumes.PodData``: image adapters are
+    copied out of their image by ``puller-<i>``, volume adapters mounted, ``path`` adapters are a
+    directory on the node)."""
+    data = PodData()
+    for i, adapter in enumerate((ws.inference.adapters if ws.inference else None) or []):
+        data.add_source(adapter.source, f"adapter-{i}", adapter_path(adapter), f"puller-{i}",
+                        read_only=False, pull_dir=ADAPTER_DIR)
+    return data
 
 
 def _env(ws: Workspace) -> list[dict]:
@@ -115,7 +95,8 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
         **({"env": env} if env else {}),
     }
-    volumes, mounts, inits = _adapter_volumes(ws, image)
+    adapters = _adapter_volumes(ws)
+    volumes, mounts, inits = adapters.volumes, adapters.mounts, adapters.inits
     worker: dict = {
         "name": "ray-worker",
         "image": image,

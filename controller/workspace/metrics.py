@@ -4,30 +4,33 @@ The Manager serves that registry on /metrics, next to controller-runtime's workq
 reconcile metrics. Kaito exports only counts by phase and preset; we add per-workspace
 readiness gauges (alert on ``kaito_workspace_ready{condition="WorkspaceReady"} == 0``) and the
 time from creation to WorkspaceReady, which is the number users feel.
+
+Why the gauges are a collector over the Workspace cache (as ``provisioner.metrics``'
+``MachinePhaseCollector``): the cache is the truth, so counting it when Prometheus asks costs one
+pass per scrape, while a reconciler keeping gauges in step would pay that pass on every reconcile
+(O(N) per pass, O(N^2) for N workspaces) and drift whenever an event is missed. A deleted workspace
+leaves the cache and with it its series. Only the time to ready is recorded by the reconciler: it
+is an event (the first transition), not a state the cache can be asked for.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from controller.api.workspace import CONDITION_WORKSPACE_READY, Workspace
 
-WORKSPACE_READY = Gauge(
-    "kaito_workspace_ready",
-    "Whether a workspace condition is True (1) or not (0).",
-    ["namespace", "name", "condition"],
-)
-WORKSPACE_COUNT = Gauge(
-    "kaito_workspace_count",
-    "Workspaces by phase (pending, ready, notready, running, succeeded, failed, deleting).",
-    ["phase"],
-)
-WORKSPACE_PRESET_COUNT = Gauge("kaito_workspace_preset_count", "Workspaces by preset.", ["preset_name"])
+# always exported (0 when none), so a dashboard's series exist before the first workspace does
+PHASES = ("pending", "ready", "notready", "running", "succeeded", "failed", "deleting")
+TEMPLATE = "template"  # the preset label of a workspace that names no preset
+
 TIME_TO_READY = Histogram(
     "kaito_workspace_time_to_ready_seconds",
     "Seconds from a workspace's creationTimestamp to its first WorkspaceReady=True.",
@@ -35,56 +38,98 @@ TIME_TO_READY = Histogram(
     buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200),
 )
 
-_lock = threading.Lock()
-_known: dict[tuple[str, str], set[str]] = {}  # (namespace, name) -> condition labels exported
+
+class Facts(NamedTuple):
+    """What the gauges need of one cached Workspace."""
+
+    namespace: str
+    name: str
+    phase: str
+    preset: str
+    conditions: tuple[tuple[str, str], ...]  # (type, status)
 
 
-def phase(ws: Workspace) -> str:
-    if ws.metadata.deletion_timestamp:
-        return "deleting"
-    state = ws.status.state if ws.status else None
-    return (state or "Pending").lower()
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
-def observe_workspace(ws: Workspace) -> None:
-    """Set the readiness gauges of one workspace from its status."""
-    key = (ws.namespace or "", ws.name)
-    conds = (ws.status.conditions if ws.status else None) or []
-    with _lock:
-        seen = _known.setdefault(key, set())
-        for cond in conds:
-            WORKSPACE_READY.labels(key[0], key[1], cond.type).set(1 if cond.status == "True" else 0)
-            seen.add(cond.type)
+def facts(obj: dict) -> Facts:
+    """Read the few fields the gauges need straight from the cached dict.
+
+    Not ``Workspace.model_validate``: a scrape reads every cached workspace, and a full pydantic
+    parse of each would hold the GIL (and the workers) for ~0.1 s per scrape at 1000 workspaces.
+    """
+    meta, status = _dict(obj.get("metadata")), _dict(obj.get("status"))
+    preset = _dict(_dict(obj.get("inference")).get("preset")) or _dict(_dict(obj.get("tuning")).get("preset"))
+    phase = "deleting" if meta.get("deletionTimestamp") else str(status.get("state") or "Pending").lower()
+    conditions = tuple(
+        (str(c.get("type")), str(c.get("status")))
+        for c in status.get("conditions") or () if isinstance(c, dict) and c.get("type")
+    )
+    return Facts(str(meta.get("namespace") or ""), str(meta.get("name") or ""), phase,
+                 str(preset.get("name") or TEMPLATE), conditions)
 
 
-def forget_workspace(namespace: str, name: str) -> None:
-    """Drop the gauges of a deleted workspace so it does not look 'not ready' forever."""
-    with _lock:
-        for cond in _known.pop((namespace, name), set()):
-            with contextlib.suppress(KeyError):
-                WORKSPACE_READY.remove(namespace, name, cond)
+class WorkspaceCollector(Collector):
+    """``kaito_workspace_ready``, ``kaito_workspace_count`` and ``kaito_workspace_preset_count``,
+    computed from the Workspace cache at scrape time (see the module docstring)."""
+
+    def __init__(self, workspaces: Callable[[], Iterable[dict]]) -> None:
+        self._workspaces = workspaces
+        self._lock = threading.Lock()
+        # presets seen before keep a 0 series when their last workspace goes (a count that drops
+        # to 0, not a series that vanishes); bounded by the catalog
+        self._presets: set[str] = set()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        seen = [facts(obj) for obj in self._workspaces()]
+        ready = GaugeMetricFamily(
+            "kaito_workspace_ready", "Whether a workspace condition is True (1) or not (0).",
+            labels=["namespace", "name", "condition"],
+        )
+        for ws in seen:
+            for type_, status in ws.conditions:
+                ready.add_metric([ws.namespace, ws.name, type_], 1 if status == "True" else 0)
+        yield ready
+        phases = Counter(ws.phase for ws in seen)
+        count = GaugeMetricFamily(
+            "kaito_workspace_count",
+            "Workspaces by phase (pending, ready, notready, running, succeeded, failed, deleting).",
+            labels=["phase"],
+        )
+        for name in dict.fromkeys((*PHASES, *sorted(phases))):
+            count.add_metric([name], phases.get(name, 0))
+        yield count
+        presets = Counter(ws.preset for ws in seen)
+        with self._lock:
+            self._presets.update(presets)
+            labels = sorted(self._presets)
+        by_preset = GaugeMetricFamily("kaito_workspace_preset_count", "Workspaces by preset.",
+                                      labels=["preset_name"])
+        for name in labels:
+            by_preset.add_metric([name], presets.get(name, 0))
+        yield by_preset
 
 
-def refresh_counts(workspaces: Iterable[Workspace]) -> None:
-    """Recount workspaces by phase and preset (cheap: one pass over the cache)."""
-    phases: dict[str, int] = {}
-    presets: dict[str, int] = {}
-    for ws in workspaces:
-        phases[phase(ws)] = phases.get(phase(ws), 0) + 1
-        preset = ws.preset_name or "template"
-        presets[preset] = presets.get(preset, 0) + 1
-    with _lock:
-        for p in ("pending", "ready", "notready", "running", "succeeded", "failed", "deleting", *phases):
-            WORKSPACE_COUNT.labels(p).set(phases.get(p, 0))
-        for existing in list(_preset_labels):
-            if existing not in presets:
-                WORKSPACE_PRESET_COUNT.labels(existing).set(0)
-        for preset, n in presets.items():
-            WORKSPACE_PRESET_COUNT.labels(preset).set(n)
-            _preset_labels.add(preset)
+_registered: dict[int, WorkspaceCollector] = {}  # id(registry) -> the collector registered there
+_registered_lock = threading.Lock()
 
 
-_preset_labels: set[str] = set()
+def register_collector(workspaces: Callable[[], Iterable[dict]],
+                       registry: CollectorRegistry = REGISTRY) -> WorkspaceCollector:
+    """Export the gauges of ``workspaces`` (a Workspace store's ``list``) on ``registry``.
+
+    One set of workspace gauges per registry: a second call (a test building another Manager in
+    the same process) replaces the collector of the first rather than failing on duplicate names.
+    """
+    collector = WorkspaceCollector(workspaces)
+    with _registered_lock:
+        old = _registered.pop(id(registry), None)
+        if old is not None:
+            registry.unregister(old)
+        registry.register(collector)
+        _registered[id(registry)] = collector
+    return collector
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -106,5 +151,5 @@ def observe_ready_transition(ws: Workspace, now: datetime | None = None) -> floa
     if end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
     seconds = max(0.0, (end - created).total_seconds())
-    TIME_TO_READY.labels(ws.preset_name or "template").observe(seconds)
+    TIME_TO_READY.labels(ws.preset_name or TEMPLATE).observe(seconds)
     return seconds

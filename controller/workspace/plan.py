@@ -1,20 +1,32 @@
-"""How a workspace's model is laid out on its nodes: the numbers every builder needs.
+"""How a workspace's model is laid out on its nodes: the numbers and names every builder needs.
 
 Why a plain dataclass: the Machine, RayService, Job and serve-config builders all need the same
-few numbers (nodes, GPUs per node, how one model replica is split). The estimator in ``presets``
-decides them; ``plan_for`` turns its answer into a ``Plan`` so the builders stay pure and can be
-unit-tested without the catalog.
+few facts (nodes, GPUs per node, how one model replica is split, which checkpoint at which dtype).
+The estimator and the catalog in ``presets`` decide them; ``plan_for`` resolves them once into a
+``Plan``, so the builders read only the Plan, stay pure and can be unit-tested without the catalog
+(and the reconciler's injectable planner is the one way in for the catalog).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from controller.api.validation import ValidationResult, bypasses_resource_checks, judge_fit, reconcile_problem
 from controller.api.workspace import Workspace
+from presets.estimator import EstimateError, effective_dtype, estimate_nodes
+from presets.registry import Catalog, default_catalog
 
 
 class PlanError(ValueError):
-    """The workspace cannot be laid out (unknown preset or SKU, model too large...): the message says why."""
+    """The workspace cannot be laid out (unknown preset or SKU, model too large...): the message says why.
+
+    ``invalid``: a problem of the spec (ResourceReady=False/InvalidWorkspace, as the webhook would
+    have said), not of the estimate (EstimateFailed: a misfit the bypass annotation let through).
+    """
+
+    def __init__(self, message: str, *, invalid: bool = False) -> None:
+        super().__init__(message)
+        self.invalid = invalid
 
 
 @dataclass(frozen=True)
@@ -32,8 +44,16 @@ class Plan:
     pipeline_parallel: int = 1
     disk_gib: int | None = None
     message: str = ""
-    max_context: int | None = None  # tokens per request the GPUs hold; None: the preset's limit
+    max_context: int | None = None  # tokens per request the GPUs hold; None: the serve app's default
     kv_budget_tokens: int | None = None  # KV cache room of one replica (rows x tokens); None: unbounded
+    model_source: str | None = None  # the preset's local path or hub id; None: the preset name
+    dtype: str | None = None  # the weights' dtype on this SKU; None: the serve app's default
+    fake_gpu: bool = False  # the demo's fake SKU: it advertises a GPU, the model runs on CPUs
+
+    @property
+    def model(self) -> str:
+        """What the serve app and the trainer load."""
+        return self.model_source or self.preset
 
     @property
     def gpus_per_replica(self) -> int:
@@ -56,31 +76,40 @@ class Plan:
                        message=f"{self.message}; keeping the target of {node_count} nodes set earlier")
 
 
-def plan_for(ws: Workspace) -> Plan:
-    """Estimate with the preset catalog; raise PlanError with the estimator's explanation."""
-    from presets.estimator import EstimateError, estimate_for
-    from presets.registry import get_preset
+def plan_for(ws: Workspace, catalog: Catalog | None = None) -> Plan:
+    """Estimate with the preset catalog; raise PlanError with the estimator's explanation.
 
-    name = ws.preset_name
-    if not name:
-        raise PlanError("inference.template is not supported yet: name a preset in inference.preset.name")
-    if not ws.resource.instance_type:
-        raise PlanError("resource.instanceType is required: name the GPU VM SKU to provision")
+    The one place a reconcile pass runs the estimator: the reconciler's validation leaves the fit
+    out (``controller.api.validation.reconcile_problem``) and a misfit is judged here by the same
+    rule the webhook applies (``judge_fit``). ``ws`` is one that validation passed.
+    """
+    catalog = catalog or default_catalog()
+    name, instance_type = ws.preset_name, ws.resource.instance_type
+    preset = catalog.preset(name) if name else None
+    sku = catalog.sku(instance_type) if instance_type else None
+    if preset is None or sku is None:  # only for a workspace that skipped validation
+        raise PlanError(reconcile_problem(ws, catalog=catalog) or "no known preset or instance type",
+                        invalid=True)
     method = ws.tuning.method if ws.tuning else None
     try:
-        est = estimate_for(name, ws.resource.instance_type, ws.resource.count, tuning_method=method)
+        est = estimate_nodes(preset, sku, ws.resource.count, tuning_method=method, catalog=catalog)
     except EstimateError as exc:
-        raise PlanError(exc.message) from None
-    preset = get_preset(name)
+        judged = ValidationResult()
+        judge_fit(exc.message, bypasses_resource_checks(ws), judged)
+        raise PlanError(judged.message or exc.message, invalid=not judged.allowed) from None
     return Plan(
-        preset=name,
-        instance_type=ws.resource.instance_type,
+        preset=preset.name,
+        instance_type=instance_type,
         node_count=est.node_count,
         gpus_per_node=est.gpus_per_node,
         tensor_parallel=est.tensor_parallel,
         pipeline_parallel=est.pipeline_parallel,
-        disk_gib=preset.disk_gib if preset else None,
+        disk_gib=preset.disk_gib,
         message=f"Estimate: {est.message}.",
-        max_context=est.max_context,
+        max_context=est.max_context or preset.max_context,
         kv_budget_tokens=est.kv_budget_tokens,
+        model_source=preset.model_source,
+        # the fake SKU's GPU is made up: the CPUs run the preset's own dtype
+        dtype=preset.dtype if sku.fake else effective_dtype(preset, sku),
+        fake_gpu=sku.fake,
     )

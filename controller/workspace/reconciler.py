@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
     CONDITION_WORKSPACE_DELETING,
     CONDITION_WORKSPACE_READY,
@@ -41,6 +42,7 @@ from controller.runtime import (
     Result,
     Store,
 )
+from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
 from controller.workspace import metrics, names
 from controller.workspace.inference import (
@@ -67,7 +69,6 @@ from controller.workspace.tuning import (
     check_training_config,
     job_state,
 )
-from controller.workspace.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,13 @@ class Options:
     deletion_poll_seconds: float = 2.0
 
 
+def reference(ws: Workspace) -> ObjectReference:
+    """What an Event about ``ws`` names (its ``involvedObject``)."""
+    meta = ws.metadata
+    return ObjectReference(kind=ws.kind, name=ws.name, namespace=ws.namespace, uid=meta.uid,
+                           api_version=ws.api_version, resource_version=meta.resource_version)
+
+
 def _hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -121,7 +129,7 @@ class WorkspaceReconciler:
         recorder: EventRecorder | None = None,
         options: Options | None = None,
         planner: Callable[[Workspace], Plan] = plan_for,
-        validator: Callable[[Workspace], str | None] = validate,
+        validator: Callable[[Workspace], str | None] = reconcile_problem,
         serve_config: Callable[[Workspace, Plan], str] = build_serve_config,
     ) -> None:
         self.client = client
@@ -131,35 +139,29 @@ class WorkspaceReconciler:
         self.planner = planner
         self.validator = validator
         self.serve_config = serve_config
-        self._parsed: dict[str, tuple[str | None, Workspace | None]] = {}  # for _refresh_counts
 
     # --- entry point ------------------------------------------------------------------------------
     def reconcile(self, request: Request) -> Result:
         raw = self.stores.workspaces.get(request.key)
         if raw is None:
-            metrics.forget_workspace(request.namespace or "", request.name)
-            self._refresh_counts()
             return Result()
         try:
-            ws = Workspace.model_validate(copy.deepcopy(raw))
+            ws = Workspace.model_validate(copy.deepcopy(raw))  # the cache's object stays untouched
         except ValidationError as exc:
             log.warning("workspace %s does not parse, skipping: %s", request.key, exc)
             return Result()
         try:
             if ws.metadata.deletion_timestamp:
-                return self._finalize(ws, raw)
+                return self._finalize(ws)
             if names.FINALIZER not in (ws.metadata.finalizers or []):
-                raw = self._add_finalizer(ws)
-                ws = Workspace.model_validate(copy.deepcopy(raw))
-            return self._sync(ws, raw)
+                ws = Workspace.model_validate(self._add_finalizer(ws))
+            return self._sync(ws)
         except Conflict as exc:
             log.info("workspace %s: conflict (%s); requeueing", request.key, exc.message)
             return Result(requeue=True)
-        finally:
-            self._refresh_counts()
 
     # --- the normal path --------------------------------------------------------------------------
-    def _sync(self, ws: Workspace, raw: dict) -> Result:
+    def _sync(self, ws: Workspace) -> Result:
         obs = Observation(tuning=ws.tuning is not None, served_before=served_before(ws))
         target = ws.status.target_node_count if ws.status else None
         worker_nodes: list[str] | None = None
@@ -172,7 +174,10 @@ class WorkspaceReconciler:
             try:
                 plan = self.planner(ws)
             except PlanError as exc:
-                obs.plan_error = str(exc)
+                if exc.invalid:
+                    obs.invalid = str(exc)
+                else:
+                    obs.plan_error = str(exc)
         config = self._tuning_config(ws) if plan is not None else ConfigCheck()
         if config.problem is not None:
             # no GPU nodes for a Job that cannot start yet; look again (nothing watches ConfigMaps)
@@ -183,18 +188,18 @@ class WorkspaceReconciler:
                 plan = plan.with_node_count(target)
             target = plan.node_count
             obs.plan_message = plan.message
-            summary = self._ensure_machines(ws, raw, plan)
+            summary = self._ensure_machines(ws, plan)
             obs.machines = summary
             worker_nodes = summary.worker_nodes
             if not summary.all_ready:
                 requeue = self.options.machine_poll_seconds
             elif ws.tuning is not None:
-                obs.job = self._ensure_job(ws, raw, plan, config.output_dir)
+                obs.job = self._ensure_job(ws, plan, config.output_dir)
             else:
-                obs.inference = self._ensure_inference(ws, raw, plan)
+                obs.inference = self._ensure_inference(ws, plan)
                 if not obs.inference.ready and not obs.inference.failed:
                     requeue = self.options.inference_poll_seconds
-        self._write_status(ws, raw, obs, target, worker_nodes)
+        self._write_status(ws, obs, target, worker_nodes)
         return Result(requeue_after=requeue)
 
     def _add_finalizer(self, ws: Workspace) -> dict:
@@ -209,7 +214,7 @@ class WorkspaceReconciler:
             if (m.get("metadata", {}).get("labels") or {}).get(LABEL_WORKSPACE_NAMESPACE) == ws.namespace
         ]
 
-    def _ensure_machines(self, ws: Workspace, raw: dict, plan: Plan) -> MachineSummary:
+    def _ensure_machines(self, ws: Workspace, plan: Plan) -> MachineSummary:
         desired = desired_machine_names(ws, plan.node_count)
         observed = self._machines_of(ws)
         have = {m["metadata"]["name"] for m in observed}
@@ -224,11 +229,11 @@ class WorkspaceReconciler:
             except AlreadyExists:
                 continue  # the cache has not seen our earlier create yet
             except ApiError as exc:
-                self._event(raw, "Warning", "MachineCreationFailed",
+                self._event(ws, "Warning", "MachineCreationFailed",
                             f"creating Machine {name}: {exc.message}")
                 continue
             observed.append(created)
-            self._event(raw, "Normal", "MachineCreated",
+            self._event(ws, "Normal", "MachineCreated",
                         f"created Machine {name} ({plan.instance_type}, {index + 1}/{plan.node_count})")
         return summarize_machines(desired, observed)
 
@@ -250,7 +255,7 @@ class WorkspaceReconciler:
         return meta.get("uid") == ws.metadata.uid and not meta.get("deletionTimestamp")
 
     # --- inference ----------------------------------------------------------------------------------
-    def _ensure_inference(self, ws: Workspace, raw: dict, plan: Plan) -> InferenceState:
+    def _ensure_inference(self, ws: Workspace, plan: Plan) -> InferenceState:
         try:
             serve_config = self.serve_config(ws, plan)
         except Exception as exc:  # the builder rejected our inputs: say so, do not crash-loop
@@ -259,8 +264,8 @@ class WorkspaceReconciler:
                                   failed=True)
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
         try:
-            rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, raw)
-            self._create_or_update(SERVICES, self.stores.services, build_service(ws), raw,
+            rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, ws)
+            self._create_or_update(SERVICES, self.stores.services, build_service(ws), ws,
                                    merge_spec=merged_service_spec)
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
@@ -270,17 +275,13 @@ class WorkspaceReconciler:
     def _job_of(self, ws: Workspace) -> dict | None:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
 
-    def _ensure_job(self, ws: Workspace, raw: dict, plan: Plan, output_dir: str) -> JobState:
-        from presets.registry import get_preset
-
+    def _ensure_job(self, ws: Workspace, plan: Plan, output_dir: str) -> JobState:
         existing = self._job_of(ws)
         if existing is not None:  # its config was checked when it was created; its template is immutable
             return job_state(existing)
-        preset = get_preset(plan.preset)
-        model = preset.model_source if preset else plan.preset
-        job = build_tuning_job(ws, plan, self.options.tuning_image, model, output_dir)
+        job = build_tuning_job(ws, plan, self.options.tuning_image, output_dir)
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
-        return job_state(self._create_or_update(JOBS, self.stores.jobs, job, raw, create_only=True))
+        return job_state(self._create_or_update(JOBS, self.stores.jobs, job, ws, create_only=True))
 
     def _tuning_config(self, ws: Workspace) -> ConfigCheck:
         """The ConfigMap tuning.config names, read (a GET: nothing else reads ConfigMaps, so no
@@ -293,7 +294,7 @@ class WorkspaceReconciler:
             return ConfigCheck()
         return check_training_config(ws, self._get_or_none(CONFIGMAPS, ws.tuning.config, ws.namespace))
 
-    def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: dict,
+    def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: Workspace,
                           create_only: bool = False,
                           merge_spec: Callable[[dict, dict], dict] | None = None) -> dict | None:
         """Create ``desired`` or, when its spec hash changed, replace the existing object's spec
@@ -330,29 +331,26 @@ class WorkspaceReconciler:
             return None
 
     # --- status -------------------------------------------------------------------------------------
-    def _write_status(self, ws: Workspace, raw: dict, obs: Observation, target: int | None,
+    def _write_status(self, ws: Workspace, obs: Observation, target: int | None,
                       worker_nodes: list[str] | None) -> None:
         before = {c.type: (c.status, c.reason) for c in (ws.status.conditions if ws.status else None) or []}
         changed = apply_observation(ws, obs, target, worker_nodes)
         if changed:
-            body = copy.deepcopy(raw)
-            body["status"] = ws.status.to_k8s() if ws.status else {}
-            self.client.update_status(WORKSPACES, body)  # Conflict propagates -> requeue
-            self._condition_events(raw, ws, before)
+            self.client.update_status(WORKSPACES, ws.to_k8s())  # Conflict propagates -> requeue
+            self._condition_events(ws, before)
             was_ready = before.get(CONDITION_WORKSPACE_READY, ("False", ""))[0] == "True"
             if ws.is_condition_true(CONDITION_WORKSPACE_READY) and not was_ready:
                 metrics.observe_ready_transition(ws)
-        metrics.observe_workspace(ws)
 
-    def _condition_events(self, raw: dict, ws: Workspace, before: dict[str, tuple[str, str]]) -> None:
+    def _condition_events(self, ws: Workspace, before: dict[str, tuple[str, str]]) -> None:
         for cond in (ws.status.conditions if ws.status else None) or []:
             if before.get(cond.type) == (cond.status, cond.reason):
                 continue
             type_ = "Warning" if cond.reason in WARNING_REASONS else "Normal"
-            self._event(raw, type_, cond.reason, f"{cond.type}={cond.status}: {cond.message}")
+            self._event(ws, type_, cond.reason, f"{cond.type}={cond.status}: {cond.message}")
 
     # --- deletion -----------------------------------------------------------------------------------
-    def _finalize(self, ws: Workspace, raw: dict) -> Result:
+    def _finalize(self, ws: Workspace) -> Result:
         """Delete the workspace's Machines, wait until they are gone, then drop the finalizer."""
         if names.FINALIZER not in (ws.metadata.finalizers or []):
             return Result()
@@ -363,42 +361,21 @@ class WorkspaceReconciler:
             name = m["metadata"]["name"]
             remaining.append(name)
             if not m["metadata"].get("deletionTimestamp") and self.client.delete(MACHINES, name):
-                self._event(raw, "Normal", "MachineDeleted", f"deleting Machine {name}")
+                self._event(ws, "Normal", "MachineDeleted", f"deleting Machine {name}")
         if remaining:
             msg = f"waiting for {len(remaining)} machine(s) to be deleted: {', '.join(sorted(remaining))}"
             if ws.set_condition(CONDITION_WORKSPACE_DELETING, "True", "DeletingMachines", msg):
-                body = copy.deepcopy(raw)
-                body["status"] = ws.status.to_k8s() if ws.status else {}
                 with contextlib.suppress(Conflict, NotFound):  # cosmetic; the next pass writes it
-                    self.client.update_status(WORKSPACES, body)
+                    self.client.update_status(WORKSPACES, ws.to_k8s())
             return Result(requeue_after=self.options.deletion_poll_seconds)
         finalizers = [f for f in ws.metadata.finalizers or [] if f != names.FINALIZER]
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": ws.metadata.resource_version}}
         with contextlib.suppress(NotFound):
             self.client.patch(WORKSPACES, ws.name, patch, namespace=ws.namespace)
-        self._event(raw, "Normal", "WorkspaceDeleted", "machines deleted; finalizer removed")
-        metrics.forget_workspace(ws.namespace or "", ws.name)
+        self._event(ws, "Normal", "WorkspaceDeleted", "machines deleted; finalizer removed")
         return Result()
 
     # --- helpers ------------------------------------------------------------------------------------
-    def _event(self, obj: dict, type_: str, reason: str, message: str) -> None:
+    def _event(self, ws: Workspace, type_: str, reason: str, message: str) -> None:
         if self.recorder is not None:
-            self.recorder.event(obj, type_, reason, message)
-
-    def _refresh_counts(self) -> None:
-        # Runs after every reconcile over the whole cache: re-parse only what changed since the last
-        # count (same resourceVersion, same object), else each pass costs O(N) pydantic parses and
-        # N workspaces cost O(N^2) (~0.1 s per reconcile at N=1000, found by hack/bench/controller_scale).
-        seen: dict[str, tuple[str | None, Workspace | None]] = {}
-        for raw in self.stores.workspaces.list():
-            meta = raw.get("metadata") or {}
-            key, rv = f"{meta.get('namespace')}/{meta.get('name')}", meta.get("resourceVersion")
-            cached = self._parsed.get(key)
-            if cached is None or cached[0] != rv or rv is None:
-                try:
-                    cached = (rv, Workspace.model_validate(raw))
-                except ValidationError:
-                    cached = (rv, None)
-            seen[key] = cached
-        self._parsed = seen  # concurrent workers may both rebuild it: harmless, last one wins
-        metrics.refresh_counts(ws for _, ws in seen.values() if ws is not None)
+            self.recorder.event(reference(ws), type_, reason, message)

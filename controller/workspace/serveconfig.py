@@ -1,9 +1,10 @@
 """The ``serveConfigV2`` text of a workspace's RayService, from ``rayserve.builder``.
 
 The serve config is owned by the data plane (``rayserve.builder`` knows its own application);
-this module only gathers the builder's inputs from the Workspace and its Plan: the preset's model,
-the adapters (mounted at /mnt/adapter/<name> in the Ray pods), the autoscaling range the nodes
-allow, and how one replica is split into pipeline workers with placement-group bundles.
+this module only gathers the builder's inputs from the Workspace and its Plan (never from the
+catalog: ``plan_for`` resolved the preset): the model, the adapters (mounted at /mnt/adapter/<name>
+in the Ray pods), the autoscaling range the nodes allow, and how one replica is split into
+pipeline workers with placement-group bundles.
 """
 
 from __future__ import annotations
@@ -22,20 +23,9 @@ FAKE_CPUS = 0.5
 
 def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
     """The builder's input: model, adapters, autoscaling within the nodes' GPUs, replica layout."""
-    from presets.estimator import effective_dtype
-    from presets.registry import get_preset, get_sku
-
-    preset = get_preset(plan.preset)
-    sku = get_sku(plan.instance_type)
-    if preset is None:
-        raise ValueError(f"unknown preset {plan.preset!r}")
-    fake = sku is not None and sku.fake
-    model = ModelSpec(
-        name=preset.name,
-        path=preset.model_source,
-        dtype=effective_dtype(preset, sku) if sku is not None and not fake else preset.dtype,
-        max_context=plan.max_context or preset.max_context,
-    )
+    fake = plan.fake_gpu
+    given = {"dtype": plan.dtype, "max_context": plan.max_context}  # None: the serve app's default
+    model = ModelSpec(name=plan.preset, path=plan.model, **{k: v for k, v in given.items() if v is not None})
     adapters = [
         AdapterSpec(name=a.source.name, path=adapter_path(a), strength=float(a.strength or "1.0"))
         for a in ((ws.inference.adapters if ws.inference else None) or [])

@@ -1,4 +1,5 @@
-"""Wiring the Workspace reconciler into a Manager: which caches it reads, which events wake it."""
+"""Wiring the Workspace reconciler into a Manager: which caches it reads, which events wake it, and
+the workspace gauges read from its cache at scrape time."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterable
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
 from controller.api.workspace import GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from controller.runtime import Controller, Manager, Request
+from controller.workspace import metrics
 from controller.workspace.reconciler import JOBS, SERVICES, Options, Stores, WorkspaceReconciler
 
 CONTROLLER_NAME = "workspace"
@@ -32,6 +34,7 @@ def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options 
     job_inf = mgr.informer(JOBS)
     machine_inf.store.add_label_index(LABEL_WORKSPACE)
     stores = Stores(ws_inf.store, machine_inf.store, rs_inf.store, svc_inf.store, job_inf.store)
+    metrics.register_collector(ws_inf.store.list)
     reconciler = WorkspaceReconciler(mgr.client, stores, mgr.event_recorder("kaito-controller"), options,
                                      **overrides)
     ctrl = Controller(CONTROLLER_NAME, reconciler, workers=workers)

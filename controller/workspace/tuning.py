@@ -20,6 +20,7 @@ from controller.workspace import names
 from controller.workspace.adapter_push import pusher_container, record_exit_code
 from controller.workspace.inference import GPU_RESOURCE, pod_labels, pod_pinning
 from controller.workspace.plan import Plan
+from controller.workspace.volumes import PodData
 from rayserve.tuning.config import CONFIG_KEY, TrainingConfigError, parse_training_config
 
 INPUT_DIR = "/mnt/data"
@@ -31,62 +32,52 @@ REASON_CONFIG_NOT_FOUND = "TuningConfigNotFound"  # wait: the ConfigMap may be c
 REASON_CONFIG_INVALID = "TuningConfigInvalid"  # failed until the ConfigMap is fixed
 
 
-def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], list[dict], list[dict], list[dict]]:
-    """(args, volumes, volumeMounts, initContainers) for the dataset and the adapter output.
+def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], PodData]:
+    """The trainer's data arguments, and the volumes, mounts and init containers behind them.
 
     ``rayserve.tuning`` reads OpenAI-chat rows (jsonl, json, parquet, arrow or csv; ``--data``,
     once per URL, path or directory) and writes the adapter to ``--output``. URL inputs (all of
     them, as Kaito's downloader fetches each) are downloaded by the trainer itself; image, volume
-    and node-path inputs are mounted at /mnt/data and the trainer reads every dataset file there.
+    and node-path inputs are mounted at /mnt/data (``volumes.PodData``, the adapters' mapping)
+    and the trainer reads every dataset file there.
     """
     assert ws.tuning is not None
-    args: list[str] = []
-    volumes: list[dict] = []
-    mounts: list[dict] = []
-    inits: list[dict] = []
+    data = PodData()
     src, dst = ws.tuning.input, ws.tuning.output
+    args: list[str] = []
     if src.urls:
         for url in src.urls:
             args += ["--data", url]
-    else:
+    elif data.add_source(src, "input", INPUT_DIR, "input-puller", read_only=True):
         args += ["--data", INPUT_DIR]
-        if src.volume_source:
-            volumes.append({"name": "input", **src.volume_source})
-        elif src.path:
-            volumes.append({"name": "input", "hostPath": {"path": src.path, "type": "Directory"}})
-        else:  # image: copy its /data out, as Kaito's data puller does
-            volumes.append({"name": "input", "emptyDir": {}})
-            inits.append({"name": "input-puller", "image": src.image,
-                          "command": ["sh", "-c", f"cp -r /data/. {INPUT_DIR}/"],
-                          "volumeMounts": [{"name": "input", "mountPath": INPUT_DIR}]})
-        mounts.append({"name": "input", "mountPath": INPUT_DIR, "readOnly": not src.image})
     args += ["--output", output_dir]
     if ws.tuning.config:
         args += ["--config", f"{CONFIG_DIR}/{CONFIG_KEY}"]
-        volumes.append({"name": "config", "configMap": {
+        data.volumes.append({"name": "config", "configMap": {
             "name": ws.tuning.config, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}})
-        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+        data.mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     if dst.volume_source:
-        volumes.append({"name": "output", **dst.volume_source})
+        data.volumes.append({"name": "output", **dst.volume_source})
     elif dst.path:
-        volumes.append({"name": "output", "hostPath": {"path": dst.path, "type": "DirectoryOrCreate"}})
+        data.volumes.append({"name": "output", "hostPath": {"path": dst.path, "type": "DirectoryOrCreate"}})
     else:  # an image destination: the pusher container publishes it (controller.workspace.adapter_push)
-        volumes.append({"name": "output", "emptyDir": {}})
-    mounts.append({"name": "output", "mountPath": OUTPUT_DIR})
-    return args, volumes, mounts, inits
+        data.volumes.append({"name": "output", "emptyDir": {}})
+    data.mounts.append({"name": "output", "mountPath": OUTPUT_DIR})
+    return args, data
 
 
-def build_tuning_job(ws: Workspace, plan: Plan, image: str, model: str, output_dir: str = OUTPUT_DIR) -> dict:
-    """The Job: one pod on the workspace's node holding all its GPUs; ``model`` is the base model's
-    directory or hub id (the preset's model source); ``output_dir`` as ``check_training_config``
-    found it (the output volume or a directory under it)."""
+def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OUTPUT_DIR) -> dict:
+    """The Job: one pod on the workspace's node holding all its GPUs, tuning ``plan.model`` (the
+    base model's directory or hub id); ``output_dir`` as ``check_training_config`` found it (the
+    output volume or a directory under it)."""
     assert ws.tuning is not None
-    args, volumes, mounts, inits = _mounts(ws, output_dir)
+    args, data = _mounts(ws, output_dir)
+    volumes, mounts, inits = data.volumes, data.mounts, data.inits
     container: dict = {
         "name": "tuning",
         "image": image,
         "command": ["python", "-m", "rayserve.tuning"],
-        "args": ["--model", model, "--method", ws.tuning.method, *args],
+        "args": ["--model", plan.model, "--method", ws.tuning.method, *args],
         "volumeMounts": mounts,
     }
     if plan.gpus_per_node:

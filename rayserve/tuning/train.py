@@ -20,7 +20,8 @@ import torch
 
 from rayserve.loading import load_tokenizer, pick_device
 from rayserve.spec import ModelSpec
-from rayserve.tuning.config import TuningConfig, config_from_args
+from rayserve.tuning.cli import config_from_args
+from rayserve.tuning.config import TuningConfig
 from rayserve.tuning.data import batches, fetch, read_conversations, tokenize
 
 __all__ = ["TuningConfig", "main", "train"]
@@ -131,7 +132,7 @@ def train(cfg: TuningConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``python -m rayserve.tuning``: flags and ``--config`` (``rayserve.tuning.config.config_from_args``)."""
+    """``python -m rayserve.tuning``: flags and ``--config`` (``rayserve.tuning.cli.config_from_args``)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     cfg = config_from_args(argv, description=__doc__.splitlines()[0])
     result = train(cfg)

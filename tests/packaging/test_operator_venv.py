@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,12 +42,21 @@ def operator_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (venv / ".ready").exists():
         _run(sys.executable, "-m", "venv", "--clear", venv)
         _run(py, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-        _run(py, "-m", "pip", "install", "--quiet", REPO)
+        _run(py, "-m", "pip", "install", "--quiet", _source_copy(tmp_path_factory.mktemp("deps-src")))
         (venv / ".ready").write_text("ok\n")
-    # always this tree's code (deps are cached; --no-deps reinstalls only the project, a few seconds)
-    build = tmp_path_factory.mktemp("operator-build")
-    _run(py, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", REPO, cwd=build)
+    # always this tree's code (deps are cached; --no-deps reinstalls only the project, a few
+    # seconds), built from a copy so setuptools' build/ never lands in the checkout
+    src = _source_copy(tmp_path_factory.mktemp("operator-src"))
+    _run(py, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", src)
     return venv
+
+
+def _source_copy(dest: Path) -> Path:
+    """What controller/Dockerfile copies: pyproject.toml and the Python packages."""
+    shutil.copy2(REPO / "pyproject.toml", dest)
+    for pkg in ("controller", "provisioner", "rayserve", "presets", "hack"):
+        shutil.copytree(REPO / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
 
 
 def test_no_data_plane_package_is_installed(operator_venv: Path) -> None:

@@ -1,4 +1,5 @@
-"""rayserve.tuning.config: Kaito's training_config.yaml -> TuningConfig, and the CLI's precedence."""
+"""rayserve.tuning.config: Kaito's training_config.yaml -> TuningConfig, and the CLI's precedence
+(rayserve.tuning.cli)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import logging
 
 import pytest
 
+from rayserve.tuning.cli import config_from_args
 from rayserve.tuning.config import (
     FIELD_MAP,
     MAX_CONFIG_BYTES,
     TrainingConfigError,
     TuningConfig,
-    config_from_args,
     parse_training_config,
 )
 
@@ -202,7 +203,7 @@ def test_flags_win_over_the_file_and_the_file_over_defaults(tmp_path, caplog) ->
     path = tmp_path / "training_config.yaml"
     path.write_text("training_config:\n  LoraConfig: {r: 4, lora_alpha: 16}\n"
                     "  TrainingArguments: {output_dir: /out, max_steps: 3}\n  DataCollator: {mlm: true}\n")
-    with caplog.at_level(logging.INFO, logger="rayserve.tuning.config"):
+    with caplog.at_level(logging.INFO, logger="rayserve.tuning.cli"):
         cfg = config_from_args([*BASE, "--config", str(path), "--rank", "2", "--target-modules", "q,v"])
     assert (cfg.rank, cfg.alpha, cfg.max_steps, cfg.output) == (2, 16, 3, "/out")
     assert cfg.target_modules == ["q", "v"] and cfg.dropout == 0.0 and cfg.method == "lora"

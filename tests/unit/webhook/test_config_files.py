@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from controller.api import Workspace
-from controller.webhook.validation import validate_workspace_object
+from controller.api.validation import validate_workspace_object
 from presets.estimator import estimate_for
 
 CONFIG = Path(__file__).resolve().parents[3] / "config"

@@ -18,14 +18,15 @@ from controller.workspace.adapter_push import BASE_IMAGE, EXIT_MARKER, PUSH_SCRI
 from controller.workspace.plan import Plan
 from controller.workspace.tuning import build_tuning_job
 
-PLAN = Plan("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4", node_count=1, gpus_per_node=1)
+PLAN = Plan("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4", node_count=1, gpus_per_node=1,
+            model_source="m")
 IMAGE = "myregistry.azurecr.io/adapters/phi-3-dolly:0.0.1"
 
 
 def _job(output: dict) -> dict:
     ws = workspace(tuning={"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
                            "input": {"urls": ["https://example.com/d.parquet"]}, "output": output})
-    return build_tuning_job(ws, PLAN, "img:1", "m", output_dir="/mnt/results/phi")
+    return build_tuning_job(ws, PLAN, "img:1", output_dir="/mnt/results/phi")
 
 
 def test_image_output_adds_a_pusher_and_records_the_trainers_exit_code() -> None:

@@ -19,6 +19,7 @@ PLAN = Plan(
     pipeline_parallel=1,
     disk_gib=50,
     message="Estimate: ...",
+    model_source="microsoft/Phi-3-mini-4k-instruct",
 )
 
 
@@ -137,7 +138,7 @@ def test_tuning_job_shape_and_state() -> None:
             "output": {"volumeSource": {"persistentVolumeClaim": {"claimName": "out"}}},
         }
     )
-    job = build_tuning_job(ws, PLAN, "img:1", "microsoft/Phi-3-mini-4k-instruct")
+    job = build_tuning_job(ws, PLAN, "img:1")
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["python", "-m", "rayserve.tuning"]
     assert c["args"] == [
@@ -269,7 +270,7 @@ def test_tuning_job_reads_every_url_or_the_whole_input_directory() -> None:
     def data_args(inp: dict) -> list[str]:
         ws = workspace(tuning={"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora", "input": inp,
                                "output": {"volumeSource": {"emptyDir": {}}}})
-        args = build_tuning_job(ws, PLAN, "img:1", "m")["spec"]["template"]["spec"]["containers"][0]["args"]
+        args = build_tuning_job(ws, PLAN, "img:1")["spec"]["template"]["spec"]["containers"][0]["args"]
         return [args[i + 1] for i, a in enumerate(args) if a == "--data"]
 
     urls = ["https://example.com/a.parquet", "https://example.com/b.jsonl"]

@@ -59,7 +59,7 @@ def test_job_mounts_the_configmap_and_passes_config_and_its_output_dir() -> None
     ws = workspace(tuning=TUNING)
     check = _check(_cm())
     assert check.problem is None and check.output_dir == "/mnt/results/phi"
-    job = build_tuning_job(ws, PLAN, "img:1", "microsoft/Phi-3-mini-4k-instruct", check.output_dir)
+    job = build_tuning_job(ws, PLAN, "img:1", check.output_dir)
     pod = job["spec"]["template"]["spec"]
     [c] = pod["containers"]
     assert c["args"][-4:] == ["--output", "/mnt/results/phi", "--config", "/mnt/config/training_config.yaml"]
@@ -67,7 +67,7 @@ def test_job_mounts_the_configmap_and_passes_config_and_its_output_dir() -> None
     assert {"name": "config", "configMap": {"name": "train-cfg", "items": [
         {"key": "training_config.yaml", "path": "training_config.yaml"}]}} in pod["volumes"]
     # no config: no mount, no flag, the default output
-    plain = build_tuning_job(workspace(tuning={**TUNING, "config": None}), PLAN, "img:1", "m")
+    plain = build_tuning_job(workspace(tuning={**TUNING, "config": None}), PLAN, "img:1")
     [c] = plain["spec"]["template"]["spec"]["containers"]
     assert "--config" not in c["args"] and c["args"][-2:] == ["--output", "/mnt/results"]
     assert all(v["name"] != "config" for v in plain["spec"]["template"]["spec"]["volumes"])

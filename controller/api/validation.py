@@ -1,7 +1,14 @@
-"""Workspace validation: pure functions the admission webhook and the reconciler both call.
+"""Workspace validation: the one set of pure rules the admission webhook and the reconciler both call.
 
 Every message names the field, says what is wrong and what to do instead. Rules follow Kaito's
 ``workspace_validation.go`` (shared/research/kaito.md §1.8) with this project's catalog and estimator.
+
+Why the reconciler runs them too (``reconcile_problem``): the webhook may be absent (a local run
+without ``--webhook-port``, a failurePolicy of Ignore) and objects stored before a rule existed are
+still served, so the reconciler reports a problem in ResourceReady and a Warning Event instead of
+crashing or retrying forever. It skips the fit check (``check_fit=False``): its planner
+(``controller.workspace.plan.plan_for``) runs the estimator anyway and judges a misfit with
+``judge_fit``, so one pass estimates once.
 
 On UPDATE only what changed is judged: an object whose spec is unchanged (a finalizer added, a label
 edited, a deletion under way) is always admitted, so a catalog change can never wedge an existing
@@ -100,9 +107,10 @@ def validate_workspace_object(
 
 
 def validate_workspace(
-    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None
+    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None, check_fit: bool = True
 ) -> ValidationResult:
-    """Validate a Workspace on create (``old`` None) or update."""
+    """Validate a Workspace on create (``old`` None) or update; ``check_fit`` False leaves out the
+    estimator (whether the preset fits the instance type), for a caller that runs it itself."""
     catalog = catalog or default_catalog()
     result = ValidationResult()
     if old is not None:
@@ -111,8 +119,40 @@ def validate_workspace(
         validate_update(ws, old, result)
     else:
         validate_name(ws.name, result)
-    validate_spec(ws, catalog, result)
+    validate_spec(ws, catalog, result, check_fit=check_fit)
     return result
+
+
+def reconcile_problem(ws: Workspace, *, catalog: Catalog | None = None) -> str | None:
+    """None if the reconciler can build ``ws``, else every problem joined into one message: the
+    create-time rules but the fit (see the module docstring), then what this controller cannot
+    build yet."""
+    problems = validate_workspace(ws, catalog=catalog, check_fit=False).errors or controller_limits(ws)
+    return "; ".join(str(e) for e in problems) if problems else None
+
+
+def controller_limits(ws: Workspace) -> list[FieldError]:
+    """What the webhook admits (Kaito does) but this controller cannot build yet."""
+    if ws.inference is not None and ws.inference.preset is None and ws.inference.template is not None:
+        return [FieldError("inference.template", "custom pod templates are not supported yet; name a "
+                                                 "preset in inference.preset.name")]
+    return []
+
+
+def bypasses_resource_checks(ws: Workspace) -> bool:
+    """Whether the workspace carries Kaito's annotation that turns a misfit into a warning."""
+    return _truthy(ws.metadata.annotations and ws.metadata.annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS))
+
+
+def judge_fit(message: str, bypass: bool, result: ValidationResult) -> None:
+    """The estimator found the preset does not fit the instance type (``message``): an error on
+    resource.instanceType, or a warning under the bypass annotation."""
+    path = "resource.instanceType"
+    if bypass:
+        allowed_by = f"(allowed by annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS})"
+        result.warnings.append(f"{path}: {message} {allowed_by}")
+    else:
+        result.error(path, message)
 
 
 # --- rules ----------------------------------------------------------------------------------------------
@@ -157,7 +197,9 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
             result.error("tuning.method", f"is immutable{hint}")
 
 
-def validate_spec(ws: Workspace, catalog: Catalog, result: ValidationResult) -> None:
+def validate_spec(
+    ws: Workspace, catalog: Catalog, result: ValidationResult, *, check_fit: bool = True
+) -> None:
     if ws.inference is None and ws.tuning is None:
         result.error("(root)", "specify either inference or tuning; the workspace has neither")
         return
@@ -177,9 +219,7 @@ def validate_spec(ws: Workspace, catalog: Catalog, result: ValidationResult) -> 
             f"{ws.resource.count} nodes is more than one workspace may ask for: set at most {MAX_NODE_COUNT} "
             "(split the load over several workspaces)",
         )
-    bypass = _truthy(
-        ws.metadata.annotations and ws.metadata.annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS)
-    )
+    bypass = bypasses_resource_checks(ws)
     if ws.inference is not None:
         inf = ws.inference
         if (inf.preset is None) == (inf.template is None):
@@ -197,11 +237,11 @@ def validate_spec(ws: Workspace, catalog: Catalog, result: ValidationResult) -> 
                     f"preset {preset.name} is gated on Hugging Face: set "
                     "inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN"
                 )
-            if sku is not None:
+            if sku is not None and check_fit:
                 _check_fit(preset, sku, ws.resource.count, None, bypass, result, catalog)
         validate_adapters(inf.adapters or [], result)
     if ws.tuning is not None:
-        validate_tuning(ws.tuning, ws.resource.count, sku, bypass, catalog, result)
+        validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result)
 
 
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:
@@ -222,15 +262,10 @@ def _check_fit(
     result: ValidationResult,
     catalog: Catalog,
 ) -> None:
-    path = "resource.instanceType"
     try:
         estimate_nodes(preset, sku, count, tuning_method=method, catalog=catalog)
     except EstimateError as exc:
-        if bypass:
-            allowed_by = f"(allowed by annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS})"
-            result.warnings.append(f"{path}: {exc.message} {allowed_by}")
-        else:
-            result.error(path, exc.message)
+        judge_fit(exc.message, bypass, result)
 
 
 def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> None:
@@ -282,6 +317,7 @@ def validate_tuning(
     catalog: Catalog,
     result: ValidationResult,
 ) -> None:
+    """The tuning rules; ``sku`` None (unknown, or the caller estimates itself) skips the fit."""
     preset = _known_preset(tuning.preset.name, "tuning.preset.name", catalog, result)
     if preset is not None and not preset.supports_tuning:
         tunable = sorted(p.name for p in catalog.presets.values() if p.supports_tuning)

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from controller.webhook.validation import url_problem, validate_workspace_object
+from controller.api.validation import url_problem, validate_workspace_object
 
 
 def ws(**parts):
