@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from rayserve.adapters import BASE
-from rayserve.engine import EngineOverloaded, EngineStats, GenerationFailed, TokenEvent
+from rayserve.engine import EngineStats
 from rayserve.engine_group import EngineGroup
 from rayserve.loading import context_limit, eos_token_ids, load_config, load_tokenizer
 from rayserve.pipeline import LocalPipeline, Pipeline, RayPipeline
 from rayserve.sampling import SamplingParams
+from rayserve.sequence import EngineClient, EngineOverloaded, FinishReason, GenerationFailed, TokenEvent
 from rayserve.spec import ServeArgs
 from rayserve.text import IncrementalDecoder, StopMatcher
 
@@ -46,21 +47,21 @@ class Chunk:
     """A piece of streamed output; the last one has ``finish_reason``."""
 
     text: str
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     completion_tokens: int = 0
 
 
 @dataclass
 class Completion:
     text: str
-    finish_reason: str
+    finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
 
 
-async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, str, int]:
+async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, FinishReason, int]:
     """Join a stream into (text, finish_reason, completion_tokens)."""
-    parts, reason, n = [], "length", 0
+    parts, reason, n = [], FinishReason.LENGTH, 0
     async for c in chunks:
         parts.append(c.text)
         n = c.completion_tokens
@@ -84,7 +85,7 @@ class LLMService:
         config, gen = load_config(args.model)
         self.context = context_limit(args.model, config)
         self.pipeline = pipeline or build_pipeline(args, config.num_hidden_layers)
-        self.engine = EngineGroup(
+        self.engine: EngineClient = EngineGroup(
             self.pipeline,
             eos_token_ids(config, gen, self.tokenizer),
             batches=args.engine.microbatches or args.parallel.workers,
@@ -157,19 +158,17 @@ class LLMService:
         decoder, matcher, count = IncrementalDecoder(self.tokenizer), StopMatcher(stops), 0
         try:
             async for ev in events:
-                if ev.token_id is not None:
-                    count += 1
+                count += 1  # every generated token counts, the stop token too
+                text = ""
+                if ev.finish_reason is not FinishReason.STOP:  # a stop token is not text
                     text = matcher.feed(decoder.push(ev.token_id))
                     if matcher.stopped:
-                        yield Chunk(text, "stop", count)
+                        yield Chunk(text, FinishReason.STOP, count)
                         return
                     if ev.finish_reason is None:
                         if text:
                             yield Chunk(text, None, count)
                         continue
-                else:
-                    count += 1 if ev.finish_reason == "stop" else 0
-                    text = ""
                 tail = text + matcher.feed(decoder.flush()) + matcher.flush()
                 yield Chunk(tail, ev.finish_reason, count)
                 return
