@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from rayserve.params import SamplingParams
 from rayserve.spec import BASE
@@ -82,7 +82,7 @@ class Sequence:
         but the last, which is fed in by the next decode step."""
         return len(self.prompt) + max(0, len(self.generated) - 1)
 
-    def append(self, token: int, eos_ids: Iterable[int]) -> TokenEvent:
+    def append(self, token: int, eos_ids: Container[int]) -> TokenEvent:
         """Record a generated token and decide whether it ends the sequence."""
         self.generated.append(token)
         p, n = self.params, len(self.generated)
@@ -100,6 +100,7 @@ class Sequence:
         self.out.put_nowait(error)
 
 
+@runtime_checkable
 class EngineClient(Protocol):
     """What the service needs of an engine: ``Engine`` and ``EngineGroup`` both provide it."""
 

@@ -11,7 +11,7 @@ from rayserve.cacheops import Select
 from rayserve.engine import Engine
 from rayserve.kvcache import MaskMirror, apply_ops
 from rayserve.sampling import SamplingParams
-from rayserve.sequence import EngineOverloaded, FinishReason
+from rayserve.sequence import EngineClient, EngineOverloaded, FinishReason
 from rayserve.stage import StageInput
 
 VOCAB = 50
@@ -184,6 +184,7 @@ def test_engine_group_keeps_stages_busy_together(batches):
 
     async def main():
         group = EngineGroup(pipe, eos_ids=set(), batches=batches, max_batch_size=4)
+        assert isinstance(group, EngineClient) and isinstance(group.engines[0], EngineClient)
         outs = await asyncio.gather(
             *[
                 (lambda s: _tokens(group.generate([s], SamplingParams(max_new_tokens=6))))(start)
