@@ -18,9 +18,9 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from rayserve.spec import AdapterSpec
+from rayserve.spec import BASE, AdapterSpec
 
-BASE = "__base__"
+__all__ = ["BASE", "adapter_rows", "attach_adapters"]
 
 
 def attach_adapters(model: nn.Module, adapters: Sequence[AdapterSpec]) -> nn.Module:

@@ -14,41 +14,50 @@ Serve itself answers 503 past ``max_queued_requests``), a model that fails under
 (a dead pipeline stage) a 503 - as an ``error`` event when the stream had already begun.
 Legacy ``/chat`` errors use FastAPI's ``{"detail": ...}`` shape, ``/v1`` errors OpenAI's
 ``{"error": {...}}``.
+
+The tiers, as in Ray Serve LLM: this ingress parses a body into its schema and formats the
+answer (``rayserve.responses``); ``LLMService`` prepares and runs the request; the engine
+schedules tokens. Every request's status - errors, streams that fail midway (recorded with
+the error's status) and clients that leave (499) included - is recorded in one place.
 """
 
-import json
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 
+from rayserve.errors import RequestError
 from rayserve.metrics import ServeMetrics
-from rayserve.sampling import SamplingParams
+from rayserve.responses import chat_events, completion_body, completion_events, error_body, error_event
 from rayserve.schemas import ChatCompletionRequest, CompletionRequest, LegacyChatRequest
-from rayserve.service import Chunk, LLMService, RequestError, collect
+from rayserve.service import LLMService, PreparedRequest, collect
 from rayserve.spec import ServeArgs
-from rayserve.text import encode, render_chat
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "LLMServer"
+CLIENT_CLOSED = 499  # nginx's status for a client that left before the answer was complete
 api = FastAPI(title="kaito-py rayserve", docs_url=None, redoc_url=None)
 
 M = TypeVar("M", bound=BaseModel)
+# what a route's answer is: a JSON body, or server-sent events to stream
+Answer = dict[str, Any] | AsyncIterator[str]
 
 
 @api.exception_handler(RequestError)
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
     if request.url.path.endswith("/chat"):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
-    body = {"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.status}}
-    return JSONResponse(body, status_code=exc.status)
+    return JSONResponse(error_body(exc), status_code=exc.status)
 
 
 async def parse_body(request: Request, model: type[M], max_bytes: int) -> M:
@@ -75,42 +84,31 @@ def _describe(e: ValidationError) -> str:
     return "invalid request body: " + "; ".join(parts)
 
 
-def _sse(obj: dict[str, Any]) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+@dataclass
+class _Exchange:
+    """One request's bookkeeping until its status is known."""
+
+    route: str
+    model: str
+    start: float
+    prompt_tokens: int = 0
 
 
-def _error_event(e: RequestError) -> str:
-    """A failure after a stream began (status 200 already sent), as vLLM reports it: an
-    ``error`` event and the end of the stream, so clients raise instead of hanging."""
-    body = {"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.status}}
-    return _sse(body) + "data: [DONE]\n\n"
+class LLMIngress:
+    """One replica's HTTP face: parses each dialect's body, lets the ``LLMService`` prepare and
+    run it, formats the answer, and records every request's status in one place
+    (``_exchange``), errors included. ``LLMServer`` is this class as a Serve deployment."""
 
-
-def _response(obj: str, ident: str, created: int, name: str, choice: dict, prompt: int, n: int) -> dict:
-    usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
-    return {
-        "id": ident,
-        "object": obj,
-        "created": created,
-        "model": name,
-        "choices": [choice],
-        "usage": usage,
-    }
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)
-@serve.ingress(api)
-class LLMServer:
-    """One replica: loads the model (or starts its stage actors) and serves the routes."""
-
-    def __init__(self, args: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        args: dict[str, Any],
+        service: LLMService | None = None,
+        metrics: ServeMetrics | None = None,
+    ) -> None:
+        """``service`` and ``metrics`` are for tests; Serve passes ``args`` only."""
         self.args = ServeArgs.model_validate(args)
-        self.metrics = ServeMetrics(self.args.model.name)
-        self.service = LLMService(self.args, stats=self.metrics.engine_stats())
+        self.metrics = metrics or ServeMetrics(self.args.model.name)
+        self.service = service or LLMService(self.args, stats=self.metrics.engine_stats())
         self.max_bytes = self.args.engine.max_body_bytes
 
     # --- health and discovery ------------------------------------------------------------
@@ -134,197 +132,112 @@ class LLMServer:
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
         base = self.service.model_name
-        data = [
-            {
-                "id": base,
-                "object": "model",
-                "created": self.service.created,
-                "owned_by": "kaito",
-                "root": self.args.model.path,
-                "max_model_len": self.service.context,
-            }
-        ]
+        card = {"object": "model", "created": self.service.created, "owned_by": "kaito"}
+        data = [{"id": base, **card, "root": self.args.model.path, "max_model_len": self.service.context}]
         for a in self.args.adapters:
             data.append(
-                {
-                    "id": a.name,
-                    "object": "model",
-                    "created": self.service.created,
-                    "owned_by": "kaito",
-                    "root": a.path,
-                    "parent": base,
-                    "max_model_len": self.service.context,
-                }
+                {"id": a.name, **card, "root": a.path, "parent": base, "max_model_len": self.service.context}
             )
         return {"object": "list", "data": data}
 
-    # --- Kaito legacy ---------------------------------------------------------------------
+    # --- the routes: parse, then format ---------------------------------------------------
     @api.post("/chat")
-    async def chat(self, request: Request) -> JSONResponse:
-        t0 = time.monotonic()
-        req = await parse_body(request, LegacyChatRequest, self.max_bytes)
-        adapter = self.service.adapter_for(req.model)
-        if req.messages:
-            text, chat = render_chat(self.service.tokenizer, [(m.role, m.text()) for m in req.messages]), True
-        else:
-            text, chat = (req.prefix or "") + (req.prompt or ""), False
-        ids = encode(self.service.tokenizer, text, chat)
-        gk = req.generate_kwargs
-        # the context window first: a prompt past it must say so, not blame max_length
-        self.service.budget(len(ids), None)
-        # HF's max_length (prompt + output) is a ceiling, so past the window it is clamped to it
-        max_length = min(gk.max_length, self.service.context)
-        wanted = gk.max_new_tokens if gk.max_new_tokens is not None else max_length - len(ids)
-        if wanted <= 0:
-            raise RequestError(
-                400, f"max_length={gk.max_length} leaves no room after the {len(ids)}-token prompt"
-            )
-        params = SamplingParams(
-            max_new_tokens=self.service.budget(len(ids), wanted, "generate_kwargs.max_new_tokens"),
-            min_new_tokens=gk.min_new_tokens
-            if gk.min_new_tokens is not None
-            else max(0, gk.min_length - len(ids)),
-            do_sample=gk.do_sample,
-            temperature=gk.temperature,
-            top_k=gk.top_k,
-            top_p=gk.top_p,
-            repetition_penalty=gk.repetition_penalty,
-            seed=gk.seed,
-        )
-        out = await self.service.complete(ids, params, adapter)
-        result = out.text if (req.messages or not req.return_full_text) else (req.prompt or "") + out.text
-        self.metrics.prompt_tokens.inc(len(ids), tags={"model": self.service.model_name})
-        self._observe("/chat", req.model, 200, t0)
-        return JSONResponse({"Result": result})
+    async def chat(self, request: Request) -> Response:
+        """Kaito's legacy route."""
+        return await self._exchange("/chat", request, LegacyChatRequest, self._legacy)
 
-    # --- OpenAI ---------------------------------------------------------------------------
     @api.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request):
-        t0 = time.monotonic()
-        req = await parse_body(request, ChatCompletionRequest, self.max_bytes)
-        adapter = self.service.adapter_for(req.model)
-        text = render_chat(self.service.tokenizer, [(m.role, m.text()) for m in req.messages])
-        ids = encode(self.service.tokenizer, text, chat=True)
-        limit = req.max_completion_tokens or req.max_tokens
-        params = self._openai_params(req, self.service.budget(len(ids), limit))
-        chunks = self.service.stream(ids, params, adapter, req.stop)
-        ident, created, name = (
-            f"chatcmpl-{uuid.uuid4().hex}",
-            int(time.time()),
-            req.model or self.service.model_name,
-        )
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            events = self._chat_events(chunks, ident, created, name, len(ids), include_usage, t0)
-            return StreamingResponse(events, media_type="text/event-stream")
-        text, reason, n = await collect(chunks)
-        self._observe("/v1/chat/completions", req.model, 200, t0, len(ids))
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
-        return _response("chat.completion", ident, created, name, choice, len(ids), n)
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._exchange("/v1/chat/completions", request, ChatCompletionRequest, self._chat)
 
     @api.post("/v1/completions")
-    async def completions(self, request: Request):
-        t0 = time.monotonic()
-        req = await parse_body(request, CompletionRequest, self.max_bytes)
-        adapter = self.service.adapter_for(req.model)
-        if isinstance(req.prompt, str):
-            prompt_text, ids = req.prompt, encode(self.service.tokenizer, req.prompt, chat=False)
-        else:
-            ids = list(req.prompt)
-            if max(ids) >= len(self.service.tokenizer) or min(ids) < 0:
-                raise RequestError(400, "prompt token ids out of the vocabulary range", param="prompt")
-            prompt_text = self.service.tokenizer.decode(ids)
-        params = self._openai_params(req, self.service.budget(len(ids), req.max_tokens))
-        chunks = self.service.stream(ids, params, adapter, req.stop)
-        ident, created, name = (
-            f"cmpl-{uuid.uuid4().hex}",
-            int(time.time()),
-            req.model or self.service.model_name,
-        )
-        prefix = prompt_text if req.echo else ""
+    async def completions(self, request: Request) -> Response:
+        return await self._exchange("/v1/completions", request, CompletionRequest, self._completion)
+
+    async def _legacy(self, req: LegacyChatRequest, p: PreparedRequest) -> Answer:
+        out = await self.service.complete(p)
+        result = out.text if (req.messages or not req.return_full_text) else (req.prompt or "") + out.text
+        return {"Result": result}
+
+    async def _chat(self, req: ChatCompletionRequest, p: PreparedRequest) -> Answer:
+        chunks = self.service.stream(p)
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
-            events = self._completion_events(chunks, ident, created, name, prefix, len(ids), t0)
-            return StreamingResponse(events, media_type="text/event-stream")
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return chat_events(chunks, ident, created, p.model, len(p.prompt_ids), include_usage)
         text, reason, n = await collect(chunks)
-        self._observe("/v1/completions", req.model, 200, t0, len(ids))
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
+        return completion_body("chat.completion", ident, created, p.model, choice, len(p.prompt_ids), n)
+
+    async def _completion(self, req: CompletionRequest, p: PreparedRequest) -> Answer:
+        chunks = self.service.stream(p)
+        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        prefix = p.prompt_text if req.echo else ""
+        if req.stream:
+            return completion_events(chunks, ident, created, p.model, prefix)
+        text, reason, n = await collect(chunks)
         choice = {"index": 0, "text": prefix + text, "finish_reason": reason, "logprobs": None}
-        return _response("text_completion", ident, created, name, choice, len(ids), n)
+        return completion_body("text_completion", ident, created, p.model, choice, len(p.prompt_ids), n)
 
-    # --- helpers --------------------------------------------------------------------------
-    @staticmethod
-    def _openai_params(req: ChatCompletionRequest | CompletionRequest, max_new: int) -> SamplingParams:
-        return SamplingParams(
-            max_new_tokens=max_new,
-            min_new_tokens=min(req.min_tokens, max_new),
-            do_sample=req.temperature > 0,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=req.top_k,
-            repetition_penalty=req.repetition_penalty,
-            seed=req.seed,
-            ignore_eos=req.ignore_eos,
-        )
-
-    def _observe(self, route: str, model: str | None, status: int, t0: float, prompt_tokens: int = 0) -> None:
-        name = model or self.service.model_name
-        self.metrics.request(route, name, status, time.monotonic() - t0)
-        if prompt_tokens:
-            self.metrics.prompt_tokens.inc(prompt_tokens, tags={"model": self.service.model_name})
-
-    async def _chat_events(
+    # --- one place for every request's outcome ---------------------------------------------
+    async def _exchange(
         self,
-        chunks: AsyncIterator[Chunk],
-        ident: str,
-        created: int,
-        name: str,
-        prompt_len: int,
-        include_usage: bool,
-        t0: float,
-    ) -> AsyncIterator[str]:
-        base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name}
-        yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
-        n = 0
+        route: str,
+        request: Request,
+        schema: type[M],
+        answer: Callable[[M, PreparedRequest], Awaitable[Answer]],
+    ) -> Response:
+        """Parse, prepare and answer one request, and record its status exactly once: the
+        error's status when it fails (the exception handler then writes the body), 200 for a
+        whole answer, and for a stream whatever its end turns out to be (``_recorded``)."""
+        ex = _Exchange(route, self.service.model_name, time.monotonic())
         try:
-            async for c in chunks:
-                n = c.completion_tokens
-                delta = {"content": c.text} if c.text else {}
-                if delta or c.finish_reason:
-                    yield _sse(
-                        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": c.finish_reason}]}
-                    )
-        except RequestError as e:  # headers are gone: the error travels as an event
-            yield _error_event(e)
-            return
-        if include_usage:
-            yield _sse({**base, "choices": [], "usage": _usage(prompt_len, n)})
-        yield "data: [DONE]\n\n"
-        self._observe("/v1/chat/completions", name, 200, t0, prompt_len)
-
-    async def _completion_events(
-        self,
-        chunks: AsyncIterator[Chunk],
-        ident: str,
-        created: int,
-        name: str,
-        prefix: str,
-        prompt_len: int,
-        t0: float,
-    ) -> AsyncIterator[str]:
-        base = {"id": ident, "object": "text_completion", "created": created, "model": name}
-        if prefix:
-            yield _sse(
-                {**base, "choices": [{"index": 0, "text": prefix, "finish_reason": None, "logprobs": None}]}
-            )
-        try:
-            async for c in chunks:
-                if c.text or c.finish_reason:
-                    choice = {"index": 0, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-                    yield _sse({**base, "choices": [choice]})
+            req = await parse_body(request, schema, self.max_bytes)
+            prepared = self.service.prepare(req)
+            ex.model, ex.prompt_tokens = prepared.model, len(prepared.prompt_ids)
+            out = await answer(req, prepared)
         except RequestError as e:
-            yield _error_event(e)
-            return
-        yield "data: [DONE]\n\n"
-        self._observe("/v1/completions", name, 200, t0, prompt_len)
+            self._record(ex, e.status)
+            raise
+        except asyncio.CancelledError:
+            self._record(ex, CLIENT_CLOSED)
+            raise
+        except Exception:
+            self._record(ex, 500)
+            raise
+        if isinstance(out, dict):
+            self._record(ex, 200)
+            return JSONResponse(out)
+        return StreamingResponse(self._recorded(out, ex), media_type="text/event-stream")
+
+    async def _recorded(self, events: AsyncIterator[str], ex: _Exchange) -> AsyncIterator[str]:
+        """``events``, then the stream's status: 200 at its end, the error's status when it
+        failed after the headers were sent (the error travels as an event), 499 when the
+        client left first."""
+        status = CLIENT_CLOSED
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    yield event
+            status = 200
+        except RequestError as e:
+            status = e.status
+            yield error_event(e)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            self._record(ex, status)
+
+    def _record(self, ex: _Exchange, status: int) -> None:
+        """Prompt tokens count for answered requests only, as before errors were recorded."""
+        seconds = time.monotonic() - ex.start
+        self.metrics.request(ex.route, ex.model, status, seconds, ex.prompt_tokens if status == 200 else 0)
+
+
+LLMServer = serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)(
+    serve.ingress(api)(LLMIngress)
+)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

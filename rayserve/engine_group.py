@@ -6,18 +6,19 @@ batch A is in stage 1, batch B can be in stage 0. Each batch is simply an ``Engi
 own cache keys; Ray actor calls from different engines interleave on the stage actors. For an
 in-process pipeline (one worker) forwards serialize anyway, so K = 1 there.
 
-New requests go to the engine with the least work; the group looks like one engine to the
-service (``submit`` / ``stream`` / ``running`` / ``queue_depth`` / ``steps`` / ``close``).
+New requests go to the engine with the least work; to the service the group is one more
+``rayserve.sequence.EngineClient``, like a single ``Engine``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from rayserve.adapters import BASE
-from rayserve.engine import Engine, EngineOverloaded, EngineStats, TokenEvent, _Seq
+from rayserve.engine import Engine, EngineStats
+from rayserve.params import SamplingParams
 from rayserve.pipeline import Pipeline
-from rayserve.sampling import SamplingParams
+from rayserve.sequence import EngineOverloaded, Sequence, TokenEvent, stream_events
+from rayserve.spec import BASE
 
 
 class EngineGroup:
@@ -61,7 +62,7 @@ class EngineGroup:
         self.pipeline = pipeline
 
     @property
-    def running(self) -> list[_Seq]:
+    def running(self) -> list[Sequence]:
         return [s for e in self.engines for s in e.running]
 
     @property
@@ -72,7 +73,7 @@ class EngineGroup:
     def steps(self) -> int:
         return sum(e.steps for e in self.engines)
 
-    def submit(self, prompt: list[int], params: SamplingParams, adapter: str = BASE) -> _Seq:
+    def submit(self, prompt: list[int], params: SamplingParams, adapter: str = BASE) -> Sequence:
         """Queue on the least busy engine; ``EngineOverloaded`` when even that one is full."""
         order = sorted(self.engines, key=lambda e: len(e.running) + e.queue_depth)
         for engine in order:
@@ -83,15 +84,16 @@ class EngineGroup:
         raise EngineOverloaded(f"{self.queue_depth} requests already waiting")
 
     @staticmethod
-    def stream(seq: _Seq) -> AsyncIterator[TokenEvent]:
-        return Engine.stream(seq)
+    def stream(seq: Sequence) -> AsyncIterator[TokenEvent]:
+        return stream_events(seq)
 
-    async def generate(self, prompt: list[int], params: SamplingParams, adapter: str = BASE):
+    async def generate(
+        self, prompt: list[int], params: SamplingParams, adapter: str = BASE
+    ) -> AsyncIterator[TokenEvent]:
         async for ev in self.stream(self.submit(prompt, params, adapter)):
             yield ev
 
     async def close(self) -> None:
         for e in self.engines[1:]:
-            if e._task:
-                e._task.cancel()
+            e.stop()
         await self.engines[0].close()  # closes the shared pipeline once

@@ -14,32 +14,22 @@ The object duck-types the only method HF attention layers call on ``past_key_val
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
+from rayserve.cacheops import CacheOp, MergeFrom, Reset, Select
 
-@dataclass(frozen=True)
-class Select:
-    """Keep ``rows`` (in that order) and drop the first ``drop_left`` time columns."""
-
-    rows: tuple[int, ...]
-    drop_left: int = 0
-
-
-@dataclass(frozen=True)
-class MergeFrom:
-    """Append the rows of cache ``source`` below this one, left-padding to a common length."""
-
-    source: str
-
-
-@dataclass(frozen=True)
-class Reset:
-    """Forget everything (the batch is empty or a fresh prefill starts)."""
-
-
-CacheOp = Select | MergeFrom | Reset
+# the ops live in rayserve.cacheops (torch-free, for the scheduler); re-exported for the stages
+__all__ = [
+    "BatchKVCache",
+    "CacheOp",
+    "MaskMirror",
+    "MergeFrom",
+    "Reset",
+    "Select",
+    "apply_ops",
+    "attention_bias",
+]
 
 
 class BatchKVCache:
@@ -132,8 +122,9 @@ def apply_ops(caches: dict[str, BatchKVCache], key: str, ops: Sequence[CacheOp])
 class MaskMirror:
     """The coordinator's copy of one batch's ``[batch, time]`` validity mask.
 
-    It receives the same ops as the stages' caches so row order and padding agree, and it
-    derives what every forward needs: the mask including new tokens and the position ids.
+    It applies the same ops as the stages' caches (``rayserve.scheduler`` decides them) so row
+    order and padding agree, and it derives what every forward needs: the mask including new
+    tokens and the position ids.
     """
 
     def __init__(self) -> None:
@@ -146,16 +137,14 @@ class MaskMirror:
     def reset(self) -> None:
         self.mask = torch.zeros(0, 0, dtype=torch.bool)
 
-    def select(self, rows: Sequence[int]) -> Select:
-        """Keep ``rows``; return the matching op (with as many pad columns trimmed as possible)."""
-        if not rows:
+    def apply(self, op: Select | Reset) -> None:
+        """Follow a row selection the scheduler decided (the stages' caches get the same op)."""
+        if isinstance(op, Reset) or not op.rows:
             self.reset()
-            return Select(rows=())
-        kept = self.mask[list(rows)]
-        used = kept.any(dim=0).nonzero()
-        drop = int(used[0]) if len(used) else kept.shape[1]
-        self.mask = kept[:, drop:]
-        return Select(rows=tuple(rows), drop_left=drop)
+            return
+        kept = self.mask[list(op.rows)]
+        assert not kept[:, : op.drop_left].any(), f"{op} trims columns that a kept row still uses"
+        self.mask = kept[:, op.drop_left :]
 
     def merge(self, other: MaskMirror) -> None:
         if other.batch == 0:

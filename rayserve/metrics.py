@@ -5,9 +5,10 @@ per-node metrics agent already aggregates and serves worker metrics on the node'
 ``metrics-export-port`` (8080 in KubeRay pods, scraped by the PodMonitor). Names get a
 ``ray_`` prefix on export, e.g. ``ray_kaito_llm_requests_total``.
 
-What is measured: requests (by route, model, HTTP status), end-to-end latency, time to first
-token, generated and prompt tokens, the engine's batch size per forward, and its queue depth
-(waiting) and running sequences.
+What is measured: requests (by route, model, HTTP status - every status, errors included,
+499 for a client that left), end-to-end latency, time to first token, generated and prompt
+tokens, the engine's batch size per forward, and its queue depth (waiting) and running
+sequences.
 """
 
 from __future__ import annotations
@@ -61,9 +62,13 @@ class ServeMetrics:
             "kaito_llm_running_sequences", description="Sequences in the running batch.", tag_keys=("model",)
         )
 
-    def request(self, route: str, model: str, status: int, seconds: float) -> None:
+    def request(self, route: str, model: str, status: int, seconds: float, prompt_tokens: int = 0) -> None:
+        """One finished request; ``model`` is a served name (never a caller's unknown one, so
+        the label set stays bounded)."""
         self.requests.inc(1, tags={"route": route, "model": model, "status": str(status)})
         self.latency.observe(seconds, tags={"route": route, "model": model})
+        if prompt_tokens:
+            self.prompt_tokens.inc(prompt_tokens, tags={"model": self.model})
 
     def engine_stats(self) -> EngineStats:
         tags = {"model": self.model}

@@ -11,27 +11,11 @@ import secrets
 from collections.abc import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from rayserve.params import SamplingParams
 
-class SamplingParams(BaseModel):
-    """How to pick tokens for one request, and when to stop."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_new_tokens: int = Field(128, ge=1)
-    min_new_tokens: int = Field(0, ge=0)
-    temperature: float = Field(1.0, ge=0.0, le=5.0)
-    top_k: int = Field(0, ge=0, description="0 = off")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    do_sample: bool = False
-    seed: int | None = None
-    ignore_eos: bool = False
-
-    @property
-    def greedy(self) -> bool:
-        return not self.do_sample or self.temperature == 0.0
+# SamplingParams lives in rayserve.params (torch-free); re-exported for existing callers
+__all__ = ["RowSampler", "SamplingParams", "pick_tokens"]
 
 
 class RowSampler:

@@ -8,18 +8,54 @@ never a 500 from deep inside generation. Two dialects are accepted:
 * OpenAI's ``/v1/chat/completions`` and ``/v1/completions``; unknown fields that OpenAI
   clients commonly send are ignored, unsupported features (``n > 1``, ``logprobs``,
   beam search) are rejected explicitly.
+
+Each request also says, in its own dialect's terms, what it asks of generation (as vLLM's
+protocol models do): its prompt (``prompt_input``), how many tokens it wants
+(``token_limit``), its stop strings and ``to_sampling_params``. The service does the rest
+the same way for all three, so an HTTP handler only parses and formats.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rayserve.errors import RequestError
+from rayserve.params import SamplingParams
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 # torch.Generator.manual_seed takes [-2**63, 2**64); a seed outside it crashed sampling (500)
 SEED_RANGE = {"ge": -(2**63), "lt": 2**64, "description": "a 64-bit integer"}
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    """What a request asks the model to continue; exactly one field is set: chat messages
+    (rendered with the model's chat template), plain text, or token ids taken as they are."""
+
+    messages: list[tuple[str, str]] | None = None
+    text: str | None = None
+    token_ids: list[int] | None = None
+
+
+class GenerationRequest(Protocol):
+    """What the service needs of a request body, whatever its dialect."""
+
+    model: str | None
+
+    def prompt_input(self) -> PromptInput: ...
+
+    def stops(self) -> list[str] | None: ...
+
+    def token_limit(self, prompt_len: int, context: int) -> tuple[int | None, str]:
+        """Tokens asked for (``None``: the server's default) and the field to name if they
+        do not fit; called once the prompt is known to fit the context window."""
+        ...
+
+    def to_sampling_params(self, max_new_tokens: int, prompt_len: int) -> SamplingParams: ...
 
 
 class ContentPart(BaseModel):
@@ -87,6 +123,41 @@ class LegacyChatRequest(BaseModel):
             raise ValueError("give either prompt or messages, not both")
         return self
 
+    def prompt_input(self) -> PromptInput:
+        if self.messages:
+            return PromptInput(messages=[(m.role, m.text()) for m in self.messages])
+        return PromptInput(text=(self.prefix or "") + (self.prompt or ""))
+
+    def stops(self) -> list[str] | None:
+        return None
+
+    def token_limit(self, prompt_len: int, context: int) -> tuple[int | None, str]:
+        """``max_new_tokens``, or what HF's ``max_length`` (prompt + output, a ceiling, so
+        clamped to the context window) leaves after the prompt."""
+        gk, param = self.generate_kwargs, "generate_kwargs.max_new_tokens"
+        if gk.max_new_tokens is not None:
+            return gk.max_new_tokens, param
+        wanted = min(gk.max_length, context) - prompt_len
+        if wanted <= 0:
+            raise RequestError(
+                400, f"max_length={gk.max_length} leaves no room after the {prompt_len}-token prompt"
+            )
+        return wanted, param
+
+    def to_sampling_params(self, max_new_tokens: int, prompt_len: int) -> SamplingParams:
+        gk = self.generate_kwargs
+        min_new = gk.min_new_tokens if gk.min_new_tokens is not None else max(0, gk.min_length - prompt_len)
+        return SamplingParams(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new,
+            do_sample=gk.do_sample,
+            temperature=gk.temperature,
+            top_k=gk.top_k,
+            top_p=gk.top_p,
+            repetition_penalty=gk.repetition_penalty,
+            seed=gk.seed,
+        )
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -121,11 +192,36 @@ class _OpenAIBase(BaseModel):
             raise ValueError("stop takes up to 4 non-empty strings")
         return stops
 
+    def stops(self) -> list[str] | None:
+        return self.stop  # type: ignore[return-value]  # the validator made it a list
+
+    def token_limit(self, prompt_len: int, context: int) -> tuple[int | None, str]:
+        return self.max_tokens, "max_tokens"
+
+    def to_sampling_params(self, max_new_tokens: int, prompt_len: int) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min(self.min_tokens, max_new_tokens),
+            do_sample=self.temperature > 0,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.seed,
+            ignore_eos=self.ignore_eos,
+        )
+
 
 class ChatCompletionRequest(_OpenAIBase):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: Literal[False] | None = None
+
+    def prompt_input(self) -> PromptInput:
+        return PromptInput(messages=[(m.role, m.text()) for m in self.messages])
+
+    def token_limit(self, prompt_len: int, context: int) -> tuple[int | None, str]:
+        return self.max_completion_tokens or self.max_tokens, "max_tokens"
 
 
 class CompletionRequest(_OpenAIBase):
@@ -144,3 +240,8 @@ class CompletionRequest(_OpenAIBase):
         if isinstance(v, list) and not v:
             raise ValueError("prompt must not be empty")
         return v
+
+    def prompt_input(self) -> PromptInput:
+        if isinstance(self.prompt, str):
+            return PromptInput(text=self.prompt)
+        return PromptInput(token_ids=list(self.prompt))  # type: ignore[arg-type]  # one prompt

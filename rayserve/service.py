@@ -1,10 +1,12 @@
 """The LLM service of one replica: tokenizer + engine + model routing + request limits.
 
-Why apart from HTTP: the three API dialects (Kaito ``/chat``, OpenAI chat, OpenAI
-completions) differ only in how they phrase a request and shape the answer. Everything
-they share - which model or adapter serves a request, how many tokens it may generate in
-the context window, streaming text with stop strings, usage counts - lives here once, and
-can be used without FastAPI or Serve (the benchmark and tests do).
+Why apart from HTTP (the "server" tier between Ray Serve LLM's ingress and engine): the three
+API dialects (Kaito ``/chat``, OpenAI chat, OpenAI completions) differ only in how they phrase
+a request and shape the answer. Everything they share lives here once: ``prepare`` turns any
+request schema into a ``PreparedRequest`` (which model or adapter, the prompt's token ids,
+the tokens it may generate in the context window, its ``SamplingParams``), and ``stream`` runs
+one on the engine as text chunks with stop strings and usage counts. It works without FastAPI
+or Serve (the benchmark and tests use it so).
 """
 
 from __future__ import annotations
@@ -14,31 +16,30 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from rayserve.adapters import BASE
-from rayserve.engine import EngineOverloaded, EngineStats, GenerationFailed, TokenEvent
+from rayserve.engine import EngineStats
 from rayserve.engine_group import EngineGroup
+from rayserve.errors import RequestError, clip
 from rayserve.loading import context_limit, eos_token_ids, load_config, load_tokenizer
+from rayserve.params import SamplingParams
 from rayserve.pipeline import LocalPipeline, Pipeline, RayPipeline
-from rayserve.sampling import SamplingParams
-from rayserve.spec import ServeArgs
-from rayserve.text import IncrementalDecoder, StopMatcher
+from rayserve.schemas import GenerationRequest, PromptInput
+from rayserve.sequence import EngineClient, EngineOverloaded, FinishReason, GenerationFailed, TokenEvent
+from rayserve.spec import BASE, ServeArgs
+from rayserve.text import IncrementalDecoder, StopMatcher, encode, render_chat
 
 log = logging.getLogger(__name__)
 
 
-class RequestError(Exception):
-    """A problem the caller can fix (or retry): becomes an HTTP 4xx with this message."""
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request as the engine will run it, whatever dialect it came in."""
 
-    def __init__(
-        self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
-    ):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-
-
-def _clip(text: str, limit: int = 100) -> str:
-    """A caller's string as quoted back in an error: a 1 MB name must not make a 1 MB answer."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter: str = BASE
+    stops: list[str] | None = None
+    prompt_text: str = ""  # the text the prompt stands for (token ids decoded), for echo
+    model: str = ""  # the served name the request asked for (or the base model's)
 
 
 @dataclass
@@ -46,21 +47,21 @@ class Chunk:
     """A piece of streamed output; the last one has ``finish_reason``."""
 
     text: str
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     completion_tokens: int = 0
 
 
 @dataclass
 class Completion:
     text: str
-    finish_reason: str
+    finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
 
 
-async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, str, int]:
+async def collect(chunks: AsyncIterator[Chunk]) -> tuple[str, FinishReason, int]:
     """Join a stream into (text, finish_reason, completion_tokens)."""
-    parts, reason, n = [], "length", 0
+    parts, reason, n = [], FinishReason.LENGTH, 0
     async for c in chunks:
         parts.append(c.text)
         n = c.completion_tokens
@@ -84,7 +85,7 @@ class LLMService:
         config, gen = load_config(args.model)
         self.context = context_limit(args.model, config)
         self.pipeline = pipeline or build_pipeline(args, config.num_hidden_layers)
-        self.engine = EngineGroup(
+        self.engine: EngineClient = EngineGroup(
             self.pipeline,
             eos_token_ids(config, gen, self.tokenizer),
             batches=args.engine.microbatches or args.parallel.workers,
@@ -109,13 +110,36 @@ class LLMService:
             return requested
         raise RequestError(
             404,
-            f"model '{_clip(requested)}' is not served here; available: {self.args.served_names()}",
+            f"model '{clip(requested)}' is not served here; available: {self.args.served_names()}",
             kind="model_not_found",
             param="model",
         )
 
-    def budget(self, prompt_len: int, requested: int | None, param: str = "max_tokens") -> int:
-        """How many tokens may be generated; 400 when the request cannot fit the context."""
+    def prepare(self, req: GenerationRequest) -> PreparedRequest:
+        """Route, tokenize and budget ``req``: 404 for a model not served here, 400 for a prompt
+        or a token limit that cannot fit the context window."""
+        adapter = self.adapter_for(req.model)
+        ids, text = self._tokenize(req.prompt_input())
+        self._check_room(len(ids))  # a prompt past the window must say so, not blame a limit
+        requested, param = req.token_limit(len(ids), self.context)
+        max_new = self.budget(len(ids), requested, param)
+        params = req.to_sampling_params(max_new, len(ids))
+        return PreparedRequest(ids, params, adapter, req.stops(), text, req.model or self.model_name)
+
+    def _tokenize(self, prompt: PromptInput) -> tuple[list[int], str]:
+        """The prompt's token ids and the text they stand for."""
+        if prompt.messages is not None:
+            text = render_chat(self.tokenizer, prompt.messages)
+            return encode(self.tokenizer, text, chat=True), text
+        if prompt.token_ids is not None:
+            ids = prompt.token_ids
+            if max(ids) >= len(self.tokenizer) or min(ids) < 0:
+                raise RequestError(400, "prompt token ids out of the vocabulary range", param="prompt")
+            return ids, self.tokenizer.decode(ids)
+        text = prompt.text or ""
+        return encode(self.tokenizer, text, chat=False), text
+
+    def _check_room(self, prompt_len: int) -> int:
         room = self.context - prompt_len
         if room <= 0:
             raise RequestError(
@@ -123,6 +147,11 @@ class LLMService:
                 f"prompt is {prompt_len} tokens; this model's maximum context length is {self.context}",
                 param="messages",
             )
+        return room
+
+    def budget(self, prompt_len: int, requested: int | None, param: str = "max_tokens") -> int:
+        """How many tokens may be generated; 400 when the request cannot fit the context."""
+        room = self._check_room(prompt_len)
         if requested is None:
             return min(room, self.args.engine.max_new_tokens_default)
         if requested > room:
@@ -135,59 +164,45 @@ class LLMService:
         return requested
 
     # --- generation -----------------------------------------------------------------------
-    def stream(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        adapter: str = BASE,
-        stops: list[str] | None = None,
-    ) -> AsyncIterator[Chunk]:
+    def stream(self, req: PreparedRequest) -> AsyncIterator[Chunk]:
         """Queue the request now (429 ``RequestError`` at once when the engine is full) and
         return its text deltas; the engine sequence is cancelled when the caller stops
         iterating (client gone) or a stop string appears."""
-        if not prompt_ids:  # the engine refuses it; say so as a 400, not a 500
+        if not req.prompt_ids:  # the engine refuses it; say so as a 400, not a 500
             raise RequestError(400, "the prompt is empty: send at least one token of text", param="prompt")
         try:
-            seq = self.engine.submit(prompt_ids, params, adapter)
+            seq = self.engine.submit(req.prompt_ids, req.params, req.adapter)
         except EngineOverloaded as e:
             raise RequestError(429, f"server busy: {e}; retry later", kind="rate_limit_error") from e
-        return self._text(self.engine.stream(seq), stops)
+        return self._text(self.engine.stream(seq), req.stops)
 
     async def _text(self, events: AsyncIterator[TokenEvent], stops: list[str] | None) -> AsyncIterator[Chunk]:
         decoder, matcher, count = IncrementalDecoder(self.tokenizer), StopMatcher(stops), 0
         try:
             async for ev in events:
-                if ev.token_id is not None:
-                    count += 1
+                count += 1  # every generated token counts, the stop token too
+                text = ""
+                if ev.finish_reason is not FinishReason.STOP:  # a stop token is not text
                     text = matcher.feed(decoder.push(ev.token_id))
                     if matcher.stopped:
-                        yield Chunk(text, "stop", count)
+                        yield Chunk(text, FinishReason.STOP, count)
                         return
                     if ev.finish_reason is None:
                         if text:
                             yield Chunk(text, None, count)
                         continue
-                else:
-                    count += 1 if ev.finish_reason == "stop" else 0
-                    text = ""
                 tail = text + matcher.feed(decoder.flush()) + matcher.flush()
                 yield Chunk(tail, ev.finish_reason, count)
                 return
         except GenerationFailed as e:  # the replica's model failed under it: 503, say why
             cause = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise RequestError(503, f"{_clip(cause, 300)}; retry", kind="server_error") from e
+            raise RequestError(503, f"{clip(cause, 300)}; retry", kind="server_error") from e
         finally:
             await events.aclose()
 
-    async def complete(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        adapter: str = BASE,
-        stops: list[str] | None = None,
-    ) -> Completion:
-        text, reason, n = await collect(self.stream(prompt_ids, params, adapter, stops))
-        return Completion(text, reason, len(prompt_ids), n)
+    async def complete(self, req: PreparedRequest) -> Completion:
+        text, reason, n = await collect(self.stream(req))
+        return Completion(text, reason, len(req.prompt_ids), n)
 
     async def close(self) -> None:
         await self.engine.close()

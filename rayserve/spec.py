@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 
+# the adapter name of a row that runs the plain base model (peft's name for "no adapter")
+BASE = "__base__"
+
 
 class ModelSpec(BaseModel):
     """A causal LM checkpoint and the limits we serve it under."""

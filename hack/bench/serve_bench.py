@@ -103,7 +103,7 @@ def plain_generate(model_path: str, n_tokens: int) -> Callable[[str], Awaitable[
 def engine_direct(model_path: str, n_tokens: int, max_batch: int) -> Callable[[str], Awaitable[int]]:
     """Our engine in this process: continuous batching, no Ray, no HTTP."""
     from rayserve.sampling import SamplingParams
-    from rayserve.service import LLMService
+    from rayserve.service import LLMService, PreparedRequest
     from rayserve.spec import ServeArgs
 
     args = ServeArgs.model_validate(
@@ -117,7 +117,7 @@ def engine_direct(model_path: str, n_tokens: int, max_batch: int) -> Callable[[s
     params = SamplingParams(max_new_tokens=n_tokens, ignore_eos=True)
 
     async def call(prompt: str) -> int:
-        out = await svc.complete(svc.tokenizer(prompt)["input_ids"], params)
+        out = await svc.complete(PreparedRequest(svc.tokenizer(prompt)["input_ids"], params))
         return out.completion_tokens
 
     return call

@@ -17,6 +17,7 @@ from rayserve.engine import Engine
 from rayserve.loading import eos_token_ids, load_config, load_tokenizer
 from rayserve.pipeline import LocalPipeline
 from rayserve.sampling import SamplingParams
+from rayserve.sequence import FinishReason
 from rayserve.spec import AdapterSpec, ModelSpec
 from rayserve.text import encode, render_chat
 from tests.serve.conftest import QA, tiny_args, write_dataset
@@ -79,7 +80,7 @@ def test_mixed_adapter_batch(tiny_model, adapters):
             ids = [
                 ev.token_id
                 async for ev in engine.generate(prompt, params, adapter)
-                if ev.token_id is not None
+                if ev.finish_reason is not FinishReason.STOP  # the stop token (EOS) is not text
             ]
             return tok.decode(ids, skip_special_tokens=True)
 

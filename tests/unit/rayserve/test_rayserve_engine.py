@@ -7,9 +7,11 @@ import asyncio
 import pytest
 import torch
 
-from rayserve.engine import Engine, EngineOverloaded
+from rayserve.cacheops import Select
+from rayserve.engine import Engine
 from rayserve.kvcache import MaskMirror, apply_ops
 from rayserve.sampling import SamplingParams
+from rayserve.sequence import EngineClient, EngineOverloaded, FinishReason
 from rayserve.stage import StageInput
 
 VOCAB = 50
@@ -51,15 +53,18 @@ def test_sequences_join_and_leave_between_steps():
 
         async def ask(start: int, n: int, delay: float) -> list[int]:
             await asyncio.sleep(delay)
-            return [e.token_id async for e in engine.generate([start], SamplingParams(max_new_tokens=n))]
+            return [e async for e in engine.generate([start], SamplingParams(max_new_tokens=n))]
 
         out = await asyncio.gather(ask(0, 6, 0), ask(10, 2, 0), ask(20, 3, 0.002), ask(45, 10, 0))
         await engine.close()
         return out
 
-    a, b, c, d = _run(main())
+    outs = _run(main())
+    a, b, c, d = (_ids(events) for events in outs)
     assert a == [1, 2, 3, 4, 5, 6] and b == [11, 12] and c == [21, 22, 23]
-    assert d == [46, 47, 48, None]  # 49 is eos: finish_reason stop, no token
+    assert d == [46, 47, 48, 49]  # 49 is eos: it comes with the final event, as the stop token
+    finals = [events[-1].finish_reason for events in outs]
+    assert finals == [FinishReason.LENGTH, FinishReason.LENGTH, FinishReason.LENGTH, FinishReason.STOP]
     assert max(model.batches) == 2 and len(model.batches) < 6 + 2 + 3 + 4
 
 
@@ -92,17 +97,16 @@ def test_kv_budget_holds_back_sequences_that_would_outgrow_it():
     async def main():
         engine = Engine(model, eos_ids=set(), max_batch_size=8, kv_budget_tokens=40)
         seen: list[int] = []
-        real_admit = engine._admit
+        real_schedule = engine.scheduler.schedule
 
-        def admit():
-            out = real_admit()
-            rows = [*engine.running, *out]
+        def schedule():
+            plan = real_schedule()
+            rows = [*engine.running, *plan.admitted]
             if rows:
-                longest = max(len(q.prompt) + q.params.max_new_tokens for q in rows)
-                seen.append(len(rows) * longest)
-            return out
+                seen.append(len(rows) * max(q.final_len for q in rows))
+            return plan
 
-        engine._admit = admit  # type: ignore[method-assign]
+        engine.scheduler.schedule = schedule  # type: ignore[method-assign]
 
         async def ask(start: int) -> list[int]:
             return await _tokens(engine.generate([start] * 4, SamplingParams(max_new_tokens=16)))
@@ -144,11 +148,13 @@ def test_a_failed_forward_fails_its_requests_not_the_engine(fail_at):
     assert _run(main()) == [4, 5]
 
 
-def test_mask_mirror_matches_engine_batches():
+def test_mask_mirror_follows_the_schedulers_selection():
     m = MaskMirror()
-    m.extend(torch.ones(2, 3, dtype=torch.bool))
-    op = m.select([1])
-    assert m.batch == 1 and op.rows == (1,)
+    m.extend(torch.tensor([[True, True, True], [False, True, True]]))
+    m.apply(Select(rows=(1,), drop_left=1))
+    assert m.batch == 1 and m.mask.tolist() == [[True, True]]
+    with pytest.raises(AssertionError, match="trims columns"):
+        m.apply(Select(rows=(0,), drop_left=1))
 
 
 class TwoStagePipeline(CountingModel):
@@ -178,6 +184,7 @@ def test_engine_group_keeps_stages_busy_together(batches):
 
     async def main():
         group = EngineGroup(pipe, eos_ids=set(), batches=batches, max_batch_size=4)
+        assert isinstance(group, EngineClient) and isinstance(group.engines[0], EngineClient)
         outs = await asyncio.gather(
             *[
                 (lambda s: _tokens(group.generate([s], SamplingParams(max_new_tokens=6))))(start)
@@ -195,3 +202,7 @@ def test_engine_group_keeps_stages_busy_together(batches):
 
 async def _tokens(events) -> list[int]:
     return [e.token_id async for e in events]
+
+
+def _ids(events) -> list[int]:
+    return [e.token_id for e in events]

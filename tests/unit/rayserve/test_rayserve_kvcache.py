@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rayserve.kvcache import BatchKVCache, MaskMirror, MergeFrom, Reset, apply_ops, attention_bias
+from rayserve.kvcache import BatchKVCache, MaskMirror, MergeFrom, Reset, Select, apply_ops, attention_bias
 from rayserve.stage import split_layers
 
 
@@ -32,8 +32,8 @@ def test_merge_left_pads_and_select_trims():
     mirror.extend(torch.ones(1, 3, dtype=torch.bool))
     side.extend(torch.ones(2, 1, dtype=torch.bool))
     mirror.merge(side)
-    op = mirror.select([1, 2])  # the long row leaves: two pad columns become droppable
-    assert op.rows == (1, 2) and op.drop_left == 2
+    op = Select(rows=(1, 2), drop_left=2)  # the long row leaves: two pad columns go with it
+    mirror.apply(op)
     apply_ops(caches, "main", [op])
     assert main.layers[3][0].view(2, 1).tolist() == [[7], [8]]
     assert mirror.mask.tolist() == [[True], [True]]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from rayserve.errors import RequestError
 from rayserve.sampling import RowSampler, SamplingParams, pick_tokens
 from rayserve.schemas import ChatCompletionRequest, CompletionRequest, LegacyChatRequest
 from rayserve.text import IncrementalDecoder, StopMatcher
@@ -71,3 +72,28 @@ def test_schemas_accept_clients_and_reject_nonsense():
     assert CompletionRequest.model_validate({"prompt": ["only"]}).prompt == "only"
     with pytest.raises(ValidationError):
         CompletionRequest.model_validate({"prompt": ["a", "b"]})
+
+
+def test_each_dialect_says_what_it_asks_of_generation():
+    msgs = [{"role": "user", "content": "hi"}]
+    chat = ChatCompletionRequest.model_validate(
+        {"messages": msgs, "max_completion_tokens": 7, "temperature": 0, "stop": "x"}
+    )
+    assert chat.prompt_input().messages == [("user", "hi")] and chat.stops() == ["x"]
+    assert chat.token_limit(10, 256) == (7, "max_tokens")
+    params = chat.to_sampling_params(7, 10)
+    assert params.max_new_tokens == 7 and params.greedy
+
+    ids = CompletionRequest.model_validate({"prompt": [5, 6], "min_tokens": 50})
+    assert ids.prompt_input().token_ids == [5, 6] and ids.token_limit(2, 256) == (16, "max_tokens")
+    assert ids.to_sampling_params(16, 2).min_new_tokens == 16  # never more than it may generate
+
+    legacy = LegacyChatRequest.model_validate(
+        {"prompt": "b", "prefix": "a", "generate_kwargs": {"min_length": 5}}
+    )
+    assert legacy.prompt_input().text == "ab" and legacy.stops() is None
+    # max_length (200) is a ceiling on prompt + output, clamped to the window
+    assert legacy.token_limit(3, 100) == (97, "generate_kwargs.max_new_tokens")
+    assert legacy.to_sampling_params(97, 3).min_new_tokens == 2  # min_length counts the prompt too
+    with pytest.raises(RequestError, match="max_length=200 leaves no room after the 200-token prompt"):
+        legacy.token_limit(200, 4096)
