@@ -13,7 +13,7 @@ from controller.runtime.client import (
     ResourceKind,
 )
 from controller.runtime.controller import Controller, Reconciler, Request, Result
-from controller.runtime.events import EventRecorder
+from controller.runtime.events import EventRecorder, ObjectReference, as_reference
 from controller.runtime.informer import EventHandler, Informer, SharedInformerFactory
 from controller.runtime.leaderelection import LEASES, LeaderElector
 from controller.runtime.manager import Manager
@@ -52,6 +52,7 @@ __all__ = [
     "MaxOfRateLimiter",
     "NotFound",
     "ObjectReconciler",
+    "ObjectReference",
     "ProbeServer",
     "Queue",
     "RateLimiter",
@@ -64,6 +65,7 @@ __all__ = [
     "SharedInformerFactory",
     "Store",
     "WatchStream",
+    "as_reference",
     "default_controller_rate_limiter",
     "object_key",
     "split_key",

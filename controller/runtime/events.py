@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.runtime.client import Client, NotFound, ResourceKind
+from controller.runtime.client import Client, NotFound
+from controller.runtime.kinds import EVENTS
 
 log = logging.getLogger(__name__)
 
-EVENTS = ResourceKind(group="", version="v1", plural="events", kind="Event", namespaced=True)
 
 
 def _now() -> str:

@@ -17,13 +17,15 @@ from controller.api.machine import (
     CONDITION_READY,
     CONDITION_REGISTERED,
     LABEL_INSTANCE_TYPE,
+    LABEL_MACHINE_TYPE,
+    LABEL_PROVISIONER_NAME,
     Machine,
 )
 from controller.api.workspace import Workspace
 from controller.workspace import names
 
 # Reserved keys a user's labelSelector may not override on our Machines.
-_RESERVED = (names.LABEL_WORKSPACE, names.LABEL_WORKSPACE_NAMESPACE, names.LABEL_PROVISIONER_NAME)
+_RESERVED = (names.LABEL_WORKSPACE, names.LABEL_WORKSPACE_NAMESPACE, LABEL_PROVISIONER_NAME)
 
 
 def machine_labels(ws: Workspace) -> dict[str, str]:
@@ -34,8 +36,8 @@ def machine_labels(ws: Workspace) -> dict[str, str]:
     return {
         **user,
         **names.owner_labels(ws.namespace or "", ws.name),
-        names.LABEL_PROVISIONER_NAME: names.PROVISIONER_NAME,
-        names.LABEL_MACHINE_TYPE: "gpu",
+        LABEL_PROVISIONER_NAME: names.PROVISIONER_NAME,
+        LABEL_MACHINE_TYPE: "gpu",
     }
 
 
@@ -44,7 +46,7 @@ def build_machine(ws: Workspace, index: int, instance_type: str, disk_gib: int |
     spec: dict = {
         "requirements": [
             {"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [instance_type]},
-            {"key": names.LABEL_PROVISIONER_NAME, "operator": "In", "values": [names.PROVISIONER_NAME]},
+            {"key": LABEL_PROVISIONER_NAME, "operator": "In", "values": [names.PROVISIONER_NAME]},
             {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
         ],
         "taints": [{"key": names.GPU_TAINT_KEY, "value": names.GPU_TAINT_VALUE,

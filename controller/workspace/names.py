@@ -23,8 +23,6 @@ GPU_TAINT_EFFECT = "NoSchedule"
 # The Karpenter provisioner our Machines name; gpu-provisioner ignores the value but Karpenter
 # tooling expects the label.
 PROVISIONER_NAME = "default"
-LABEL_PROVISIONER_NAME = "karpenter.sh/provisioner-name"
-LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
 ANNOTATION_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
 SERVE_PORT = 8000

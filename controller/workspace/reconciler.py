@@ -18,8 +18,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
 from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
@@ -37,6 +35,7 @@ from controller.runtime import (
     EventRecorder,
     Invalid,
     NotFound,
+    ObjectReconciler,
     Request,
     ResourceKind,
     Result,
@@ -139,26 +138,25 @@ class WorkspaceReconciler:
         self.planner = planner
         self.validator = validator
         self.serve_config = serve_config
+        # fetch from the cache, parse, skip (and log) what does not parse; a gone key needs nothing:
+        # the finalizer already released what it held
+        self._objects = ObjectReconciler(stores.workspaces, Workspace, self._reconcile_workspace)
 
     # --- entry point ------------------------------------------------------------------------------
     def reconcile(self, request: Request) -> Result:
-        raw = self.stores.workspaces.get(request.key)
-        if raw is None:
-            return Result()
         try:
-            ws = Workspace.model_validate(copy.deepcopy(raw))  # the cache's object stays untouched
-        except ValidationError as exc:
-            log.warning("workspace %s does not parse, skipping: %s", request.key, exc)
-            return Result()
-        try:
-            if ws.metadata.deletion_timestamp:
-                return self._finalize(ws)
-            if names.FINALIZER not in (ws.metadata.finalizers or []):
-                ws = Workspace.model_validate(self._add_finalizer(ws))
-            return self._sync(ws)
+            return self._objects.reconcile(request)
         except Conflict as exc:
             log.info("workspace %s: conflict (%s); requeueing", request.key, exc.message)
             return Result(requeue=True)
+
+    def _reconcile_workspace(self, ws: Workspace, raw: dict) -> Result:
+        """One parsed Workspace (the ObjectReconciler fetched and parsed it from the cache)."""
+        if ws.metadata.deletion_timestamp:
+            return self._finalize(ws)
+        if names.FINALIZER not in (ws.metadata.finalizers or []):
+            ws = Workspace.model_validate(self._add_finalizer(ws))
+        return self._sync(ws)
 
     # --- the normal path --------------------------------------------------------------------------
     def _sync(self, ws: Workspace) -> Result:
