@@ -9,7 +9,7 @@
 # `kaito-controller --help`, `kaito-provisioner --help`, the controller's webhook/reconciler
 # imports, and `import torch` / `import ray` must fail.
 #
-# Cached under ~/.cache/kaito-py/images (KAITO_IMAGE_CACHE): the base rootfs keyed on its
+# Cached under ~/.cache/kaito-py/images (KAITO_IMAGE_CACHE): the base image keyed on its
 # package list, buildah's storage and layer cache, pip's cache mount, and a report keyed on a
 # hash of every input of the image (Dockerfile, pyproject, the packages' files, this script), so
 # a second run with nothing changed prints the cached report in about a second.
@@ -87,13 +87,11 @@ base_key="$(printf '%s\n' "$suite" "$base_pkgs" "$mirror" "${slim_opts[@]}" | sh
 base_image="localhost/kaito-py/base-python3.11-$suite:$base_key"
 base_tar="$cache/base-$suite-$base_key.tar"
 if ! have_image "$base_image"; then
-  if [[ ! -s "$base_tar" ]]; then
-    say "making the base rootfs: Debian $suite minbase + $base_pkgs with mmdebstrap (cold: ~1 min)"
-    # Check-Valid-Until off: a snapshot mirror's Release files may be past their Valid-Until date
-    mmdebstrap --variant=minbase --format=tar --include="$base_pkgs" "${slim_opts[@]}" \
-      --aptopt='Acquire::Check-Valid-Until "false"' "$suite" "$base_tar.part" "$mirror"
-    mv -f "$base_tar.part" "$base_tar"
-  fi
+  say "making the base rootfs: Debian $suite minbase + $base_pkgs with mmdebstrap (cold: ~1 min)"
+  # Check-Valid-Until off: a snapshot mirror's Release files may be past their Valid-Until date
+  rm -f "$base_tar"
+  mmdebstrap --variant=minbase --format=tar --include="$base_pkgs" "${slim_opts[@]}" \
+    --aptopt='Acquire::Check-Valid-Until "false"' "$suite" "$base_tar" "$mirror"
   say "importing $base_tar as $base_image"
   ctr="$("${B[@]}" from scratch)"
   "${B[@]}" add "$ctr" "$base_tar" / >/dev/null
@@ -103,6 +101,7 @@ if ! have_image "$base_image"; then
     "$ctr"
   "${B[@]}" commit -q "$ctr" "$base_image" >/dev/null
   "${B[@]}" rm "$ctr" >/dev/null
+  rm -f "$base_tar"  # the image holds it now
 fi
 
 # --- 2. the operator image from the real Dockerfile ------------------------------------------------
@@ -181,6 +180,11 @@ if [[ $fail -ne 0 ]]; then
   exit 1
 fi
 mv -f "$report.tmp" "$report"
+# older builds' tags and reports go (each holds a ~200 MB venv layer); the layer cache stays
+for old in $("${B[@]}" images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/kaito-py/operator:build-' || true); do
+  [[ "$old" == "$build_tag" ]] || "${B[@]}" rmi "$old" >/dev/null 2>&1 || true
+done
+find "$cache" -maxdepth 1 -name 'operator-*.json' ! -name "operator-$inputs.json" -delete
 [[ -n "$report_copy" ]] && cp "$report" "$report_copy"
 cat "$report"
 say "done: $op_image (also $build_tag), $(( $("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["size_bytes"])' "$report") / 1048576 )) MiB uncompressed, in $cache/storage-$driver"
