@@ -114,7 +114,19 @@ def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
             reason = "WorkspacePending"
         ready = Cond(CONDITION_WORKSPACE_READY, "False", reason, f"{blocker.type}: {blocker.message}")
         state = "Pending" if reason in ("WorkspacePending", "WorkspaceUpdating") else "NotReady"
-    return [resource, inference, ready], state
+    return [resource, inference, ready, succeeded_like(ready)], state
+
+
+def succeeded_like(ready: Cond) -> Cond:
+    """Kaito's own condition for an inference workspace: WorkspaceSucceeded says what WorkspaceReady says.
+
+    Why both: Kaito v0.12 (and scripts written for it: ``kubectl wait --for=condition=
+    WorkspaceSucceeded``, its v1beta1 printer columns) know only WorkspaceSucceeded, which Kaito
+    sets True once inference is deployed; the seed's users, dashboards and alerts know
+    WorkspaceReady (Kaito's name before v0.3). One decision, two names, never apart.
+    """
+    reason = "WorkspaceSucceeded" if ready.status == "True" else ready.reason
+    return Cond(CONDITION_WORKSPACE_SUCCEEDED, ready.status, reason, ready.message)
 
 
 def served_before(ws: Workspace) -> bool:

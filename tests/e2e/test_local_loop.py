@@ -41,6 +41,10 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         ws = stack.wait_workspace(name, ns, timeout=600)
         conds = {c["type"]: c["status"] for c in ws["status"]["conditions"]}
         assert conds["ResourceReady"] == conds["InferenceReady"] == conds["WorkspaceReady"] == "True"
+        # what a Kaito v0.12 script waits on: it returns for an inference workspace too
+        waited = stack.kubectl("wait", "--for=condition=WorkspaceSucceeded", f"workspace/{name}", "-n", ns,
+                               "--timeout=60s")
+        assert "condition met" in waited, waited
         table = stack.kubectl("get", "workspace", name, "-n", ns)
         assert "True" in table.splitlines()[1], table
 
@@ -58,7 +62,8 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
 
         # scrapes lag the status by up to an interval: the stack waits for the series to read 1
         ready = stack.readiness_series(name, ns, timeout=60)
-        assert ready == {"ResourceReady": "1", "InferenceReady": "1", "WorkspaceReady": "1"}, ready
+        assert ready == {"ResourceReady": "1", "InferenceReady": "1", "WorkspaceReady": "1",
+                         "WorkspaceSucceeded": "1"}, ready
 
         stack.kubectl("delete", "workspace", name, "-n", ns, "--wait=false")
         _wait(lambda: not stack.get_json("workspace", "-n", ns)["items"], 180, "workspace to be gone")
