@@ -15,6 +15,7 @@ from controller.api.validation import ValidationResult, bypasses_resource_checks
 from controller.api.workspace import Workspace
 from presets.estimator import EstimateError, effective_dtype, estimate_nodes
 from presets.registry import Catalog, default_catalog
+from rayserve.inference_config import InferenceConfig
 
 
 class PlanError(ValueError):
@@ -49,6 +50,7 @@ class Plan:
     model_source: str | None = None  # the preset's local path or hub id; None: the preset name
     dtype: str | None = None  # the weights' dtype on this SKU; None: the serve app's default
     fake_gpu: bool = False  # the demo's fake SKU: it advertises a GPU, the model runs on CPUs
+    runtime: InferenceConfig | None = None  # inference.config, checked (controller.workspace.runtime_config)
 
     @property
     def model(self) -> str:

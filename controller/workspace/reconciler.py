@@ -58,6 +58,11 @@ from controller.workspace.machines import (
     summarize_machines,
 )
 from controller.workspace.plan import Plan, PlanError, plan_for
+from controller.workspace.runtime_config import (
+    REASON_INFERENCE_CONFIG_NOT_FOUND,
+    ConfigProblem,
+    check_inference_config,
+)
 from controller.workspace.serveconfig import build_serve_config
 from controller.workspace.status import Observation, apply_observation, served_before
 from controller.workspace.tuning import (
@@ -80,7 +85,7 @@ MACHINE_INDEX = "label:" + LABEL_WORKSPACE
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
-    REASON_CONFIG_NOT_FOUND,
+    REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND,
 })
 
 
@@ -176,14 +181,17 @@ class WorkspaceReconciler:
                     obs.invalid = str(exc)
                 else:
                     obs.plan_error = str(exc)
+        if plan is not None and target:  # set once: later estimates (a changed catalog) do not move it
+            plan = plan.with_node_count(target)
         config = self._tuning_config(ws) if plan is not None else ConfigCheck()
-        if config.problem is not None:
-            # no GPU nodes for a Job that cannot start yet; look again (nothing watches ConfigMaps)
-            obs.hold_for(config.problem)
+        problem: JobState | ConfigProblem | None = config.problem
+        if plan is not None and problem is None:
+            plan, problem = self._inference_config(ws, plan)
+        if problem is not None:
+            # no GPU nodes for a workload that cannot start yet; look again (nothing watches ConfigMaps)
+            obs.hold_for(problem)
             plan, requeue = None, self.options.config_poll_seconds
         if plan is not None:
-            if target:  # set once: later estimates (a changed catalog) do not move it
-                plan = plan.with_node_count(target)
             target = plan.node_count
             obs.plan_message = plan.message
             summary = self._ensure_machines(ws, plan)
@@ -291,6 +299,14 @@ class WorkspaceReconciler:
             # the trainer checks with the same parser)
             return ConfigCheck()
         return check_training_config(ws, self._get_or_none(CONFIGMAPS, ws.tuning.config, ws.namespace))
+
+    def _inference_config(self, ws: Workspace, plan: Plan) -> tuple[Plan, ConfigProblem | None]:
+        """``inference.config`` read (a GET, as for tuning.config) and checked on every pass, before
+        any Machine: the Plan then carries the settings to the serve config."""
+        if ws.inference is None or not ws.inference.config:
+            return plan, None
+        configmap = self._get_or_none(CONFIGMAPS, ws.inference.config, ws.namespace)
+        return check_inference_config(ws, configmap, plan)
 
     def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: Workspace,
                           create_only: bool = False,

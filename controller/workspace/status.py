@@ -20,6 +20,7 @@ from controller.api.workspace import (
 )
 from controller.workspace.inference import InferenceState
 from controller.workspace.machines import MachineSummary
+from controller.workspace.runtime_config import ConfigProblem
 from controller.workspace.tuning import JobState
 
 MAX_MESSAGE = 1024  # keep `kubectl describe` readable; the Event carries the same text
@@ -42,9 +43,9 @@ class Observation:
     # controller decides the same
     served_before: bool = False
 
-    def hold_for(self, problem: JobState) -> None:
-        """The tuning config keeps the Machines back: a broken one is a spec problem (Failed until
-        fixed), a missing one is waited for (Pending)."""
+    def hold_for(self, problem: JobState | ConfigProblem) -> None:
+        """The tuning or inference config keeps the Machines back: a broken one is a spec problem
+        (Failed until fixed), a missing one is waited for (Pending)."""
         if problem.failed:
             self.invalid = problem.message
         else:
