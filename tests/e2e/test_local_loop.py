@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hack.localstack import REPO, LocalStack
+from controller.api.workspace import INFERENCE_PHASES
+from hack.localstack import REPO, LocalStack, phase_table
 
 pytestmark = pytest.mark.e2e
 SAMPLE = REPO / "config" / "samples" / "workspace_tiny_phi_3.yaml"
@@ -59,6 +60,17 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
 
         answer = stack.chat(stack.serve_url(name, ns), "What is Kubernetes?", max_new_tokens=8)
         assert isinstance(answer["Result"], str) and answer["Result"].strip(), answer
+
+        # the cold start, phase by phase, in the status (kubectl get -o yaml shows it) and as histograms
+        ws = stack.wait_timeline(name, ns, timeout=120)
+        phases = ws["status"]["timeline"]
+        assert [p["phase"] for p in phases] == list(INFERENCE_PHASES), phases
+        assert all(p["seconds"] >= 0 and p["endedAt"] for p in phases), phases
+        assert "FirstRequestAnswered" in stack.kubectl("get", "workspace", name, "-n", ns, "-o", "yaml")
+        print("\n" + phase_table(ws))
+        observed = _wait(lambda: stack.promql('kaito_workspace_phase_seconds_count{phase="WeightsLoaded"}'),
+                         60, "the phase histogram in Prometheus")
+        assert float(observed[0]["value"][1]) >= 1, observed
 
         # scrapes lag the status by up to an interval: the stack waits for the series to read 1
         ready = stack.readiness_series(name, ns, timeout=60)
