@@ -51,6 +51,12 @@ class Plan:
     dtype: str | None = None  # the weights' dtype on this SKU; None: the serve app's default
     fake_gpu: bool = False  # the demo's fake SKU: it advertises a GPU, the model runs on CPUs
     runtime: InferenceConfig | None = None  # inference.config, checked (controller.workspace.runtime_config)
+    served_name: str | None = None  # what clients put in `model`: the name the Workspace gave
+
+    @property
+    def model_name(self) -> str:
+        """The served model name: the Workspace's own (a Hugging Face id stays one), else the preset's."""
+        return self.served_name or self.preset
 
     @property
     def model(self) -> str:
@@ -114,4 +120,5 @@ def plan_for(ws: Workspace, catalog: Catalog | None = None) -> Plan:
         # the fake SKU's GPU is made up: the CPUs run the preset's own dtype
         dtype=preset.dtype if sku.fake else effective_dtype(preset, sku),
         fake_gpu=sku.fake,
+        served_name=name,
     )

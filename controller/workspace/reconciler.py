@@ -381,7 +381,7 @@ class WorkspaceReconciler:
             if (loaded is not None and obs.inference is not None and obs.inference.ready
                     and (now - loaded).total_seconds() < window):
                 url = probe.endpoint(self.options.first_request_url, ws.name, ws.namespace or "", rs)
-                if url is not None and self.prober(url, plan.preset):
+                if url is not None and self.prober(url, plan.model_name):
                     seen[PHASE_FIRST_REQUEST_ANSWERED] = datetime.now(UTC)
                 else:
                     retry = url is not None or self.options.first_request_url == "rayservice-status"

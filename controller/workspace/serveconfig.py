@@ -26,7 +26,8 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
     """The builder's input: model, adapters, autoscaling within the nodes' GPUs, replica layout."""
     fake = plan.fake_gpu
     given = {"dtype": plan.dtype, "max_context": plan.max_context}  # None: the serve app's default
-    model = ModelSpec(name=plan.preset, path=plan.model, **{k: v for k, v in given.items() if v is not None})
+    model = ModelSpec(name=plan.model_name, path=plan.model,
+                      **{k: v for k, v in given.items() if v is not None})
     adapters = [
         AdapterSpec(name=a.source.name, path=adapter_path(a), strength=float(a.strength or "1.0"))
         for a in ((ws.inference.adapters if ws.inference else None) or [])

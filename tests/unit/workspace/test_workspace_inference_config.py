@@ -84,3 +84,11 @@ def test_the_sample_passes_the_check() -> None:
     args = yaml.safe_load(build_serve_config(ws, plan))["applications"][0]["args"]
     assert (args["engine"]["max_batch_size"], args["model"]["max_context"], args["model"]["dtype"]) == (
         8, 2048, "float16")
+
+
+def test_a_hugging_face_id_is_served_under_that_name() -> None:
+    ws = Workspace.from_k8s(yaml.safe_load((SAMPLES / "workspace_phi_4_mini_hf_id.yaml").read_text()))
+    plan = plan_for(ws)
+    assert plan.preset == "phi-4-mini-instruct" and plan.model == "microsoft/Phi-4-mini-instruct"
+    args = yaml.safe_load(build_serve_config(ws, plan))["applications"][0]["args"]
+    assert args["model"]["name"] == "microsoft/Phi-4-mini-instruct"
