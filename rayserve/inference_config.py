@@ -47,6 +47,8 @@ VLLM_NO_EFFECT = frozenset({
     "gpu-memory-utilization", "cpu-offload-gb", "max-seq-len-to-capture", "num-scheduler-steps",
     "enable-chunked-prefill", "enable-prefix-caching", "swap-space", "block-size", "enforce-eager",
     "max-num-batched-tokens", "seed", "disable-log-stats", "disable-log-requests",
+    # the estimator lays a replica out over the GPUs (Kaito's own custom-config example sets this)
+    "tensor-parallel-size", "pipeline-parallel-size",
 })
 KAITO_NO_EFFECT = ("kv_cache_cpu_memory_utilization", "max_probe_steps")
 

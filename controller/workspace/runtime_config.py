@@ -53,7 +53,9 @@ def check_inference_config(ws: Workspace, configmap: dict | None,
         return plan, _invalid(where, f"{CONFIG_KEY}: max_context {config.max_context} exceeds the "
                               f"{plan.max_context} tokens a request may hold on {plan.instance_type} for "
                               f"{plan.preset}")
-    planned = replace(plan, runtime=config)
+    ignored = config.ignored()
+    note = f" inference.config: no effect here: {', '.join(ignored)}." if ignored else ""
+    planned = replace(plan, runtime=config, message=plan.message + note)
     try:
         serve_input(ws, planned)  # the builder's own coherence rules (batch vs autoscaling target, ...)
     except InferenceConfigError as exc:

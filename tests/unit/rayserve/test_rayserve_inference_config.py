@@ -48,7 +48,7 @@ def test_vllm_flags_map_onto_our_keys() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("max_batch_szie: 8\n", "max_batch_szie: unknown key (known keys: max_batch_size, "),
     ("autoscaling:\n  max_replica: 2\n", "autoscaling.max_replica: unknown key (known keys: min_replicas"),
-    ("vllm:\n  tensor-parallel-size: 2\n", "vllm.tensor-parallel-size: not a vLLM flag this runtime maps"),
+    ("vllm:\n  enable-lora: true\n", "vllm.enable-lora: not a vLLM flag this runtime maps"),
     ("max_batch_size: 0\n", "max_batch_size: Input should be greater than or equal to 1"),
     ("dtype: float8\n", "dtype: Input should be 'auto', 'float32', 'float16' or 'bfloat16'"),
     ("- a list\n", "expected a mapping of settings, got list"),

@@ -84,6 +84,21 @@ def test_the_sample_passes_the_check() -> None:
     args = yaml.safe_load(build_serve_config(ws, plan))["applications"][0]["args"]
     assert (args["engine"]["max_batch_size"], args["model"]["max_context"], args["model"]["dtype"]) == (
         8, 2048, "float16")
+    # what has no effect here is said where the estimate is explained (ResourceReady's message)
+    assert plan.message.endswith("inference.config: no effect here: kv_cache_cpu_memory_utilization, "
+                                 "vllm.gpu-memory-utilization.")
+
+
+def test_kaitos_custom_config_example_applies() -> None:
+    """examples/inference/kaito_workspace_custom_config.yaml's ConfigMap (Kaito v0.12)."""
+    text = ("max_probe_steps: 6\nvllm:\n  cpu-offload-gb: 0\n  gpu-memory-utilization: 0.95\n"
+            "  swap-space: 4\n  max-model-len: 131072\n  tensor-parallel-size: 2\n"
+            "  max-seq-len-to-capture: 8192\n  num-scheduler-steps: 1\n  enable-chunked-prefill: true\n")
+    ws = Workspace.from_k8s(yaml.safe_load((SAMPLES / "workspace_phi_4_mini_hf_id.yaml").read_text()))
+    ws.inference.config = "ds"
+    plan, problem = check_inference_config(ws, _configmap(text, "ds"), plan_for(ws))
+    assert problem is None, problem
+    assert plan.runtime.max_context == 131072
 
 
 def test_a_hugging_face_id_is_served_under_that_name() -> None:
