@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         for condition, value in sorted(ready.items()):
             print(f"  condition={condition} = {value}")
         ws = stack.wait_timeline(name, namespace)
-        print("\n$ kubectl get workspace -o jsonpath='{.status.timeline}'   # written by the controller")
-        print("where the time went, from kubectl apply to the first answer:\n" + phase_table(ws))
+        print("\nwhere the time went, from kubectl apply to the first answer (status.timeline, written by "
+              "the controller; kubectl get workspace -o yaml shows it):\n" + phase_table(ws))
         print("\nthe local stack's own start:\n" + stack.timeline.table())
         if not args.exit:
             print("\nrunning; Ctrl-C stops everything")
