@@ -52,6 +52,7 @@ class Plan:
     fake_gpu: bool = False  # the demo's fake SKU: it advertises a GPU, the model runs on CPUs
     runtime: InferenceConfig | None = None  # inference.config, checked (controller.workspace.runtime_config)
     served_name: str | None = None  # what clients put in `model`: the name the Workspace gave
+    local_nvme: bool = False  # the SKU has local NVMe: the weights cache goes there (model_cache.py)
 
     @property
     def model_name(self) -> str:
@@ -121,4 +122,5 @@ def plan_for(ws: Workspace, catalog: Catalog | None = None) -> Plan:
         dtype=preset.dtype if sku.fake else effective_dtype(preset, sku),
         fake_gpu=sku.fake,
         served_name=name,
+        local_nvme=sku.nvme,
     )
