@@ -25,6 +25,7 @@ from controller.webhook import (
 )
 from controller.webhook.certwatch import CertDir, CertWatcher
 from controller.webhook.config import CONFIGURATION_NAME, WEBHOOK_CONFIGS, patch_ca_bundle
+from controller.workspace.probe import URL_SOURCES
 from controller.workspace.reconciler import DEFAULT_SERVE_IMAGE, Options
 from controller.workspace.setup import setup_workspace_controller
 
@@ -57,6 +58,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="image of the Ray head/worker pods (contains the rayserve package)")
     p.add_argument("--tuning-image", default=os.environ.get("KAITO_TUNING_IMAGE", DEFAULT_SERVE_IMAGE),
                    help="image of tuning Jobs")
+    p.add_argument("--first-request-url", choices=URL_SOURCES, default="service",
+                   help="where the timeline's one-token first request goes: the workspace's Service, "
+                   "the address the local KubeRay stand-in publishes (rayservice-status), or off")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -158,7 +162,8 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
     )
     setup_workspace_controller(
         mgr, workers=args.workers,
-        options=Options(serve_image=args.serve_image, tuning_image=args.tuning_image),
+        options=Options(serve_image=args.serve_image, tuning_image=args.tuning_image,
+                        first_request_url=args.first_request_url),
     )
     return mgr
 

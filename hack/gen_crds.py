@@ -129,8 +129,9 @@ def crd(
     description: str,
     short_names: list[str] | None = None,
     categories: list[str] | None = None,
-    columns: list[dict[str, Any]] | None = None,
+    columns: list[dict[str, Any]] | dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    """One CRD; ``columns`` are every version's printer columns, or a version -> columns map."""
     schema = openapi_schema(model, description)
     names: dict[str, Any] = {
         "kind": model.KIND,
@@ -149,7 +150,8 @@ def crd(
             "storage": version == model.VERSIONS[-1],
             "schema": {"openAPIV3Schema": schema},
             "subresources": {"status": {}},
-            "additionalPrinterColumns": columns or [AGE],
+            "additionalPrinterColumns": (columns.get(version) if isinstance(columns, dict) else columns)
+            or [AGE],
         }
         for version in model.VERSIONS
     ]
@@ -168,16 +170,36 @@ def crd(
 
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object, for every kind the project serves or stands in for."""
-    workspace_columns = [
-        {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"},
-        _condition_column("ResourceReady"),
-        _condition_column("InferenceReady"),
-        _condition_column("WorkspaceReady"),
-        AGE,
-        {"name": "Preset", "type": "string", "priority": 1, "jsonPath": ".inference.preset.name"},
-        {"name": "TargetNodeCount", "type": "integer", "priority": 1, "jsonPath": ".status.targetNodeCount"},
-        {"name": "State", "type": "string", "priority": 1, "jsonPath": ".status.state"},
-    ]
+    instance = {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"}
+    target = {"name": "TargetNodeCount", "type": "integer", "jsonPath": ".status.targetNodeCount"}
+    state = {"name": "State", "type": "string", "jsonPath": ".status.state"}
+    preset = {"name": "Preset", "type": "string", "priority": 1, "jsonPath": ".inference.preset.name"}
+    # Per version, over one stored object: v1alpha1 keeps the seed's columns (scripts that parse
+    # them keep working); v1beta1 shows Kaito v0.12's (api/v1beta1/workspace_types.go printcolumn
+    # markers), so `kubectl get workspace` reads as it does on a Kaito cluster.
+    workspace_columns = {
+        "v1alpha1": [
+            instance,
+            _condition_column("ResourceReady"),
+            _condition_column("InferenceReady"),
+            _condition_column("WorkspaceReady"),
+            AGE,
+            preset,
+            {**target, "priority": 1},
+            {**state, "priority": 1},
+        ],
+        "v1beta1": [
+            instance,
+            _condition_column("ResourceReady"),
+            _condition_column("InferenceReady"),
+            _condition_column("JobStarted"),
+            _condition_column("WorkspaceSucceeded"),
+            target,
+            state,
+            AGE,
+            preset,
+        ],
+    }
     machine_columns = [
         {
             "name": "Type",

@@ -2,8 +2,9 @@
 
 Why one class: the README's demo, the e2e test and the chaos/scale benchmarks run exactly the
 same loop, and must not drift apart. ``LocalStack`` starts each piece as a real process (no
-in-process shortcuts), records how long each phase took, and stops everything in reverse
-order. ``Timeline`` keeps those phase timings so the demo can say where the time went.
+in-process shortcuts), records how long each of its own start steps took (``Timeline``), and
+stops everything in reverse order. Where a Workspace's time went is not timed here: the
+controller records it in the Workspace's ``status.timeline`` and ``phase_table`` prints that.
 
 The operator is installed with the Helm chart (config/chart/kaito-py), as a user installs it:
 RBAC, ServiceAccounts, the webhook's Secret and configuration come from ``helm install``, and
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.api.workspace import INFERENCE_PHASES
 from controller.runtime import RestClient
 from controller.runtime.kinds import DEPLOYMENTS
 from hack import prometheus
@@ -35,9 +37,20 @@ SYSTEM_NAMESPACE = "kaito-system"
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
 
 
+def phase_table(ws: dict) -> str:
+    """A Workspace's ``status.timeline`` (written by the controller) as a table: each phase, when
+    it ended after the workspace was created, and how long it took."""
+    rows = ["| phase | ended (s after creation) | took (s) |", "|---|---|---|"]
+    total = 0.0
+    for p in (ws.get("status") or {}).get("timeline") or []:
+        total += float(p.get("seconds") or 0)
+        rows.append(f"| {p.get('phase')} | {total:.1f} | {float(p.get('seconds') or 0):.1f} |")
+    return "\n".join(rows)
+
+
 @dataclass
 class Timeline:
-    """Named phases with wall-clock durations, printed as they finish."""
+    """The local stack's own start steps with wall-clock durations, printed as they finish."""
 
     t0: float = field(default_factory=time.monotonic)
     phases: list[tuple[str, float]] = field(default_factory=list)
@@ -133,6 +146,8 @@ class LocalStack:
             "--health-port": str(self.ports[f"{name}-health"]),
             "--webhook-port": str(self.ports[f"{name}-webhook"]),
             "--webhook-service": None,  # no Service here: listen on loopback behind the stand-in
+            # no Service routing either: the timeline's first request goes where the stand-in serves
+            "--first-request-url": "rayservice-status",
         })
         assert self.webhook_service is not None
         self.webhook_service.set_backends(
@@ -195,7 +210,8 @@ class LocalStack:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
 
     def wait_workspace(self, name: str, namespace: str = "default", timeout: float = 600.0) -> dict:
-        """Wait for WorkspaceReady, printing each condition as it changes (progress, not silence)."""
+        """Wait for WorkspaceReady, printing each condition as it changes (progress, not silence;
+        the timing is the controller's, in ``status.timeline``)."""
         seen: dict[str, tuple[str, str]] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -206,8 +222,6 @@ class LocalStack:
                 if before == now:
                     continue
                 seen[cond["type"]] = now
-                if before is None or before[0] != now[0]:
-                    self.timeline.mark(f"{cond['type']}={now[0]}")  # a phase ends on a status flip
                 self.log(f"         {cond['type']}={now[0]}: {now[1]}")
             if seen.get("WorkspaceReady", ("",))[0] == "True":
                 return ws
@@ -216,6 +230,19 @@ class LocalStack:
                     raise RuntimeError(f"{proc.name} died while waiting:\n{proc.log_tail()}")
             time.sleep(1.0)
         raise TimeoutError(f"workspace {namespace}/{name} not ready after {timeout:.0f}s: {seen}")
+
+    def wait_timeline(self, name: str, namespace: str = "default", timeout: float = 120.0) -> dict:
+        """The workspace once its ``status.timeline`` has every phase (the last, the first request
+        answered, is recorded by the controller shortly after WorkspaceReady)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ws = self.get_json("workspace", name, "-n", namespace)
+            have = {p.get("phase") for p in (ws.get("status") or {}).get("timeline") or []}
+            if have >= set(INFERENCE_PHASES):
+                return ws
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"workspace {namespace}/{name}: timeline has only {sorted(have)}")
+            time.sleep(0.5)
 
     def serve_url(self, name: str, namespace: str = "default") -> str:
         """The local address of the workspace's endpoint, as the stand-in published it."""

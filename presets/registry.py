@@ -1,7 +1,9 @@
 """The preset catalog and the GPU SKU table, loaded from the YAML files beside this module.
 
 A preset is data (catalog.yaml); adding a model means adding an entry, not code. Lookups of SKUs are
-case-insensitive (Azure names are), presets are exact, and both can suggest close matches for a typo.
+case-insensitive (Azure names are); a preset is found by its catalog name (exact) or by its Hugging
+Face id (as Hugging Face writes it, ``microsoft/Phi-3-mini-4k-instruct``, or in any case, as the hub
+resolves ids), which is how Kaito v0.9+ manifests name models; both suggest close matches for a typo.
 """
 
 from __future__ import annotations
@@ -128,10 +130,15 @@ class Catalog:
 
     def __init__(self, presets: Iterable[Preset], skus: Iterable[GpuSku]) -> None:
         self.presets: dict[str, Preset] = {}
+        self._hf_index: dict[str, Preset] = {}  # lower-cased Hugging Face id -> preset
         for p in presets:
             if p.name in self.presets:
                 raise ValueError(f"preset {p.name} is defined twice")
             self.presets[p.name] = p
+            if p.hf_model_id:
+                if p.hf_model_id.lower() in self._hf_index:
+                    raise ValueError(f"Hugging Face id {p.hf_model_id} is the model of two presets")
+                self._hf_index[p.hf_model_id.lower()] = p
         self.skus: dict[str, GpuSku] = {}
         self._sku_index: dict[str, GpuSku] = {}
         for s in skus:
@@ -148,12 +155,15 @@ class Catalog:
         return cls((Preset.model_validate(p) for p in presets), (GpuSku.model_validate(s) for s in skus))
 
     def preset(self, name: str) -> Preset | None:
-        return self.presets.get(name)
+        """The preset called ``name`` in the catalog, or whose Hugging Face id ``name`` is."""
+        return self.presets.get(name) or self._hf_index.get(name.lower())
 
     def sku(self, name: str) -> GpuSku | None:
         return self._sku_index.get(name.lower())
 
     def similar_presets(self, name: str) -> list[str]:
+        if "/" in name:  # it looks like a Hugging Face id: suggest ids
+            return close_matches(name, [p.hf_model_id for p in self.presets.values() if p.hf_model_id])
         return close_matches(name, self.presets)
 
     def similar_skus(self, name: str) -> list[str]:

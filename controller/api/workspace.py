@@ -210,6 +210,28 @@ class TuningSpec(K8sModel):
     )
 
 
+# --- status.timeline: the cold start, phase by phase (controller/workspace/timeline.py) ---------------
+PHASE_NODES_CREATED = "NodesCreated"
+PHASE_NODES_READY = "NodesReady"
+PHASE_RAY_CLUSTER_UP = "RayClusterUp"
+PHASE_WEIGHTS_LOADED = "WeightsLoaded"
+PHASE_FIRST_REQUEST_ANSWERED = "FirstRequestAnswered"
+INFERENCE_PHASES = (PHASE_NODES_CREATED, PHASE_NODES_READY, PHASE_RAY_CLUSTER_UP, PHASE_WEIGHTS_LOADED,
+                    PHASE_FIRST_REQUEST_ANSWERED)
+TUNING_PHASES = (PHASE_NODES_CREATED, PHASE_NODES_READY)
+
+
+class PhaseEnd(K8sModel):
+    """One phase of the cold start: when it ended and how long it took (since the previous one)."""
+
+    phase: str = Field(min_length=1, max_length=63, description="NodesCreated, NodesReady, RayClusterUp, "
+                       "WeightsLoaded or FirstRequestAnswered")
+    ended_at: str = Field(max_length=40, description="RFC 3339 time the phase ended",
+                          json_schema_extra={"format": "date-time"})
+    seconds: float = Field(ge=0, description="how long the phase took: since the previous phase ended "
+                           "(the first: since the workspace was created)")
+
+
 class WorkspaceStatus(K8sModel):
     worker_nodes: list[str] | None = None
     state: WorkspaceState | None = None
@@ -218,6 +240,12 @@ class WorkspaceStatus(K8sModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     target_node_count: int | None = Field(default=None, ge=0)
+    timeline: list[PhaseEnd] | None = Field(
+        default=None,
+        description="The cold start: when each phase ended and how long it took; set once per phase.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["phase"],
+                           "maxItems": 16},
+    )
 
 
 class Workspace(K8sObject):

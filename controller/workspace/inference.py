@@ -22,7 +22,7 @@ from controller.api.rayservice import (
     RayService,
 )
 from controller.api.workspace import ANNOTATION_ENABLE_LB, AdapterSpec, Workspace
-from controller.workspace import names
+from controller.workspace import model_cache, names
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
 
@@ -86,17 +86,22 @@ def _pod_template(ws: Workspace, container: dict, extra_spec: dict | None = None
 
 
 def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str) -> dict:
-    """The RayService: a CPU-only head and one GPU worker per node, running ``serve_config_v2``."""
-    env = _env(ws)
+    """The RayService: a CPU-only head and one GPU worker per node, running ``serve_config_v2``.
+
+    Both keep the Hugging Face cache on a volume of the node (``model_cache``), so a restarted
+    container finds the weights it downloaded."""
+    env = [*_env(ws), *model_cache.env()]
     head = {
         "name": "ray-head",
         "image": image,
         "ports": [{"name": n, "containerPort": p} for n, p in HEAD_PORTS],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
-        **({"env": env} if env else {}),
+        "env": env,
+        "volumeMounts": [model_cache.mount()],
     }
     adapters = _adapter_volumes(ws)
-    volumes, mounts, inits = adapters.volumes, adapters.mounts, adapters.inits
+    volumes = [*adapters.volumes, model_cache.volume(plan)]
+    mounts, inits = [*adapters.mounts, model_cache.mount()], adapters.inits
     worker: dict = {
         "name": "ray-worker",
         "image": image,
@@ -104,8 +109,8 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
             "requests": {"cpu": "1", "memory": "2Gi"},
             **({"limits": {GPU_RESOURCE: str(plan.gpus_per_node)}} if plan.gpus_per_node else {}),
         },
-        **({"env": env} if env else {}),
-        **({"volumeMounts": mounts} if mounts else {}),
+        "env": env,
+        "volumeMounts": mounts,
     }
     # One worker per node: workers of this group repel each other on the hostname topology.
     anti_affinity = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
@@ -130,7 +135,7 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
                 "enableInTreeAutoscaling": False,
                 "headGroupSpec": {
                     "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": _pod_template(ws, head),
+                    "template": _pod_template(ws, head, {"volumes": [model_cache.volume(plan)]}),
                 },
                 "workerGroupSpecs": [{
                     "groupName": WORKER_GROUP,

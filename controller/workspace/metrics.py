@@ -2,15 +2,17 @@
 
 The Manager serves that registry on /metrics, next to controller-runtime's workqueue and
 reconcile metrics. Kaito exports only counts by phase and preset; we add per-workspace
-readiness gauges (alert on ``kaito_workspace_ready{condition="WorkspaceReady"} == 0``) and the
-time from creation to WorkspaceReady, which is the number users feel.
+readiness gauges (alert on ``kaito_workspace_ready{condition="WorkspaceReady"} == 0``), the
+time from creation to WorkspaceReady, which is the number users feel, and how long each phase of
+that cold start took (``status.timeline``, one histogram series per phase).
 
 Why the gauges are a collector over the Workspace cache (as ``provisioner.metrics``'
 ``MachinePhaseCollector``): the cache is the truth, so counting it when Prometheus asks costs one
 pass per scrape, while a reconciler keeping gauges in step would pay that pass on every reconcile
 (O(N) per pass, O(N^2) for N workspaces) and drift whenever an event is missed. A deleted workspace
-leaves the cache and with it its series. Only the time to ready is recorded by the reconciler: it
-is an event (the first transition), not a state the cache can be asked for.
+leaves the cache and with it its series. Only the time to ready and the phase durations are recorded
+by the reconciler: they are events (a first transition, a phase's first end), not a state the cache
+can be asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from controller.api.workspace import CONDITION_WORKSPACE_READY, Workspace
+from controller.api.workspace import CONDITION_WORKSPACE_READY, PhaseEnd, Workspace
 
 # always exported (0 when none), so a dashboard's series exist before the first workspace does
 PHASES = ("pending", "ready", "notready", "running", "succeeded", "failed", "deleting")
@@ -36,6 +38,13 @@ TIME_TO_READY = Histogram(
     "Seconds from a workspace's creationTimestamp to its first WorkspaceReady=True.",
     ["preset_name"],
     buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200),
+)
+
+PHASE_SECONDS = Histogram(
+    "kaito_workspace_phase_seconds",
+    "Seconds each cold-start phase of a workspace took (status.timeline), observed when the phase ends.",
+    ["phase", "preset_name"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600),
 )
 
 
@@ -153,3 +162,10 @@ def observe_ready_transition(ws: Workspace, now: datetime | None = None) -> floa
     seconds = max(0.0, (end - created).total_seconds())
     TIME_TO_READY.labels(ws.preset_name or TEMPLATE).observe(seconds)
     return seconds
+
+
+def observe_phases(ws: Workspace, phases: Iterable[PhaseEnd]) -> None:
+    """Record the phases of ``ws``'s timeline that just ended (each once: the reconciler passes the
+    phases its status write added)."""
+    for phase in phases:
+        PHASE_SECONDS.labels(phase.phase, ws.preset_name or TEMPLATE).observe(phase.seconds)

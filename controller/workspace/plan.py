@@ -15,6 +15,7 @@ from controller.api.validation import ValidationResult, bypasses_resource_checks
 from controller.api.workspace import Workspace
 from presets.estimator import EstimateError, effective_dtype, estimate_nodes
 from presets.registry import Catalog, default_catalog
+from rayserve.inference_config import InferenceConfig
 
 
 class PlanError(ValueError):
@@ -49,6 +50,14 @@ class Plan:
     model_source: str | None = None  # the preset's local path or hub id; None: the preset name
     dtype: str | None = None  # the weights' dtype on this SKU; None: the serve app's default
     fake_gpu: bool = False  # the demo's fake SKU: it advertises a GPU, the model runs on CPUs
+    runtime: InferenceConfig | None = None  # inference.config, checked (controller.workspace.runtime_config)
+    served_name: str | None = None  # what clients put in `model`: the name the Workspace gave
+    local_nvme: bool = False  # the SKU has local NVMe: the weights cache goes there (model_cache.py)
+
+    @property
+    def model_name(self) -> str:
+        """The served model name: the Workspace's own (a Hugging Face id stays one), else the preset's."""
+        return self.served_name or self.preset
 
     @property
     def model(self) -> str:
@@ -112,4 +121,6 @@ def plan_for(ws: Workspace, catalog: Catalog | None = None) -> Plan:
         # the fake SKU's GPU is made up: the CPUs run the preset's own dtype
         dtype=preset.dtype if sku.fake else effective_dtype(preset, sku),
         fake_gpu=sku.fake,
+        served_name=name,
+        local_nvme=sku.nvme,
     )

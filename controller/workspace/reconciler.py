@@ -17,14 +17,20 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
 from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
     CONDITION_WORKSPACE_DELETING,
     CONDITION_WORKSPACE_READY,
+    INFERENCE_PHASES,
     LABEL_WORKSPACE,
     LABEL_WORKSPACE_NAMESPACE,
+    PHASE_FIRST_REQUEST_ANSWERED,
+    PHASE_WEIGHTS_LOADED,
+    TUNING_PHASES,
+    PhaseEnd,
     Workspace,
 )
 from controller.runtime import (
@@ -43,7 +49,7 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
-from controller.workspace import metrics, names
+from controller.workspace import metrics, names, probe, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
@@ -58,6 +64,11 @@ from controller.workspace.machines import (
     summarize_machines,
 )
 from controller.workspace.plan import Plan, PlanError, plan_for
+from controller.workspace.runtime_config import (
+    REASON_INFERENCE_CONFIG_NOT_FOUND,
+    ConfigProblem,
+    check_inference_config,
+)
 from controller.workspace.serveconfig import build_serve_config
 from controller.workspace.status import Observation, apply_observation, served_before
 from controller.workspace.tuning import (
@@ -80,7 +91,7 @@ MACHINE_INDEX = "label:" + LABEL_WORKSPACE
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
-    REASON_CONFIG_NOT_FOUND,
+    REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND,
 })
 
 
@@ -105,6 +116,11 @@ class Options:
     # every ConfigMap in the cluster to notice one being created costs more than a GET per poll)
     config_poll_seconds: float = 10.0
     deletion_poll_seconds: float = 2.0
+    # the timeline's FirstRequestAnswered (controller/workspace/probe.py): where the one-token
+    # request goes; "off" here, so tests and embedders opt in (kaito-controller's flag says "service")
+    first_request_url: probe.URLSource = "off"
+    first_request_poll_seconds: float = 5.0
+    first_request_window_seconds: float = 900.0  # stop asking this long after the weights loaded
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -130,6 +146,7 @@ class WorkspaceReconciler:
         planner: Callable[[Workspace], Plan] = plan_for,
         validator: Callable[[Workspace], str | None] = reconcile_problem,
         serve_config: Callable[[Workspace, Plan], str] = build_serve_config,
+        prober: Callable[[str, str], bool] = probe.answered,
     ) -> None:
         self.client = client
         self.stores = stores
@@ -138,6 +155,7 @@ class WorkspaceReconciler:
         self.planner = planner
         self.validator = validator
         self.serve_config = serve_config
+        self.prober = prober
         # fetch from the cache, parse, skip (and log) what does not parse; a gone key needs nothing:
         # the finalizer already released what it held
         self._objects = ObjectReconciler(stores.workspaces, Workspace, self._reconcile_workspace)
@@ -176,14 +194,17 @@ class WorkspaceReconciler:
                     obs.invalid = str(exc)
                 else:
                     obs.plan_error = str(exc)
+        if plan is not None and target:  # set once: later estimates (a changed catalog) do not move it
+            plan = plan.with_node_count(target)
         config = self._tuning_config(ws) if plan is not None else ConfigCheck()
-        if config.problem is not None:
-            # no GPU nodes for a Job that cannot start yet; look again (nothing watches ConfigMaps)
-            obs.hold_for(config.problem)
+        problem: JobState | ConfigProblem | None = config.problem
+        if plan is not None and problem is None:
+            plan, problem = self._inference_config(ws, plan)
+        if problem is not None:
+            # no GPU nodes for a workload that cannot start yet; look again (nothing watches ConfigMaps)
+            obs.hold_for(problem)
             plan, requeue = None, self.options.config_poll_seconds
         if plan is not None:
-            if target:  # set once: later estimates (a changed catalog) do not move it
-                plan = plan.with_node_count(target)
             target = plan.node_count
             obs.plan_message = plan.message
             summary = self._ensure_machines(ws, plan)
@@ -197,7 +218,11 @@ class WorkspaceReconciler:
                 obs.inference = self._ensure_inference(ws, plan)
                 if not obs.inference.ready and not obs.inference.failed:
                     requeue = self.options.inference_poll_seconds
-        self._write_status(ws, obs, target, worker_nodes)
+        phases, retry = self._timeline(ws, plan, obs) if plan is not None else (None, False)
+        if retry:
+            requeue = min(requeue or self.options.first_request_poll_seconds,
+                          self.options.first_request_poll_seconds)
+        self._write_status(ws, obs, target, worker_nodes, phases)
         return Result(requeue_after=requeue)
 
     def _add_finalizer(self, ws: Workspace) -> dict:
@@ -292,6 +317,14 @@ class WorkspaceReconciler:
             return ConfigCheck()
         return check_training_config(ws, self._get_or_none(CONFIGMAPS, ws.tuning.config, ws.namespace))
 
+    def _inference_config(self, ws: Workspace, plan: Plan) -> tuple[Plan, ConfigProblem | None]:
+        """``inference.config`` read (a GET, as for tuning.config) and checked on every pass, before
+        any Machine: the Plan then carries the settings to the serve config."""
+        if ws.inference is None or not ws.inference.config:
+            return plan, None
+        configmap = self._get_or_none(CONFIGMAPS, ws.inference.config, ws.namespace)
+        return check_inference_config(ws, configmap, plan)
+
     def _create_or_update(self, kind: ResourceKind, store: Store, desired: dict, owner: Workspace,
                           create_only: bool = False,
                           merge_spec: Callable[[dict, dict], dict] | None = None) -> dict | None:
@@ -328,13 +361,46 @@ class WorkspaceReconciler:
         except NotFound:
             return None
 
+    # --- the cold-start timeline -------------------------------------------------------------------
+    def _timeline(self, ws: Workspace, plan: Plan, obs: Observation) -> tuple[list[PhaseEnd] | None, bool]:
+        """``status.timeline`` with the phases that ended by now (controller/workspace/timeline.py),
+        or None when there is nothing to add; and whether to look again soon (the first request
+        was not answered yet)."""
+        recorded = list(ws.status.timeline or []) if ws.status else []
+        phases = TUNING_PHASES if ws.tuning is not None else INFERENCE_PHASES
+        if (not recorded and served_before(ws)) or {p.phase for p in recorded} >= set(phases):
+            return None, False  # served before we kept timelines (its start is unknown), or complete
+        now = datetime.now(UTC)
+        seen = timeline.machine_ends(self._machines_of(ws), plan.node_count)
+        retry = False
+        if ws.inference is not None:
+            rs = self.stores.rayservices.get(f"{ws.namespace}/{names.rayservice_name(ws.name)}")
+            seen.update(timeline.rayservice_ends(rs, now))
+            loaded = timeline.ended(recorded, PHASE_WEIGHTS_LOADED) or seen.get(PHASE_WEIGHTS_LOADED)
+            window = self.options.first_request_window_seconds
+            if (loaded is not None and obs.inference is not None and obs.inference.ready
+                    and (now - loaded).total_seconds() < window):
+                url = probe.endpoint(self.options.first_request_url, ws.name, ws.namespace or "", rs)
+                if url is not None and self.prober(url, plan.model_name):
+                    seen[PHASE_FIRST_REQUEST_ANSWERED] = datetime.now(UTC)
+                else:
+                    retry = url is not None or self.options.first_request_url == "rayservice-status"
+        created = timeline.parse_time(ws.metadata.creation_timestamp)
+        updated = timeline.advance(recorded, seen, phases, created)
+        return (updated if updated != recorded else None), retry
+
     # --- status -------------------------------------------------------------------------------------
     def _write_status(self, ws: Workspace, obs: Observation, target: int | None,
-                      worker_nodes: list[str] | None) -> None:
+                      worker_nodes: list[str] | None, phases: list[PhaseEnd] | None = None) -> None:
         before = {c.type: (c.status, c.reason) for c in (ws.status.conditions if ws.status else None) or []}
+        recorded = list(ws.status.timeline or []) if ws.status else []
         changed = apply_observation(ws, obs, target, worker_nodes)
+        if phases is not None:
+            ws.ensure_status().timeline = phases
+            changed = True
         if changed:
             self.client.update_status(WORKSPACES, ws.to_k8s())  # Conflict propagates -> requeue
+            metrics.observe_phases(ws, timeline.new_phases(recorded, phases))
             self._condition_events(ws, before)
             was_ready = before.get(CONDITION_WORKSPACE_READY, ("False", ""))[0] == "True"
             if ws.is_condition_true(CONDITION_WORKSPACE_READY) and not was_ready:

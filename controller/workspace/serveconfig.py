@@ -4,7 +4,7 @@ The serve config is owned by the data plane (``rayserve.builder`` knows its own 
 this module only gathers the builder's inputs from the Workspace and its Plan (never from the
 catalog: ``plan_for`` resolved the preset): the model, the adapters (mounted at /mnt/adapter/<name>
 in the Ray pods), the autoscaling range the nodes allow, and how one replica is split into
-pipeline workers with placement-group bundles.
+pipeline workers with placement-group bundles, and ``inference.config``'s settings over them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from controller.workspace.inference import adapter_path
 from controller.workspace.plan import Plan
 from rayserve.builder import AutoscalingSpec, ServeConfigInput
 from rayserve.builder import build_serve_config as _build
+from rayserve.inference_config import apply_inference_config
 from rayserve.spec import AdapterSpec, EngineSpec, ModelSpec
 
 # The demo's fake SKU advertises a GPU but runs the model on the CPUs of a small local Ray.
@@ -25,7 +26,8 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
     """The builder's input: model, adapters, autoscaling within the nodes' GPUs, replica layout."""
     fake = plan.fake_gpu
     given = {"dtype": plan.dtype, "max_context": plan.max_context}  # None: the serve app's default
-    model = ModelSpec(name=plan.preset, path=plan.model, **{k: v for k, v in given.items() if v is not None})
+    model = ModelSpec(name=plan.model_name, path=plan.model,
+                      **{k: v for k, v in given.items() if v is not None})
     adapters = [
         AdapterSpec(name=a.source.name, path=adapter_path(a), strength=float(a.strength or "1.0"))
         for a in ((ws.inference.adapters if ws.inference else None) or [])
@@ -34,7 +36,7 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
     # Stages of a replica that fits on one node stay together (NVLink, no cross-node hops);
     # a replica larger than a node must spread its stages over several nodes.
     spans_nodes = plan.gpus_per_replica > plan.gpus_per_node
-    return ServeConfigInput(
+    spec = ServeConfigInput(
         model=model,
         adapters=adapters,
         autoscaling=AutoscalingSpec(min_replicas=1, initial_replicas=1, max_replicas=plan.max_replicas),
@@ -47,6 +49,8 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
         # the fake SKU's GPU memory is made up (the model runs on CPU): no budget to keep to
         engine=EngineSpec(kv_budget_tokens=None if fake else plan.kv_budget_tokens),
     )
+    # inference.config's settings over the estimate (checked by runtime_config before any node)
+    return apply_inference_config(spec, plan.runtime, plan.max_replicas) if plan.runtime else spec
 
 
 def build_serve_config(ws: Workspace, plan: Plan) -> str:

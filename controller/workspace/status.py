@@ -20,6 +20,7 @@ from controller.api.workspace import (
 )
 from controller.workspace.inference import InferenceState
 from controller.workspace.machines import MachineSummary
+from controller.workspace.runtime_config import ConfigProblem
 from controller.workspace.tuning import JobState
 
 MAX_MESSAGE = 1024  # keep `kubectl describe` readable; the Event carries the same text
@@ -42,9 +43,9 @@ class Observation:
     # controller decides the same
     served_before: bool = False
 
-    def hold_for(self, problem: JobState) -> None:
-        """The tuning config keeps the Machines back: a broken one is a spec problem (Failed until
-        fixed), a missing one is waited for (Pending)."""
+    def hold_for(self, problem: JobState | ConfigProblem) -> None:
+        """The tuning or inference config keeps the Machines back: a broken one is a spec problem
+        (Failed until fixed), a missing one is waited for (Pending)."""
         if problem.failed:
             self.invalid = problem.message
         else:
@@ -114,7 +115,19 @@ def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
             reason = "WorkspacePending"
         ready = Cond(CONDITION_WORKSPACE_READY, "False", reason, f"{blocker.type}: {blocker.message}")
         state = "Pending" if reason in ("WorkspacePending", "WorkspaceUpdating") else "NotReady"
-    return [resource, inference, ready], state
+    return [resource, inference, ready, succeeded_like(ready)], state
+
+
+def succeeded_like(ready: Cond) -> Cond:
+    """Kaito's own condition for an inference workspace: WorkspaceSucceeded says what WorkspaceReady says.
+
+    Why both: Kaito v0.12 (and scripts written for it: ``kubectl wait --for=condition=
+    WorkspaceSucceeded``, its v1beta1 printer columns) know only WorkspaceSucceeded, which Kaito
+    sets True once inference is deployed; the seed's users, dashboards and alerts know
+    WorkspaceReady (Kaito's name before v0.3). One decision, two names, never apart.
+    """
+    reason = "WorkspaceSucceeded" if ready.status == "True" else ready.reason
+    return Cond(CONDITION_WORKSPACE_SUCCEEDED, ready.status, reason, ready.message)
 
 
 def served_before(ws: Workspace) -> bool:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hack.localstack import REPO, LocalStack
+from controller.api.workspace import INFERENCE_PHASES
+from hack.localstack import REPO, LocalStack, phase_table
 
 pytestmark = pytest.mark.e2e
 SAMPLE = REPO / "config" / "samples" / "workspace_tiny_phi_3.yaml"
@@ -41,6 +42,10 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         ws = stack.wait_workspace(name, ns, timeout=600)
         conds = {c["type"]: c["status"] for c in ws["status"]["conditions"]}
         assert conds["ResourceReady"] == conds["InferenceReady"] == conds["WorkspaceReady"] == "True"
+        # what a Kaito v0.12 script waits on: it returns for an inference workspace too
+        waited = stack.kubectl("wait", "--for=condition=WorkspaceSucceeded", f"workspace/{name}", "-n", ns,
+                               "--timeout=60s")
+        assert "condition met" in waited, waited
         table = stack.kubectl("get", "workspace", name, "-n", ns)
         assert "True" in table.splitlines()[1], table
 
@@ -56,9 +61,21 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         answer = stack.chat(stack.serve_url(name, ns), "What is Kubernetes?", max_new_tokens=8)
         assert isinstance(answer["Result"], str) and answer["Result"].strip(), answer
 
+        # the cold start, phase by phase, in the status (kubectl get -o yaml shows it) and as histograms
+        ws = stack.wait_timeline(name, ns, timeout=120)
+        phases = ws["status"]["timeline"]
+        assert [p["phase"] for p in phases] == list(INFERENCE_PHASES), phases
+        assert all(p["seconds"] >= 0 and p["endedAt"] for p in phases), phases
+        assert "FirstRequestAnswered" in stack.kubectl("get", "workspace", name, "-n", ns, "-o", "yaml")
+        print("\n" + phase_table(ws))
+        observed = _wait(lambda: stack.promql('kaito_workspace_phase_seconds_count{phase="WeightsLoaded"}'),
+                         60, "the phase histogram in Prometheus")
+        assert float(observed[0]["value"][1]) >= 1, observed
+
         # scrapes lag the status by up to an interval: the stack waits for the series to read 1
         ready = stack.readiness_series(name, ns, timeout=60)
-        assert ready == {"ResourceReady": "1", "InferenceReady": "1", "WorkspaceReady": "1"}, ready
+        assert ready == {"ResourceReady": "1", "InferenceReady": "1", "WorkspaceReady": "1",
+                         "WorkspaceSucceeded": "1"}, ready
 
         stack.kubectl("delete", "workspace", name, "-n", ns, "--wait=false")
         _wait(lambda: not stack.get_json("workspace", "-n", ns)["items"], 180, "workspace to be gone")

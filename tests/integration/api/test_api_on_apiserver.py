@@ -114,7 +114,8 @@ def test_printer_columns_follow_status_conditions(crds, namespace, api_client):
     )
     ws.set_condition("ResourceReady", "True", "MachinesReady", "1/1 machines ready")
     ws.set_condition("InferenceReady", "False", "RayServicePending", "waiting for the RayService")
-    ws.set_condition("WorkspaceReady", "False", "InferencePending", "inference is not ready yet")
+    ws.set_condition("WorkspaceReady", "False", "WorkspacePending", "inference is not ready yet")
+    ws.set_condition("WorkspaceSucceeded", "False", "WorkspacePending", "inference is not ready yet")
     ws.status.target_node_count = 1
     ws.status.state = "Pending"
     stored = api.replace_namespaced_custom_object_status(
@@ -127,19 +128,46 @@ def test_printer_columns_follow_status_conditions(crds, namespace, api_client):
     )
     assert back.condition("ResourceReady").observed_generation == 1
 
+    # v1beta1 (the preferred version, what `kubectl get wk` shows): Kaito v0.12's columns
     table = kubectl(crds, "get", "wk", name, "-n", namespace).stdout.splitlines()
-    assert table[0].split() == [
-        "NAME",
-        "INSTANCE",
-        "RESOURCEREADY",
-        "INFERENCEREADY",
-        "WORKSPACEREADY",
-        "AGE",
-    ]
-    assert table[1].split()[:5] == [name, "Standard_NC6s_v3", "True", "False", "False"]
+    assert table[0].split() == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED",
+                                "WORKSPACESUCCEEDED", "TARGETNODECOUNT", "STATE", "AGE"]
+    # JobStarted is blank (no such condition on an inference workspace): 8 cells before AGE
+    assert table[1].split()[:7] == [name, "Standard_NC6s_v3", "True", "False", "False", "1", "Pending"]
     wide = kubectl(crds, "get", "wk", name, "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-1] == "PRESET" and wide[1].split()[-1] == "phi-3-mini-4k-instruct"
+
+    # v1alpha1, the same stored object: the seed's columns
+    alpha = f"workspaces.v1alpha1.kaito.sh/{name}"
+    table = kubectl(crds, "get", alpha, "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY",
+                                "AGE"]
+    assert table[1].split()[:5] == [name, "Standard_NC6s_v3", "True", "False", "False"]
+    wide = kubectl(crds, "get", alpha, "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split()[-3:] == ["PRESET", "TARGETNODECOUNT", "STATE"]
     assert wide[1].split()[-3:] == ["phi-3-mini-4k-instruct", "1", "Pending"]
+
+
+def test_an_object_written_through_v1alpha1_reads_through_v1beta1(crds, namespace, api_client):
+    """What the previous version wrote (v1alpha1, a status with WorkspaceReady only and no state)
+    is the same stored object under v1beta1: nothing is lost or needs converting."""
+    from kubernetes import client
+
+    name = f"old-{uuid.uuid4().hex[:6]}"
+    obj = workspace(name, inference={"preset": {"name": "phi-3-mini-4k-instruct"}})
+    obj["apiVersion"] = "kaito.sh/v1alpha1"
+    apply(crds, namespace, obj)
+    api = client.CustomObjectsApi(api_client)
+    stored = api.get_namespaced_custom_object("kaito.sh", "v1alpha1", namespace, "workspaces", name)
+    old_status = {"conditions": [{
+        "type": "WorkspaceReady", "status": "True", "reason": "WorkspaceReady", "message": "ready",
+        "lastTransitionTime": "2026-01-01T00:00:00Z"}], "targetNodeCount": 1}
+    api.replace_namespaced_custom_object_status(
+        "kaito.sh", "v1alpha1", namespace, "workspaces", name, {**stored, "status": old_status})
+    beta = api.get_namespaced_custom_object("kaito.sh", "v1beta1", namespace, "workspaces", name)
+    assert beta["apiVersion"] == "kaito.sh/v1beta1" and beta["status"] == old_status
+    ws = Workspace.from_k8s(beta)  # parses: state and WorkspaceSucceeded are optional
+    assert ws.status.state is None and ws.condition("WorkspaceSucceeded") is None
 
 
 # --- CEL rules ------------------------------------------------------------------------------------------

@@ -69,8 +69,15 @@ def test_workspace_crd_shape():
     ]
     v1 = spec["versions"][1]
     assert v1["subresources"] == {"status": {}}
-    columns = [c["name"].upper() for c in v1["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
+
+    def columns(version: dict) -> list[str]:
+        return [c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")]
+
+    # v1alpha1: the seed's columns; v1beta1: Kaito v0.12's, over the same stored object
+    assert columns(spec["versions"][0]) == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY",
+                                            "AGE"]
+    assert columns(v1) == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED", "WORKSPACESUCCEEDED",
+                           "TARGETNODECOUNT", "STATE", "AGE"]
     root = v1["schema"]["openAPIV3Schema"]
     assert spec["versions"][0]["schema"] == v1["schema"]
     rules = [r["rule"] for r in root["x-kubernetes-validations"]]

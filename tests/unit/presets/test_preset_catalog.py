@@ -91,3 +91,16 @@ def test_unknown_fields_in_the_data_are_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="gpus"):
         Catalog.from_files(tmp_path / "p.yaml", tmp_path / "s.yaml")
+
+
+def test_a_preset_is_found_by_its_hugging_face_id_too():
+    """Kaito v0.9+ manifests name models by Hugging Face id; the seed's short names stay."""
+    cat = default_catalog()
+    assert cat.preset("microsoft/Phi-3-mini-4k-instruct").name == "phi-3-mini-4k-instruct"
+    # the hub resolves ids in any case
+    assert cat.preset("microsoft/phi-3-mini-4k-instruct").name == "phi-3-mini-4k-instruct"
+    assert cat.preset("Qwen/Qwen2.5-7B-Instruct").name == "qwen2.5-7b-instruct"
+    assert cat.preset("microsoft/Phi-4-mini-instruct").name == "phi-4-mini-instruct"
+    assert cat.preset("phi-4-mini-instruct").hf_model_id == "microsoft/Phi-4-mini-instruct"
+    assert cat.preset("microsoft/Phi-9") is None
+    assert cat.similar_presets("microsoft/Phi-3-mini-4k-instrct")[0] == "microsoft/Phi-3-mini-4k-instruct"

@@ -47,7 +47,10 @@ def test_rayservice_is_pinned_owned_and_carries_the_serve_config() -> None:
         assert template["metadata"]["labels"][names.LABEL_WORKSPACE] == "phi"
     worker = group["template"]["spec"]
     assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
-    assert worker["containers"][0]["volumeMounts"] == [{"name": "adapter-0", "mountPath": "/mnt/adapter/fr"}]
+    assert worker["containers"][0]["volumeMounts"] == [
+        {"name": "adapter-0", "mountPath": "/mnt/adapter/fr"},
+        {"name": "model-cache", "mountPath": "/mnt/model-cache"},
+    ]
     assert worker["initContainers"][0]["image"] == "reg/fr:1"
     ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
     assert ports["serve"] == 8000 and ports["dashboard"] == 8265
@@ -277,3 +280,21 @@ def test_tuning_job_reads_every_url_or_the_whole_input_directory() -> None:
     assert data_args({"urls": urls}) == urls  # Kaito downloads each URL
     # an image's /data (or a volume) may hold train.parquet, not a fixed file name: pass the directory
     assert data_args({"image": "registry.example/data:1"}) == ["/mnt/data"]
+
+
+def test_the_weights_cache_is_on_a_node_volume_nvme_where_the_sku_has_it() -> None:
+    """A restarted serve container must not download the model again (issue 12, item 5)."""
+    from dataclasses import replace
+
+    ws = workspace()
+    for plan, expected in ((PLAN, {"name": "model-cache", "emptyDir": {"sizeLimit": "50Gi"}}),
+                           (replace(PLAN, local_nvme=True),
+                            {"name": "model-cache",
+                             "hostPath": {"path": "/mnt/kaito/model-cache", "type": "DirectoryOrCreate"}})):
+        cluster = build_rayservice(ws, plan, "applications: []\n", "img:1")["spec"]["rayClusterConfig"]
+        for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
+            spec = template["spec"]
+            assert expected in spec["volumes"]
+            container = spec["containers"][0]
+            assert {"name": "HF_HOME", "value": "/mnt/model-cache"} in container["env"]
+            assert {"name": "model-cache", "mountPath": "/mnt/model-cache"} in container["volumeMounts"]

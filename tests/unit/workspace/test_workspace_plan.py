@@ -65,3 +65,12 @@ def test_plan_resolves_the_preset_once_for_every_builder() -> None:
     assert fake.fake_gpu and fake.dtype == "float32"
     # a Plan made by hand (tests, experiments) loads the preset by its name
     assert Plan("some/hub-id", "sku", node_count=1, gpus_per_node=1).model == "some/hub-id"
+
+
+def test_the_plan_knows_whether_the_sku_has_local_nvme() -> None:
+    from ws_unit_helpers import workspace
+
+    from controller.workspace.plan import plan_for
+
+    assert plan_for(workspace(instance_type="Standard_NC24ads_A100_v4")).local_nvme
+    assert not plan_for(workspace(instance_type="Standard_NC6s_v3")).local_nvme

@@ -108,3 +108,21 @@ def test_an_update_after_ready_is_updating_not_degraded() -> None:
     broken = InferenceState(False, "ServeDeploying", "llm=DEPLOYING")
     apply_observation(ws, Observation(machines=m, inference=broken, served_before=served_before(ws)), 1, None)
     assert ws.status.state == "NotReady" and ws.condition("WorkspaceReady").reason == "WorkspaceDegraded"
+
+
+def test_inference_sets_workspace_succeeded_as_kaito_does_beside_workspace_ready() -> None:
+    """Kaito v0.12 scripts wait on WorkspaceSucceeded; the seed's on WorkspaceReady: both agree."""
+    m = MachineSummary(desired=1, ready=["m0"], worker_nodes=["n0"])
+    steps = [
+        Observation(machines=MachineSummary(desired=1, pending=["m0"])),
+        Observation(machines=m, inference=InferenceState(False, "ServeDeploying", "llm=DEPLOYING")),
+        Observation(machines=m, inference=InferenceState(True, "InferenceReady", "ok")),
+        Observation(machines=m,
+                    inference=InferenceState(False, "ServeApplicationFailed", "boom", failed=True)),
+    ]
+    for obs in steps:
+        c, _ = _by_type(obs)
+        assert "JobStarted" not in c
+        ready, succeeded = c["WorkspaceReady"], c["WorkspaceSucceeded"]
+        assert (succeeded.status, succeeded.message) == (ready.status, ready.message)
+        assert succeeded.reason == ("WorkspaceSucceeded" if ready.status == "True" else ready.reason)
