@@ -176,7 +176,9 @@ def all_crds() -> dict[str, dict[str, Any]]:
     preset = {"name": "Preset", "type": "string", "priority": 1, "jsonPath": ".inference.preset.name"}
     # Per version, over one stored object: v1alpha1 keeps the seed's columns (scripts that parse
     # them keep working); v1beta1 shows Kaito v0.12's (api/v1beta1/workspace_types.go printcolumn
-    # markers), so `kubectl get workspace` reads as it does on a Kaito cluster.
+    # markers), so `kubectl get workspace` reads as it does on a Kaito cluster, plus WorkspaceReady
+    # after Kaito's columns: whichever version kubectl prefers, RESOURCEREADY, INFERENCEREADY and
+    # WORKSPACEREADY are what our users are told to look at.
     workspace_columns = {
         "v1alpha1": [
             instance,
@@ -194,6 +196,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
             _condition_column("InferenceReady"),
             _condition_column("JobStarted"),
             _condition_column("WorkspaceSucceeded"),
+            _condition_column("WorkspaceReady"),
             target,
             state,
             AGE,

@@ -128,12 +128,14 @@ def test_printer_columns_follow_status_conditions(crds, namespace, api_client):
     )
     assert back.condition("ResourceReady").observed_generation == 1
 
-    # v1beta1 (the preferred version, what `kubectl get wk` shows): Kaito v0.12's columns
+    # v1beta1 (the preferred version, what `kubectl get wk` shows): Kaito v0.12's columns, then
+    # WorkspaceReady (what our users are told to watch, whichever version kubectl prefers)
     table = kubectl(crds, "get", "wk", name, "-n", namespace).stdout.splitlines()
     assert table[0].split() == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED",
-                                "WORKSPACESUCCEEDED", "TARGETNODECOUNT", "STATE", "AGE"]
-    # JobStarted is blank (no such condition on an inference workspace): 8 cells before AGE
-    assert table[1].split()[:7] == [name, "Standard_NC6s_v3", "True", "False", "False", "1", "Pending"]
+                                "WORKSPACESUCCEEDED", "WORKSPACEREADY", "TARGETNODECOUNT", "STATE", "AGE"]
+    # JobStarted is blank (no such condition on an inference workspace): 9 cells before AGE
+    assert table[1].split()[:8] == [name, "Standard_NC6s_v3", "True", "False", "False", "False", "1",
+                                    "Pending"]
     wide = kubectl(crds, "get", "wk", name, "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split()[-1] == "PRESET" and wide[1].split()[-1] == "phi-3-mini-4k-instruct"
 

@@ -77,7 +77,7 @@ def test_workspace_crd_shape():
     assert columns(spec["versions"][0]) == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY",
                                             "AGE"]
     assert columns(v1) == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED", "WORKSPACESUCCEEDED",
-                           "TARGETNODECOUNT", "STATE", "AGE"]
+                           "WORKSPACEREADY", "TARGETNODECOUNT", "STATE", "AGE"]
     root = v1["schema"]["openAPIV3Schema"]
     assert spec["versions"][0]["schema"] == v1["schema"]
     rules = [r["rule"] for r in root["x-kubernetes-validations"]]
