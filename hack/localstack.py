@@ -27,8 +27,10 @@ from controller.runtime.kinds import DEPLOYMENTS
 from hack import prometheus
 from hack.chart import Helm, local_values, start_pod
 from hack.controlplane.local import ControlPlane, free_port
+from hack.kuberay_standin.controller import serve_endpoint
 from hack.procs import ManagedProcess
 from hack.service_proxy import ServiceProxy
+from hack.upstream_crds import crd_paths as upstream_crd_paths
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_NAMESPACE = "kaito-system"
@@ -88,7 +90,9 @@ class LocalStack:
         self.cp.start()
         self.timeline.mark("control plane (etcd + kube-apiserver) ready")
         self.client = RestClient.from_kubeconfig(str(self.cp.kubeconfig))
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd"))
+        # ours (Workspace, Machine) and the upstream CRDs from their Go modules (KubeRay, NodeClaim)
+        files = [str(REPO / "config" / "crd"), *map(str, upstream_crd_paths())]
+        self.kubectl("apply", "--server-side", *[f"-f={f}" for f in files])
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         self.webhook_service = ServiceProxy().start()
         Helm(self.cp.kubeconfig).upgrade_install(
@@ -220,7 +224,7 @@ class LocalStack:
     def serve_url(self, name: str, namespace: str = "default") -> str:
         """The local address of the workspace's endpoint, as the stand-in published it."""
         rs = self.get_json("rayservice", name, "-n", namespace)
-        url = rs.get("status", {}).get("serveEndpoint")
+        url = serve_endpoint(rs)
         if not url:
             raise RuntimeError(f"RayService {namespace}/{name} has no local serve URL in its status")
         return url.rstrip("/")
