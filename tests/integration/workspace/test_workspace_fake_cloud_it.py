@@ -9,9 +9,6 @@ deletion goes through the provisioner's termination finalizer.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 from ws_it_helpers import (
     NAMESPACES,
@@ -20,40 +17,19 @@ from ws_it_helpers import (
     machines_of,
     make_namespace,
     running_controller,
+    running_provisioner,
     set_rayservice_running,
     wait_for,
     workspace_manifest,
 )
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
-from controller.runtime import Client, RestClient
+from controller.runtime import Client
 from controller.runtime.kinds import NODES
 from controller.workspace import names
-from provisioner.main import Config, Provisioner, build
 
 pytestmark = pytest.mark.integration
 
-
-
-@contextlib.contextmanager
-def running_provisioner(kubeconfig: str, inventory_ns: str) -> Iterator[Provisioner]:
-    client = RestClient.from_kubeconfig(kubeconfig)
-    config = Config(
-        leader_election=False,
-        health_port=None,
-        metrics_port=None,
-        fake_namespace=inventory_ns,
-        fake_delay=0.3,
-        fake_ready_delay=0.3,
-        fake_tick=0.2,
-    )
-    prov = build(client, config)
-    prov.start()
-    try:
-        yield prov
-    finally:
-        prov.stop()
-        client.close()
 
 
 def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:

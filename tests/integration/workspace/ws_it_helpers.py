@@ -27,6 +27,7 @@ from controller.runtime import Client, Manager, RestClient
 from controller.workspace import names
 from controller.workspace.reconciler import Options
 from controller.workspace.setup import setup_workspace_controller
+from provisioner.main import Config, Provisioner, build
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -59,6 +60,28 @@ def running_controller(kubeconfig: str, workers: int = 2, **overrides: Any) -> I
         yield mgr
     finally:
         mgr.stop()
+        client.close()
+
+
+@contextlib.contextmanager
+def running_provisioner(kubeconfig: str, inventory_ns: str) -> Iterator[Provisioner]:
+    """The real provisioner with its fake cloud (Nodes appear in ``inventory_ns``'s bookkeeping)."""
+    client = RestClient.from_kubeconfig(kubeconfig)
+    config = Config(
+        leader_election=False,
+        health_port=None,
+        metrics_port=None,
+        fake_namespace=inventory_ns,
+        fake_delay=0.3,
+        fake_ready_delay=0.3,
+        fake_tick=0.2,
+    )
+    prov = build(client, config)
+    prov.start()
+    try:
+        yield prov
+    finally:
+        prov.stop()
         client.close()
 
 
