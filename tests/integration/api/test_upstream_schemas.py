@@ -3,7 +3,8 @@
 A field a CRD schema does not know is pruned silently on a plain create, so a RayService or a
 Machine we build could lose a setting only in a real cluster. Each object is created here with
 ``fieldValidation=Strict`` (the API server rejects unknown fields instead of pruning them) against
-the upstream CRDs (KubeRay's from its Go module, Kaito v0.3.2's Machine), and what is stored must
+the upstream CRDs (KubeRay's and Karpenter's NodeClaim from their Go modules, Kaito v0.3.2's
+Machine, whose CEL rules run too), and what is stored must
 contain everything we sent, unchanged; the server may add its schema defaults, nothing else.
 """
 
@@ -15,11 +16,12 @@ from typing import Any
 import pytest
 from k8s_helpers import install_project_crds
 
-from controller.api.kinds import MACHINES, RAYSERVICES
+from controller.api.kinds import MACHINES, NODECLAIMS, RAYSERVICES
+from controller.api.nodeapi import MACHINE_API, NODECLAIM_API, NodeAPI
 from controller.api.workspace import Workspace
 from controller.runtime.client import ResourceKind
 from controller.workspace.inference import build_rayservice
-from controller.workspace.machines import build_machine
+from controller.workspace.machines import build_node_request
 from controller.workspace.plan import plan_for
 from controller.workspace.serveconfig import build_serve_config
 
@@ -30,7 +32,7 @@ IMAGE = "rayproject/ray:2.60.0-py311"
 
 @pytest.fixture(scope="module")
 def upstream(kube):
-    install_project_crds(kube, (MACHINES, RAYSERVICES))
+    install_project_crds(kube, (MACHINES, NODECLAIMS, RAYSERVICES))
     return kube
 
 
@@ -80,15 +82,18 @@ def test_our_rayservice_passes_kuberays_schema_unchanged(upstream, namespace, pr
     assert not_kept(rs["metadata"]["labels"], stored["metadata"]["labels"]) == []
 
 
-def test_our_machine_passes_kaitos_machine_schema_unchanged(upstream, namespace):
+@pytest.mark.parametrize("api", [MACHINE_API, NODECLAIM_API], ids=lambda a: a.name)
+def test_our_node_objects_pass_the_upstream_schemas_unchanged(upstream, namespace, api: NodeAPI):
+    """Machines through Kaito v0.3.2's CRD, NodeClaims through Karpenter v1.10's (CEL included:
+    no karpenter.sh requirement keys but the NodePool's, a nodeClassRef with all three parts)."""
     ws = workspace(namespace, "phi-3-mini-4k-instruct", "Standard_NC12s_v3")
-    machine = build_machine(ws, 0, "Standard_NC12s_v3", 50)
-    stored = create_strict(upstream, MACHINES, machine)
+    obj = build_node_request(api, ws, 0, "Standard_NC12s_v3", 50)
+    stored = create_strict(upstream, api.kind, obj)
     try:
-        assert not_kept(machine["spec"], stored["spec"]) == []
-        assert not_kept(machine["metadata"], stored["metadata"]) == []
+        assert not_kept(obj["spec"], stored["spec"]) == []
+        assert not_kept(obj["metadata"], stored["metadata"]) == []
     finally:
-        upstream.delete(MACHINES, machine["metadata"]["name"])
+        upstream.delete(api.kind, obj["metadata"]["name"])
 
 
 def test_strict_creation_does_reject_what_a_schema_lacks(upstream, namespace):

@@ -23,7 +23,8 @@ from ws_it_helpers import (
     workspace_manifest,
 )
 
-from controller.api.kinds import RAYSERVICES, WORKSPACES
+from controller.api.kinds import MACHINES, NODECLAIMS, RAYSERVICES, WORKSPACES
+from controller.api.nodeapi import MACHINE_API, NODECLAIM_API, NodeAPI
 from controller.runtime import Client
 from controller.runtime.kinds import NODES
 from controller.workspace import names
@@ -31,11 +32,13 @@ from controller.workspace import names
 pytestmark = pytest.mark.integration
 
 
-
-def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
+@pytest.mark.parametrize("api", [NODECLAIM_API, MACHINE_API], ids=lambda a: a.name)
+def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig: str, api: NodeAPI) -> None:
+    """The whole loop with NodeClaims (Karpenter v1) and with Machines: one lifecycle, two shapes."""
     client, ns = ws_client, ws_ns
     inventory = make_namespace(client)
-    with running_provisioner(kubeconfig, inventory) as prov, running_controller(kubeconfig):
+    with (running_provisioner(kubeconfig, inventory, api.name) as prov,
+          running_controller(kubeconfig, node_api=api)):
         client.create(WORKSPACES, workspace_manifest("phi", count=2), ns)
         wait_for(
             lambda: conditions(client, ns, "phi").get("ResourceReady", {}).get("status") == "True",
@@ -45,6 +48,9 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
         ws = client.get(WORKSPACES, "phi", ns)
         nodes = [client.get(NODES, n) for n in ws["status"]["workerNodes"]]
         assert len(nodes) == 2
+        other = MACHINES if api is NODECLAIM_API else NODECLAIMS
+        assert len(machines_of(client, ns, "phi", api.kind)) == 2
+        assert not machines_of(client, ns, "phi", other)
         rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name("phi"), ns), what="RayService")
         for group in (
             rs["spec"]["rayClusterConfig"]["headGroupSpec"],
@@ -81,7 +87,7 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
         for name in ("phi", "big"):
             client.delete(WORKSPACES, name, ns)
         wait_for(
-            lambda: not machines_of(client, ns, "phi") and not machines_of(client, ns, "big"),
+            lambda: not any(machines_of(client, ns, w, api.kind) for w in ("phi", "big")),
             60,
             "machines deleted",
         )
