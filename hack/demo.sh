@@ -5,6 +5,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source hack/env.sh
 hack/controlplane/build.sh
 hack/helm/build.sh
+hack/kuberay/build.sh
 python -m hack.upstream_crds
 hack/tools.sh
 python -m hack.tiny_model

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.runtime import RestClient
-from controller.runtime.kinds import DEPLOYMENTS
+from controller.runtime.kinds import CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS
 from hack import prometheus
 from hack.chart import Helm, local_values, start_pod
 from hack.controlplane.local import ControlPlane, free_port
@@ -93,7 +93,7 @@ class LocalStack:
         # ours (Workspace, Machine) and the upstream CRDs from their Go modules (KubeRay, NodeClaim)
         files = [str(REPO / "config" / "crd"), *map(str, upstream_crd_paths())]
         self.kubectl("apply", "--server-side", *[f"-f={f}" for f in files])
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        self.wait_crds_established()
         self.webhook_service = ServiceProxy().start()
         Helm(self.cp.kubeconfig).upgrade_install(
             local_values(f"https://127.0.0.1:{self.webhook_service.port}/validate", self.fake_node_delay),
@@ -185,6 +185,22 @@ class LocalStack:
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['ray-dashboard']}"
+
+    def wait_crds_established(self, timeout: float = 60.0) -> None:
+        """Every CRD Established. Not ``kubectl wait``: it fails outright on a CRD whose status the
+        server has not written yet, which the large upstream CRDs make likely."""
+        assert self.client is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            items, _ = self.client.list(CUSTOM_RESOURCE_DEFINITIONS)
+            pending = [c["metadata"]["name"] for c in items if not any(
+                k.get("type") == "Established" and k.get("status") == "True"
+                for k in (c.get("status") or {}).get("conditions") or [])]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRDs not established after {timeout:.0f}s: {', '.join(pending)}")
+            time.sleep(0.5)
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         assert self.cp is not None
