@@ -32,6 +32,7 @@ from controller.runtime.client import ResourceKind
 from controller.runtime.kinds import NAMESPACES, NODES, SERVICES
 from controller.workspace import names
 from hack.controlplane.local import bin_dir, free_port
+from hack.kuberay_standin.serveconfig import parse_serve_config
 from hack.procs import ManagedProcess, http_ok
 
 pytestmark = pytest.mark.integration
@@ -126,6 +127,11 @@ def test_kuberay_turns_the_workspace_rayservice_into_a_gpu_ray_cluster(
         # stand-in writes and our controller reads as "waiting", not as a failure
         rs = wait_for(lambda: (r := client.get(RAYSERVICES, rs_name, ns)).get("status", {}).get(
             "pendingServiceStatus", {}).get("rayClusterName") and r, 30, "KubeRay's RayService status")
+        # KubeRay PUTs serveConfigV2 to the head's dashboard only once the head runs (never here),
+        # so "accepted" is: past KubeRay's validation (no ValidationFailed) and valid under Ray
+        # Serve's own schema, which that dashboard PUT applies (test_upstream_schemas checks it is
+        # stored byte for byte)
+        parse_serve_config(ns, rs_name, rs["spec"]["serveConfigV2"])
         status = rs["status"]
         assert "ValidationFailed" not in {c.get("reason") for c in status["conditions"]}, status
         assert status["pendingServiceStatus"]["rayClusterName"] == rc["metadata"]["name"]
