@@ -6,6 +6,10 @@ admission webhook is served from the same process over HTTPS and registered with
 (``ValidatingWebhookConfiguration``), which is what a local run needs. In a cluster the chart
 registers it and mounts one serving cert into every replica (``--webhook-cert-dir``): the process
 then serves that cert, reloads it when it rotates and patches only the caBundle.
+
+``--node-api`` picks the node objects the Workspace controller creates: Karpenter v1 NodeClaims,
+the seed's Machines, or (``auto``, the default) whichever CRD the API server serves, NodeClaims
+first (``controller.api.nodeapi``; the provisioner resolves the same flag the same way).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from controller.api import nodeapi
 from controller.runtime import Client, Manager, RestClient
 from controller.webhook import (
     WebhookServer,
@@ -54,6 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="name of the ValidatingWebhookConfiguration whose caBundle --webhook-cert-dir keeps")
     p.add_argument("--bind-host", default="0.0.0.0", help="address the probe/metrics servers listen on")
     p.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
+    p.add_argument("--node-api", choices=nodeapi.CHOICES, default="auto",
+                   help="create NodeClaims (karpenter.sh/v1) or Machines (v1alpha5); auto: the served one")
     p.add_argument("--serve-image", default=os.environ.get("KAITO_SERVE_IMAGE", DEFAULT_SERVE_IMAGE),
                    help="image of the Ray head/worker pods (contains the rayserve package)")
     p.add_argument("--tuning-image", default=os.environ.get("KAITO_TUNING_IMAGE", DEFAULT_SERVE_IMAGE),
@@ -160,10 +167,13 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
         metrics_port=args.metrics_port,
         bind_host=args.bind_host,
     )
+    api = nodeapi.resolve(client, args.node_api)
+    log.info("node objects: %s", api.kind)
     setup_workspace_controller(
         mgr, workers=args.workers,
         options=Options(serve_image=args.serve_image, tuning_image=args.tuning_image,
                         first_request_url=args.first_request_url),
+        node_api=api,
     )
     return mgr
 

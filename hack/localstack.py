@@ -25,12 +25,14 @@ from pathlib import Path
 
 from controller.api.workspace import INFERENCE_PHASES
 from controller.runtime import RestClient
-from controller.runtime.kinds import DEPLOYMENTS
+from controller.runtime.kinds import CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS
 from hack import prometheus
 from hack.chart import Helm, local_values, start_pod
 from hack.controlplane.local import ControlPlane, free_port
+from hack.kuberay_standin.controller import serve_endpoint
 from hack.procs import ManagedProcess
 from hack.service_proxy import ServiceProxy
+from hack.upstream_crds import crd_paths as upstream_crd_paths
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_NAMESPACE = "kaito-system"
@@ -101,8 +103,10 @@ class LocalStack:
         self.cp.start()
         self.timeline.mark("control plane (etcd + kube-apiserver) ready")
         self.client = RestClient.from_kubeconfig(str(self.cp.kubeconfig))
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "config" / "crd"))
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # ours (Workspace, Machine) and the upstream CRDs from their Go modules (KubeRay, NodeClaim)
+        files = [str(REPO / "config" / "crd"), *map(str, upstream_crd_paths())]
+        self.kubectl("apply", "--server-side", *[f"-f={f}" for f in files])
+        self.wait_crds_established()
         self.webhook_service = ServiceProxy().start()
         Helm(self.cp.kubeconfig).upgrade_install(
             local_values(f"https://127.0.0.1:{self.webhook_service.port}/validate", self.fake_node_delay),
@@ -197,6 +201,22 @@ class LocalStack:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['ray-dashboard']}"
 
+    def wait_crds_established(self, timeout: float = 60.0) -> None:
+        """Every CRD Established. Not ``kubectl wait``: it fails outright on a CRD whose status the
+        server has not written yet, which the large upstream CRDs make likely."""
+        assert self.client is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            items, _ = self.client.list(CUSTOM_RESOURCE_DEFINITIONS)
+            pending = [c["metadata"]["name"] for c in items if not any(
+                k.get("type") == "Established" and k.get("status") == "True"
+                for k in (c.get("status") or {}).get("conditions") or [])]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRDs not established after {timeout:.0f}s: {', '.join(pending)}")
+            time.sleep(0.5)
+
     def kubectl(self, *args: str, check: bool = True) -> str:
         assert self.cp is not None
         res = subprocess.run(
@@ -247,7 +267,7 @@ class LocalStack:
     def serve_url(self, name: str, namespace: str = "default") -> str:
         """The local address of the workspace's endpoint, as the stand-in published it."""
         rs = self.get_json("rayservice", name, "-n", namespace)
-        url = rs.get("status", {}).get("serveEndpoint")
+        url = serve_endpoint(rs)
         if not url:
             raise RuntimeError(f"RayService {namespace}/{name} has no local serve URL in its status")
         return url.rstrip("/")

@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source hack/env.sh
 echo "== control plane binaries"; hack/controlplane/build.sh
 echo "== helm"; hack/helm/build.sh
+echo "== KubeRay operator"; hack/kuberay/build.sh
+echo "== upstream CRDs (KubeRay, Karpenter NodeClaim)"; python -m hack.upstream_crds
 echo "== system tools"; hack/tools.sh
 echo "== tiny test checkpoint"; python -m hack.tiny_model
 echo "== ruff"; ruff check .

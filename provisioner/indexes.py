@@ -24,7 +24,8 @@ def machine_provider_id(machine: dict) -> list[str]:
     return [pid] if pid else []
 
 
-def install_indexes(machines: Store, nodes: Store) -> None:
+def install_indexes(machines: Store, nodes: Store, node_label: str = LABEL_MACHINE_NAME) -> None:
+    """``node_label``: the Node label naming its Machine or NodeClaim (``NodeRequest.LABEL_NODE_OF``)."""
     nodes.add_index(NODE_PROVIDER_ID_INDEX, node_provider_id)
-    nodes.add_label_index(LABEL_MACHINE_NAME)
+    nodes.add_label_index(node_label)
     machines.add_index(MACHINE_PROVIDER_ID_INDEX, machine_provider_id)

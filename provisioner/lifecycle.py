@@ -1,5 +1,5 @@
-"""Pure functions of the Machine lifecycle: what to ask the cloud for, how a Node is adopted,
-when it counts as initialized, and how conditions roll up.
+"""Pure functions of the Machine (or NodeClaim: ``NodeRequest``) lifecycle: what to ask the cloud
+for, how a Node is adopted, when it counts as initialized, and how conditions roll up.
 
 Why apart from the controller: these are the rules (Karpenter v1alpha5 semantics, see
 shared/research/karpenter.md §2) and they are easiest to get right, and to test, without an API
@@ -13,16 +13,12 @@ import re
 from datetime import datetime
 
 from controller.api.machine import (
-    CONDITION_INITIALIZED,
-    CONDITION_LAUNCHED,
-    CONDITION_READY,
-    CONDITION_REGISTERED,
     EPHEMERAL_TAINT_KEYS,
     FINALIZER_TERMINATION,
     LABEL_INSTANCE_TYPE,
-    LABEL_MACHINE_NAME,
     LABEL_REGISTERED,
     Machine,
+    NodeRequest,
 )
 from controller.api.meta import Condition
 from provisioner.cloud.base import LaunchRequest, Taint
@@ -38,7 +34,7 @@ class InvalidMachine(ValueError):
     """The Machine cannot be launched as written (a person must fix it; retrying will not help)."""
 
 
-def single_value_labels(machine: Machine) -> dict[str, str]:
+def single_value_labels(machine: NodeRequest) -> dict[str, str]:
     """Labels implied by requirements of the form ``key In [one value]``."""
     out: dict[str, str] = {}
     for req in machine.spec.requirements or ():
@@ -47,7 +43,7 @@ def single_value_labels(machine: Machine) -> dict[str, str]:
     return out
 
 
-def node_labels(machine: Machine) -> dict[str, str]:
+def node_labels(machine: NodeRequest) -> dict[str, str]:
     """Labels the Node should carry: single-value requirements, overridden by the Machine's labels."""
     return {**single_value_labels(machine), **(machine.metadata.labels or {})}
 
@@ -75,7 +71,7 @@ def _gib(quantity: str | int) -> int | None:
     return max(1, -(-int(size) // 2**30))
 
 
-def launch_request(machine: Machine) -> LaunchRequest:
+def launch_request(machine: NodeRequest) -> LaunchRequest:
     """What the cloud needs from this Machine; ``InvalidMachine`` when it names no instance type."""
     instance_type = machine.instance_type
     if not instance_type:
@@ -98,7 +94,7 @@ def launch_request(machine: Machine) -> LaunchRequest:
     )
 
 
-def registered_node(node: dict, machine: Machine) -> dict:
+def registered_node(node: dict, machine: NodeRequest) -> dict:
     """The Node after adoption by ``machine`` (a copy): finalizer, labels, and, the first time only,
     the Machine's taints and startup taints (later the startup taints are someone else's to remove)."""
     node = copy.deepcopy(node)
@@ -110,7 +106,7 @@ def registered_node(node: dict, machine: Machine) -> dict:
     first_time = labels.get(LABEL_REGISTERED) != "true"
     labels.update(node_labels(machine))
     if len(machine.name) <= 63:
-        labels[LABEL_MACHINE_NAME] = machine.name
+        labels[machine.LABEL_NODE_OF] = machine.name
     labels[LABEL_REGISTERED] = "true"
     if first_time:
         spec = node.setdefault("spec", {})
@@ -138,7 +134,7 @@ def node_ready(node: dict) -> bool:
     return False
 
 
-def initialization(node: dict, machine: Machine) -> tuple[bool, str, str]:
+def initialization(node: dict, machine: NodeRequest) -> tuple[bool, str, str]:
     """Whether ``node`` is initialized for ``machine`` and, if not, why (reason, message).
 
     Ready, no startup taint and no boot-time taint left, and every requested resource (but
@@ -174,41 +170,43 @@ def _taint_list(taints: list[dict]) -> str:
     return ", ".join(f"{t.get('key')}:{t.get('effect')}" for t in taints)
 
 
-def condition(machine: Machine, type_: str) -> Condition | None:
+def condition(machine: NodeRequest, type_: str) -> Condition | None:
     return machine.condition(type_)
 
 
-def is_true(machine: Machine, type_: str) -> bool:
+def is_true(machine: NodeRequest, type_: str) -> bool:
     cond = machine.condition(type_)
     return cond is not None and cond.status == "True"
 
 
-def transition_time(machine: Machine, type_: str) -> datetime | None:
+def transition_time(machine: NodeRequest, type_: str) -> datetime | None:
     cond = machine.condition(type_)
     return cond.last_transition_time if cond is not None else None
 
 
-def ready_condition(machine: Machine) -> Condition:
+def ready_condition(machine: NodeRequest) -> Condition:
     """Ready rolls up Launched, Registered, Initialized (knative living set): False if any is
     False, else Unknown if any is not True yet, else True. Reason and message come from the first
     condition that is not True, so the Machine's Ready says what it is waiting for."""
-    parts = [
-        machine.condition(t) for t in (CONDITION_LAUNCHED, CONDITION_REGISTERED, CONDITION_INITIALIZED)
-    ]
+    parts = [machine.condition(t) for t in machine.pipeline]
     if all(c is not None and c.status == "True" for c in parts):
-        return Condition(type=CONDITION_READY, status="True", reason="Ready", message="")
+        return Condition(type=machine.CONDITION_READY, status="True", reason="Ready", message="")
     failed = next((c for c in parts if c is not None and c.status == "False"), None)
     if failed is not None:
-        return Condition(type=CONDITION_READY, status="False", reason=failed.reason, message=failed.message)
+        return Condition(
+            type=machine.CONDITION_READY, status="False", reason=failed.reason, message=failed.message
+        )
     waiting = next((c for c in parts if c is not None and c.status != "True"), None)
     if waiting is not None:
         return Condition(
-            type=CONDITION_READY, status="Unknown", reason=waiting.reason, message=waiting.message
+            type=machine.CONDITION_READY, status="Unknown", reason=waiting.reason, message=waiting.message
         )
-    return Condition(type=CONDITION_READY, status="Unknown", reason="AwaitingReconciliation", message="")
+    return Condition(
+        type=machine.CONDITION_READY, status="Unknown", reason="AwaitingReconciliation", message=""
+    )
 
 
-def phase(machine: dict) -> str:
+def phase(machine: dict, model: type[NodeRequest] = Machine) -> str:
     """One word for dashboards (the ``kaito_provisioner_machines`` gauge)."""
     if (machine.get("metadata") or {}).get("deletionTimestamp"):
         return "Deleting"
@@ -217,14 +215,14 @@ def phase(machine: dict) -> str:
     def status(t: str) -> str | None:
         return conds[t].get("status") if t in conds else None
 
-    if status(CONDITION_READY) == "True":
+    if status(model.CONDITION_READY) == "True":
         return "Ready"
-    if status(CONDITION_REGISTERED) == "True":
+    if status(model.CONDITION_REGISTERED) == "True":
         return "Registered"
-    if status(CONDITION_LAUNCHED) == "True":
+    if status(model.CONDITION_LAUNCHED) == "True":
         return "Launched"
-    if status(CONDITION_LAUNCHED) == "False":
+    if status(model.CONDITION_LAUNCHED) == "False":
         return "LaunchFailed"
-    if status(CONDITION_LAUNCHED) == "Unknown":
+    if status(model.CONDITION_LAUNCHED) == "Unknown":
         return "Launching"
     return "Pending"

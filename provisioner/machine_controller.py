@@ -1,4 +1,7 @@
-"""The Machine reconciler: karpenter.sh/v1alpha5 Machines become cloud instances and Nodes.
+"""The Machine reconciler: Machines (karpenter.sh/v1alpha5) or NodeClaims (karpenter.sh/v1) become
+cloud instances and Nodes. One lifecycle for both API shapes: the reconciler is handed a
+``NodeAPI`` and reads every condition type and label name off its model class, so "Machine" below
+means either.
 
 Each reconcile reads the Machine and Nodes from the informer caches, takes at most one step per
 stage and returns; nothing waits inside a worker (the cloud's long operations are polled with
@@ -39,23 +42,18 @@ from datetime import datetime
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
-from controller.api.kinds import MACHINES
 from controller.api.machine import (
-    CONDITION_INITIALIZED,
-    CONDITION_LAUNCHED,
-    CONDITION_REGISTERED,
     FINALIZER_TERMINATION,
     LABEL_ARCH,
     LABEL_CAPACITY_TYPE,
     LABEL_INITIALIZED,
     LABEL_INSTANCE_TYPE,
-    LABEL_MACHINE_NAME,
     LABEL_OS,
     LABEL_ZONE,
-    Machine,
-    MachineStatus,
+    NodeRequest,
 )
 from controller.api.meta import Condition, set_condition
+from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.runtime import (
     Client,
     Conflict,
@@ -135,7 +133,10 @@ class MachineReconciler:
         options: Options | None = None,
         clock: Callable[[], float] = time.time,
         backoff: RateLimiter | None = None,
+        api: NodeAPI = MACHINE_API,
     ) -> None:
+        self.api = api
+        self.kind = api.kind
         self.client = client
         self.provider = provider
         self.machines = machines
@@ -148,7 +149,7 @@ class MachineReconciler:
         )
         self._objects = ObjectReconciler(
             machines,
-            Machine,
+            api.model,
             self._reconcile_machine,
             gone=self._machine_gone,
             selects=self._selected,
@@ -166,7 +167,7 @@ class MachineReconciler:
             # again once it caught up, without growing the error backoff of a finished Machine.
             return Result(requeue_after=1.0)
 
-    def _reconcile_machine(self, machine: Machine, obj: dict) -> Result:
+    def _reconcile_machine(self, machine: NodeRequest, obj: dict) -> Result:
         if machine.metadata.deletion_timestamp:
             return self._finalize(obj, machine)
         if FINALIZER_TERMINATION not in (machine.metadata.finalizers or []):
@@ -181,8 +182,8 @@ class MachineReconciler:
         # the CRD schema should prevent this; never crash on it
         self._event(obj, "Warning", "InvalidMachine", f"cannot read machine: {exc}"[:MAX_MESSAGE])
 
-    def _reconcile_lifecycle(self, obj: dict, machine: Machine) -> Result:
-        machine.status = machine.status or MachineStatus()
+    def _reconcile_lifecycle(self, obj: dict, machine: NodeRequest) -> Result:
+        machine.status = machine.status or machine.STATUS()
         machine.status.conditions = list(machine.status.conditions or [])
         step = _Step(now=self._clock())
         outcome = self._advance(machine, step)
@@ -197,10 +198,10 @@ class MachineReconciler:
             histogram.labels(self.provider.name).observe(seconds)
         self._apply_node_writes(step)
         if step.labels:
-            self.client.patch(MACHINES, machine.name, {"metadata": {"labels": step.labels}})
+            self.client.patch(self.kind, machine.name, {"metadata": {"labels": step.labels}})
         return Result(requeue_after=outcome.requeue_after) if outcome.requeue_after else Result()
 
-    def _advance(self, machine: Machine, step: _Step) -> Outcome:
+    def _advance(self, machine: NodeRequest, step: _Step) -> Outcome:
         """Run the stages in order until one does not advance; all done: wait for a change."""
         for stage in (self._launch, self._register, self._initialize):
             outcome = stage(machine, step)
@@ -216,23 +217,25 @@ class MachineReconciler:
             self.client.patch(NODES, name, {"metadata": {"labels": step.node_labels}})
 
     # --- stages ------------------------------------------------------------------------------
-    def _launch(self, machine: Machine, step: _Step) -> Outcome:
+    def _launch(self, machine: NodeRequest, step: _Step) -> Outcome:
         """Create or look at the instance and record the outcome (MachineLaunched)."""
-        if lifecycle.is_true(machine, CONDITION_LAUNCHED):
+        if lifecycle.is_true(machine, machine.CONDITION_LAUNCHED):
             return ADVANCED
         try:
             req = lifecycle.launch_request(machine)
         except lifecycle.InvalidMachine as exc:  # a person must fix the Machine; no retry
-            self._set(machine, CONDITION_LAUNCHED, "False", "InvalidMachine", str(exc), warn=True)
+            self._set(machine, machine.CONDITION_LAUNCHED, "False", "InvalidMachine", str(exc), warn=True)
             return wait(None)
         try:
             instance = self.provider.create(req)
         except cloud.InProgress as exc:
-            self._set(machine, CONDITION_LAUNCHED, "Unknown", "Launching", exc.message)
+            self._set(machine, machine.CONDITION_LAUNCHED, "Unknown", "Launching", exc.message)
             return wait(self.options.launch_poll_interval)
         except cloud.CloudError as exc:
             m.PROVIDER_ERRORS.labels(self.provider.name, "create", exc.reason).inc()
-            self._set(machine, CONDITION_LAUNCHED, "False", exc.reason, exc.message[:MAX_MESSAGE], warn=True)
+            self._set(
+                machine, machine.CONDITION_LAUNCHED, "False", exc.reason, exc.message[:MAX_MESSAGE], warn=True
+            )
             return wait(self._backoff(machine))
         self._forget_failures(machine)
         if not instance.provider_id:
@@ -242,7 +245,7 @@ class MachineReconciler:
             if age is not None and age >= self.options.registration_ttl:
                 return self._registration_timeout(machine)
             message = f"waiting for {self.provider.name} instance {instance.id} ({instance.state.value})"
-            self._set(machine, CONDITION_LAUNCHED, "Unknown", "Launching", message)
+            self._set(machine, machine.CONDITION_LAUNCHED, "Unknown", "Launching", message)
             return wait(self.options.launch_poll_interval)
         status = machine.status
         assert status is not None
@@ -253,7 +256,7 @@ class MachineReconciler:
                 step.labels[key] = value
         self._set(
             machine,
-            CONDITION_LAUNCHED,
+            machine.CONDITION_LAUNCHED,
             "True",
             "Launched",
             f"{self.provider.name} instance {instance.id} ({instance.instance_type})",
@@ -261,10 +264,10 @@ class MachineReconciler:
         step.observe(m.LAUNCH_DURATION, cloud.parse_timestamp(machine.metadata.creation_timestamp))
         return ADVANCED
 
-    def _register(self, machine: Machine, step: _Step) -> Outcome:
+    def _register(self, machine: NodeRequest, step: _Step) -> Outcome:
         """Find and adopt the Node with the instance's providerID (MachineRegistered); a Machine
         whose Node does not come within the TTL, or goes away later, is deleted."""
-        if lifecycle.is_true(machine, CONDITION_REGISTERED):
+        if lifecycle.is_true(machine, machine.CONDITION_REGISTERED):
             node = self._node_of(machine)
             if node is None or node["metadata"].get("deletionTimestamp"):
                 return self._node_went_away(machine)
@@ -277,26 +280,29 @@ class MachineReconciler:
         if len(candidates) > 1:
             names = ", ".join(n["metadata"]["name"] for n in candidates)
             self._set(
-                machine, CONDITION_REGISTERED, "False", "MultipleNodesFound", f"nodes {names}", warn=True
+                machine, machine.CONDITION_REGISTERED, "False", "MultipleNodesFound", f"nodes {names}",
+                warn=True,
             )
             return wait(self.options.launch_poll_interval)
         if not candidates:
             launched = (
-                _seconds_since(lifecycle.transition_time(machine, CONDITION_LAUNCHED), step.now) or 0.0
+                _seconds_since(lifecycle.transition_time(machine, machine.CONDITION_LAUNCHED), step.now)
+                or 0.0
             )
             left = self.options.registration_ttl - launched
             if left <= 0:
                 return self._registration_timeout(machine)
             message = f"waiting for a node with providerID {status.provider_id}"
-            self._set(machine, CONDITION_REGISTERED, "Unknown", "NodeNotFound", message)
+            self._set(machine, machine.CONDITION_REGISTERED, "Unknown", "NodeNotFound", message)
             return wait(left + 0.5)
         node = self._adopt(candidates[0], machine, step)
         status.node_name = node["metadata"]["name"]
-        self._set(machine, CONDITION_REGISTERED, "True", "Registered", f"node {status.node_name} registered")
-        step.observe(m.REGISTRATION_DURATION, lifecycle.transition_time(machine, CONDITION_LAUNCHED))
+        registered = f"node {status.node_name} registered"
+        self._set(machine, machine.CONDITION_REGISTERED, "True", "Registered", registered)
+        step.observe(m.REGISTRATION_DURATION, lifecycle.transition_time(machine, machine.CONDITION_LAUNCHED))
         return ADVANCED
 
-    def _adopt(self, node: dict, machine: Machine, step: _Step) -> dict:
+    def _adopt(self, node: dict, machine: NodeRequest, step: _Step) -> dict:
         """The Node as ``machine`` adopts it (finalizer, labels, taints); a PUT if that changes it."""
         adopted = lifecycle.registered_node(node, machine)
         if adopted != node:
@@ -304,23 +310,24 @@ class MachineReconciler:
         step.node = adopted
         return adopted
 
-    def _initialize(self, machine: Machine, step: _Step) -> Outcome:
+    def _initialize(self, machine: NodeRequest, step: _Step) -> Outcome:
         """Advanced once the Node is initialized (Ready, startup taints gone, resources allocatable)."""
         node = step.node
         assert node is not None  # _register found it
-        if lifecycle.is_true(machine, CONDITION_INITIALIZED):
+        if lifecycle.is_true(machine, machine.CONDITION_INITIALIZED):
             self._label_initialized(node, step)
             return ADVANCED
         done, reason, message = lifecycle.initialization(node, machine)
         if not done:
-            self._set(machine, CONDITION_INITIALIZED, "Unknown", reason, message)
+            self._set(machine, machine.CONDITION_INITIALIZED, "Unknown", reason, message)
             return wait(self.options.init_poll_interval)
         self._label_initialized(node, step)
         status = machine.status
         assert status is not None
         status.allocatable = dict((node.get("status") or {}).get("allocatable") or {})
-        self._set(machine, CONDITION_INITIALIZED, "True", reason, message)
-        step.observe(m.INITIALIZATION_DURATION, lifecycle.transition_time(machine, CONDITION_REGISTERED))
+        self._set(machine, machine.CONDITION_INITIALIZED, "True", reason, message)
+        since = lifecycle.transition_time(machine, machine.CONDITION_REGISTERED)
+        step.observe(m.INITIALIZATION_DURATION, since)
         return ADVANCED
 
     @staticmethod
@@ -328,31 +335,31 @@ class MachineReconciler:
         if (node["metadata"].get("labels") or {}).get(LABEL_INITIALIZED) != "true":
             step.node_labels[LABEL_INITIALIZED] = "true"
 
-    def _registration_timeout(self, machine: Machine) -> Outcome:
+    def _registration_timeout(self, machine: NodeRequest) -> Outcome:
         ttl = self.options.registration_ttl
         message = f"no node registered within {ttl:g}s of launching the instance; deleting the machine"
-        self._set(machine, CONDITION_REGISTERED, "False", "RegistrationTimeout", message)
+        self._set(machine, machine.CONDITION_REGISTERED, "False", "RegistrationTimeout", message)
         obj = machine.to_k8s()
         with contextlib.suppress(Conflict, NotFound):  # the Event below still tells why
-            self.client.update_status(MACHINES, obj)
+            self.client.update_status(self.kind, obj)
         self._event(obj, "Warning", "RegistrationTimeout", message)
         m.REGISTRATION_TIMEOUTS.labels(self.provider.name).inc()
         log.warning("machine %s: %s", machine.name, message)
-        self.client.delete(MACHINES, machine.name)
+        self.client.delete(self.kind, machine.name)
         return DELETED
 
-    def _node_went_away(self, machine: Machine) -> Outcome:
+    def _node_went_away(self, machine: NodeRequest) -> Outcome:
         """A registered Machine whose Node is gone (or going) has nothing left to serve: delete it."""
         message = (
             f"node {machine.status.node_name if machine.status else ''} was deleted; deleting the machine"
         )
         self._event(machine.to_k8s(), "Warning", "NodeDeleted", message)
         log.warning("machine %s: %s", machine.name, message)
-        self.client.delete(MACHINES, machine.name)
+        self.client.delete(self.kind, machine.name)
         return DELETED
 
     # --- deletion ----------------------------------------------------------------------------
-    def _finalize(self, obj: dict, machine: Machine) -> Result:
+    def _finalize(self, obj: dict, machine: NodeRequest) -> Result:
         """Node objects deleted -> instance gone -> Nodes released -> Machine finalizer dropped.
 
         The order is Karpenter's node termination: our finalizer keeps a deleted Node object in
@@ -382,7 +389,7 @@ class MachineReconciler:
             return Result(requeue_after=1.0)  # until the cache shows them gone
         finalizers = [f for f in machine.metadata.finalizers or [] if f != FINALIZER_TERMINATION]
         self.client.patch(
-            MACHINES,
+            self.kind,
             machine.name,
             {"metadata": {"finalizers": finalizers, "resourceVersion": machine.metadata.resource_version}},
         )
@@ -411,7 +418,7 @@ class MachineReconciler:
         """Nodes still labelled for a Machine that no longer exists are stale: let them go."""
         nodes = [
             n
-            for n in self.nodes.by_index(LABEL_MACHINE_NAME, name)
+            for n in self.nodes.by_index(self.api.model.LABEL_NODE_OF, name)
             if FINALIZER_TERMINATION in (n["metadata"].get("finalizers") or [])
         ]
         if nodes:
@@ -423,7 +430,7 @@ class MachineReconciler:
     def _add_finalizer(self, obj: dict) -> None:
         meta = obj["metadata"]
         self.client.patch(
-            MACHINES,
+            self.kind,
             meta["name"],
             {
                 "metadata": {
@@ -439,23 +446,23 @@ class MachineReconciler:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         return not wanted or all(labels.get(k) == v for k, v in wanted.items())
 
-    def _nodes_of(self, machine: Machine) -> list[dict]:
+    def _nodes_of(self, machine: NodeRequest) -> list[dict]:
         found: dict[str, dict] = {}
         pid = machine.status.provider_id if machine.status else None
         if pid:
             found.update((n["metadata"]["name"], n) for n in self.nodes.by_index(NODE_PROVIDER_ID_INDEX, pid))
         found.update(
-            (n["metadata"]["name"], n) for n in self.nodes.by_index(LABEL_MACHINE_NAME, machine.name)
+            (n["metadata"]["name"], n) for n in self.nodes.by_index(machine.LABEL_NODE_OF, machine.name)
         )
         return list(found.values())
 
-    def _node_of(self, machine: Machine) -> dict | None:
+    def _node_of(self, machine: NodeRequest) -> dict | None:
         pid = machine.status.provider_id if machine.status else None
         nodes = self.nodes.by_index(NODE_PROVIDER_ID_INDEX, pid) if pid else []
         return nodes[0] if nodes else None
 
     def _set(
-        self, machine: Machine, type_: str, status: str, reason: str, message: str, warn: bool = False
+        self, machine: NodeRequest, type_: str, status: str, reason: str, message: str, warn: bool = False
     ) -> None:
         conditions = machine.status.conditions  # type: ignore[union-attr]
         changed = set_condition(
@@ -469,16 +476,16 @@ class MachineReconciler:
         if self.recorder is not None:
             self.recorder.event(obj, type_, reason, message)
 
-    def _write_status(self, obj: dict, machine: Machine) -> None:
+    def _write_status(self, obj: dict, machine: NodeRequest) -> None:
         new = machine.to_k8s()
         if new.get("status") != (obj.get("status") or {}):
-            self.client.update_status(MACHINES, new)
+            self.client.update_status(self.kind, new)
 
-    def _backoff(self, machine: Machine) -> float:
+    def _backoff(self, machine: NodeRequest) -> float:
         """How long until the next try of a failed cloud call (counts the failure)."""
         return self.backoff.when(machine.metadata.uid or machine.name)
 
-    def _forget_failures(self, machine: Machine) -> None:
+    def _forget_failures(self, machine: NodeRequest) -> None:
         self.backoff.forget(machine.metadata.uid or machine.name)
 
 

@@ -1,5 +1,9 @@
 """``kaito-provisioner``: the gpu-provisioner process (Machine controller + cloud + orphan sweep).
 
+``--node-api`` says which node objects it serves: Karpenter v1 NodeClaims, the seed's Machines, or
+(``auto``, the default) NodeClaims where their CRD is served and Machines otherwise
+(``controller.api.nodeapi``); the Workspace controller resolves the same flag the same way.
+
 ``build()`` assembles everything from a ``Config`` without starting it, so tests and the demo run
 the very same wiring in-process (and can stop and rebuild it to simulate a restart); ``main()``
 only parses flags, builds and runs until SIGTERM.
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY
 
+from controller.api import nodeapi
 from controller.runtime import Client, Manager, RestClient
 from controller.runtime.kinds import NODES
 from provisioner.cloud.base import CloudProvider
@@ -58,6 +63,7 @@ class Config:
     health_port: int | None = 8081
     metrics_port: int | None = 8080
     instance_types_file: str | None = None
+    node_api: str = "auto"  # nodeapi.CHOICES
     options: Options = field(default_factory=Options)
     orphan_grace: float = 300.0
     orphan_interval: float = 120.0
@@ -104,7 +110,8 @@ def build(client: Client, config: Config) -> Provisioner:
     )
     types = load_instance_types(config.instance_types_file)
     provider = _provider(mgr, client, config, types)
-    reconciler = setup_machine_controller(mgr, provider, config.options)
+    api = nodeapi.resolve(client, config.node_api)
+    reconciler = setup_machine_controller(mgr, provider, config.options, api=api)
     sweeper = OrphanSweeper(provider, reconciler.machines, config.orphan_grace, config.orphan_interval)
     mgr.add_runnable(sweeper.run, needs_leader=True)
     return Provisioner(mgr, provider, reconciler, sweeper)
@@ -166,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     p.add_argument("--instance-types-file", help="JSON SKU catalogue (default: the one shipped)")
     p.add_argument("--registration-ttl", type=duration, default=15 * 60.0, help="e.g. 15m (default)")
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--node-api", choices=nodeapi.CHOICES, default="auto",
+                   help="NodeClaims (karpenter.sh/v1), Machines (v1alpha5), or auto: whichever CRD is served")
     p.add_argument(
         "--machine-selector",
         type=label_selector,
@@ -197,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         instance_types_file=args.instance_types_file,
+        node_api=args.node_api,
         options=Options(
             registration_ttl=args.registration_ttl,
             workers=args.workers,
@@ -222,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     client = RestClient.from_kubeconfig(args.kubeconfig)
     prov = build(client, config)
-    REGISTRY.register(MachinePhaseCollector(prov.reconciler.machines.list))
+    REGISTRY.register(MachinePhaseCollector(prov.reconciler.machines.list, prov.reconciler.api.model))
     log.info(
-        "kaito-provisioner: cloud=%s registration-ttl=%ss", config.cloud, config.options.registration_ttl
+        "kaito-provisioner: cloud=%s node-api=%s registration-ttl=%ss",
+        config.cloud, prov.reconciler.api.name, config.options.registration_ttl,
     )
     return prov.run_forever()
 

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from controller.api.machine import Machine, NodeRequest
 from provisioner.lifecycle import PHASES, phase
 
 # GPU nodes take minutes; buckets from 1 s to ~1 h.
@@ -61,11 +62,12 @@ class MachinePhaseCollector(Collector):
     gauge updated on events drifts whenever an event is missed (deletes, restarts).
     """
 
-    def __init__(self, machines: Callable[[], Iterable[dict]]) -> None:
+    def __init__(self, machines: Callable[[], Iterable[dict]], model: type[NodeRequest] = Machine) -> None:
         self._machines = machines
+        self._model = model
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        tally = _Tally(phase(m) for m in self._machines())
+        tally = _Tally(phase(m, self._model) for m in self._machines())
         family = GaugeMetricFamily(
             "kaito_provisioner_machines", "Machines by lifecycle phase.", labels=["phase"]
         )

@@ -1,9 +1,17 @@
 """Pydantic models of the resources the operator reads and writes: Workspace (kaito.sh), Machine
-(karpenter.sh) and RayService (ray.io). ``Model.from_k8s(dict)`` parses what the API server returns,
-``obj.to_k8s()`` gives back the dict to send. ResourceKinds live in ``controller.api.kinds`` (kept out
-of this package's import so that pure code does not load the kubernetes client)."""
+and NodeClaim (karpenter.sh; both ``NodeRequest``s) and RayService (ray.io).
+``Model.from_k8s(dict)`` parses what the API server returns, ``obj.to_k8s()`` gives back the dict
+to send. ResourceKinds live in ``controller.api.kinds`` (kept out of this package's import so that
+pure code does not load the kubernetes client)."""
 
-from controller.api.machine import Machine, MachineSpec, MachineStatus, NodeSelectorRequirement, Taint
+from controller.api.machine import (
+    Machine,
+    MachineSpec,
+    MachineStatus,
+    NodeRequest,
+    NodeSelectorRequirement,
+    Taint,
+)
 from controller.api.meta import (
     Condition,
     K8sModel,
@@ -16,6 +24,7 @@ from controller.api.meta import (
     remove_condition,
     set_condition,
 )
+from controller.api.nodeclaim import NodeClaim
 from controller.api.rayservice import RayClusterSpec, RayService, RayServiceSpec, WorkerGroupSpec
 from controller.api.workspace import (
     AdapterSpec,
@@ -41,6 +50,8 @@ __all__ = [
     "Machine",
     "MachineSpec",
     "MachineStatus",
+    "NodeClaim",
+    "NodeRequest",
     "NodeSelectorRequirement",
     "ObjectMeta",
     "OwnerReference",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.api.machine import Machine
 from controller.api.meta import K8sObject
+from controller.api.nodeclaim import NodeClaim
 from controller.api.rayservice import RayService
 from controller.api.workspace import Workspace
 from controller.runtime.client import ResourceKind
@@ -22,4 +23,5 @@ def kind_of(model: type[K8sObject]) -> ResourceKind:
 
 WORKSPACES = kind_of(Workspace)
 MACHINES = kind_of(Machine)
+NODECLAIMS = kind_of(NodeClaim)
 RAYSERVICES = kind_of(RayService)

@@ -1,8 +1,14 @@
 """Karpenter-core ``Machine`` (karpenter.sh/v1alpha5, cluster-scoped): one GPU node asked of the cloud.
 
-Shape from karpenter@6a5c00a35:pkg/apis/v1alpha5/machine*.go (see shared/research/karpenter.md §1.1).
-Conditions follow the Kaito/gpu-provisioner era: MachineLaunched -> MachineRegistered ->
-MachineInitialized, summarised by Ready.
+Shape from karpenter@6a5c00a35:pkg/apis/v1alpha5/machine*.go (see shared/research/karpenter.md §1.1);
+the CRD is Kaito v0.3.2's (config/crd/karpenter.sh_machines.yaml). Conditions follow the
+Kaito/gpu-provisioner era: MachineLaunched -> MachineRegistered -> MachineInitialized, summarised
+by Ready.
+
+``NodeRequest`` is what a Machine and Karpenter v1's ``NodeClaim`` (controller/api/nodeclaim.py)
+share: requirements, taints and resources asked for, the node and capacity that came, and the
+launch pipeline's conditions under each API's own names (class variables). The Workspace
+controller and the provisioner are written against it, so one lifecycle serves both shapes.
 """
 
 from __future__ import annotations
@@ -74,18 +80,25 @@ class MachineTemplateRef(K8sModel):
     api_version: str | None = None
 
 
-class MachineSpec(K8sModel):
+class NodeRequestSpec(K8sModel):
+    """The node asked for, as both API shapes spell it."""
+
     requirements: list[NodeSelectorRequirement] | None = None
     taints: list[Taint] | None = None
     startup_taints: list[Taint] | None = None
     resources: ResourceRequirements | None = None
+
+
+class MachineSpec(NodeRequestSpec):
     kubelet: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     )
     machine_template_ref: MachineTemplateRef | None = None
 
 
-class MachineStatus(K8sModel):
+class NodeRequestStatus(K8sModel):
+    """The node that came: what both API shapes report."""
+
     node_name: str | None = None
     provider_id: str | None = Field(default=None, alias="providerID")
     capacity: dict[str, Quantity] | None = None
@@ -96,17 +109,29 @@ class MachineStatus(K8sModel):
     )
 
 
-class Machine(K8sObject):
-    GROUP: ClassVar[str] = GROUP
-    VERSIONS: ClassVar[tuple[str, ...]] = (VERSION,)
-    KIND: ClassVar[str] = "Machine"
-    PLURAL: ClassVar[str] = "machines"
-    NAMESPACED: ClassVar[bool] = False
+class MachineStatus(NodeRequestStatus):
+    pass
 
-    api_version: str = f"{GROUP}/{VERSION}"
-    kind: Literal["Machine"] = "Machine"
-    spec: MachineSpec = Field(default_factory=MachineSpec)
-    status: MachineStatus | None = None
+
+class NodeRequest(K8sObject):
+    """A node asked of the cloud, in either API shape (``Machine`` or ``NodeClaim``)."""
+
+    # the launch pipeline's condition types, in this API's words
+    CONDITION_LAUNCHED: ClassVar[str]
+    CONDITION_REGISTERED: ClassVar[str]
+    CONDITION_INITIALIZED: ClassVar[str]
+    CONDITION_READY: ClassVar[str] = CONDITION_READY
+    # the Node label naming the object a Node was launched for
+    LABEL_NODE_OF: ClassVar[str]
+    STATUS: ClassVar[type[NodeRequestStatus]] = NodeRequestStatus
+
+    spec: NodeRequestSpec = Field(default_factory=NodeRequestSpec)
+    status: NodeRequestStatus | None = None
+
+    @property
+    def pipeline(self) -> tuple[str, str, str]:
+        """Launched, Registered, Initialized: the conditions Ready rolls up, in order."""
+        return (self.CONDITION_LAUNCHED, self.CONDITION_REGISTERED, self.CONDITION_INITIALIZED)
 
     @property
     def instance_type(self) -> str | None:
@@ -118,4 +143,22 @@ class Machine(K8sObject):
 
     @property
     def is_ready(self) -> bool:
-        return self.is_condition_true(CONDITION_READY)
+        return self.is_condition_true(self.CONDITION_READY)
+
+
+class Machine(NodeRequest):
+    GROUP: ClassVar[str] = GROUP
+    VERSIONS: ClassVar[tuple[str, ...]] = (VERSION,)
+    KIND: ClassVar[str] = "Machine"
+    PLURAL: ClassVar[str] = "machines"
+    NAMESPACED: ClassVar[bool] = False
+    CONDITION_LAUNCHED: ClassVar[str] = CONDITION_LAUNCHED
+    CONDITION_REGISTERED: ClassVar[str] = CONDITION_REGISTERED
+    CONDITION_INITIALIZED: ClassVar[str] = CONDITION_INITIALIZED
+    LABEL_NODE_OF: ClassVar[str] = LABEL_MACHINE_NAME
+    STATUS: ClassVar[type[NodeRequestStatus]] = MachineStatus
+
+    api_version: str = f"{GROUP}/{VERSION}"
+    kind: Literal["Machine"] = "Machine"
+    spec: MachineSpec = Field(default_factory=MachineSpec)
+    status: MachineStatus | None = None

@@ -1,4 +1,10 @@
-"""The Machines a workspace needs: their manifests, and what their status says.
+"""The Machines (or NodeClaims) a workspace needs: their manifests, and what their status says.
+
+Both API shapes (``controller.api.nodeapi``) are built here from one set of inputs: Machines with
+the Kaito v0.3 vocabulary, NodeClaims with Kaito v0.12's (``pkg/utils/nodeclaim/nodeclaim.go``:
+the fake ``kaito`` NodePool label and requirement, the KaitoNodeClass reference, the Azure SKU
+requirement, the do-not-disrupt and node-image-family annotations), so gpu-provisioner and
+Karpenter's Azure provider read ours as Kaito's. The summary reads either through ``NodeRequest``.
 
 Pure functions over plain inputs so the shape can be unit-tested without a server. Machines are
 cluster-scoped, so they cannot carry an ownerReference to a namespaced Workspace; they are tied to
@@ -11,34 +17,53 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from controller.api import nodeclaim as nc
 from controller.api.machine import (
-    CONDITION_INITIALIZED,
-    CONDITION_LAUNCHED,
-    CONDITION_READY,
-    CONDITION_REGISTERED,
     LABEL_INSTANCE_TYPE,
     LABEL_MACHINE_TYPE,
+    LABEL_OS,
     LABEL_PROVISIONER_NAME,
     Machine,
+    NodeRequest,
 )
+from controller.api.nodeapi import MACHINE_API, NodeAPI
+from controller.api.nodeclaim import NodeClaim
 from controller.api.workspace import Workspace
 from controller.workspace import names
 
 # Reserved keys a user's labelSelector may not override on our Machines.
-_RESERVED = (names.LABEL_WORKSPACE, names.LABEL_WORKSPACE_NAMESPACE, LABEL_PROVISIONER_NAME)
+_RESERVED = (names.LABEL_WORKSPACE, names.LABEL_WORKSPACE_NAMESPACE, LABEL_PROVISIONER_NAME,
+             nc.LABEL_NODEPOOL)
 
 
-def machine_labels(ws: Workspace) -> dict[str, str]:
-    """Owner labels + the labelSelector's matchLabels (so the nodes match the user's selector)."""
+def _user_and_owner_labels(ws: Workspace) -> dict[str, str]:
+    """The labelSelector's matchLabels (so the nodes match the user's selector) + owner labels."""
     user = dict(ws.resource.label_selector.match_labels or {})
     for key in _RESERVED:
         user.pop(key, None)
+    return {**user, **names.owner_labels(ws.namespace or "", ws.name)}
+
+
+def machine_labels(ws: Workspace) -> dict[str, str]:
+    """A Machine's labels: user and owner labels + the provisioner's and machine type's."""
     return {
-        **user,
-        **names.owner_labels(ws.namespace or "", ws.name),
+        **_user_and_owner_labels(ws),
         LABEL_PROVISIONER_NAME: names.PROVISIONER_NAME,
         LABEL_MACHINE_TYPE: "gpu",
     }
+
+
+def nodeclaim_labels(ws: Workspace) -> dict[str, str]:
+    """A NodeClaim's labels (Kaito v0.12): user and owner labels + the fake ``kaito`` NodePool."""
+    return {**_user_and_owner_labels(ws), nc.LABEL_NODEPOOL: nc.KAITO_NODEPOOL}
+
+
+def _gpu_taint() -> dict:
+    return {"key": names.GPU_TAINT_KEY, "value": names.GPU_TAINT_VALUE, "effect": names.GPU_TAINT_EFFECT}
+
+
+def _storage(disk_gib: int | None) -> dict:
+    return {"resources": {"requests": {"storage": f"{int(disk_gib)}Gi"}}} if disk_gib else {}
 
 
 def build_machine(ws: Workspace, index: int, instance_type: str, disk_gib: int | None) -> dict:
@@ -49,12 +74,10 @@ def build_machine(ws: Workspace, index: int, instance_type: str, disk_gib: int |
             {"key": LABEL_PROVISIONER_NAME, "operator": "In", "values": [names.PROVISIONER_NAME]},
             {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
         ],
-        "taints": [{"key": names.GPU_TAINT_KEY, "value": names.GPU_TAINT_VALUE,
-                    "effect": names.GPU_TAINT_EFFECT}],
+        "taints": [_gpu_taint()],
         "machineTemplateRef": {"name": names.PROVISIONER_NAME},
+        **_storage(disk_gib),
     }
-    if disk_gib:
-        spec["resources"] = {"requests": {"storage": f"{int(disk_gib)}Gi"}}
     machine = Machine.model_validate({
         "metadata": {
             "name": names.machine_name(ws.namespace or "", ws.name, index),
@@ -64,6 +87,39 @@ def build_machine(ws: Workspace, index: int, instance_type: str, disk_gib: int |
         "spec": spec,
     })
     return machine.to_k8s()
+
+
+def build_nodeclaim(ws: Workspace, index: int, instance_type: str, disk_gib: int | None) -> dict:
+    """The ``index``-th NodeClaim of ``ws``, as Kaito v0.12 writes one for Azure."""
+    spec: dict = {
+        "nodeClassRef": {"group": nc.NODE_CLASS_GROUP, "kind": nc.NODE_CLASS_KIND,
+                         "name": nc.NODE_CLASS_NAME},
+        "taints": [_gpu_taint()],
+        "requirements": [
+            {"key": nc.LABEL_NODEPOOL, "operator": "In", "values": [nc.KAITO_NODEPOOL]},
+            {"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [instance_type]},
+            {"key": LABEL_OS, "operator": "In", "values": ["linux"]},
+            {"key": nc.LABEL_AZURE_SKU, "operator": "In", "values": [instance_type]},
+        ],
+        **_storage(disk_gib),
+    }
+    claim = NodeClaim.model_validate({
+        "metadata": {
+            "name": names.machine_name(ws.namespace or "", ws.name, index),
+            "labels": nodeclaim_labels(ws),
+            "annotations": {names.ANNOTATION_DO_NOT_DISRUPT: "true",
+                            nc.ANNOTATION_NODE_IMAGE_FAMILY: nc.NODE_IMAGE_FAMILY},
+        },
+        "spec": spec,
+    })
+    return claim.to_k8s()
+
+
+def build_node_request(api: NodeAPI, ws: Workspace, index: int, instance_type: str,
+                       disk_gib: int | None) -> dict:
+    """The ``index``-th node object of ``ws`` in the API shape ``api`` names."""
+    build = build_nodeclaim if api.model is NodeClaim else build_machine
+    return build(ws, index, instance_type, disk_gib)
 
 
 def desired_machine_names(ws: Workspace, count: int) -> list[str]:
@@ -101,17 +157,18 @@ class MachineSummary:
         return "; ".join(parts)
 
 
-def _failure(machine: Machine) -> str | None:
+def _failure(machine: NodeRequest) -> str | None:
     """The message of the first launch-pipeline condition that is False with a message."""
-    for type_ in (CONDITION_LAUNCHED, CONDITION_REGISTERED, CONDITION_INITIALIZED, CONDITION_READY):
+    for type_ in (*machine.pipeline, machine.CONDITION_READY):
         cond = machine.condition(type_)
         if cond is not None and cond.status == "False" and cond.message:
             return f"{cond.reason}: {cond.message}"
     return None
 
 
-def summarize_machines(desired: Iterable[str], observed: Iterable[dict]) -> MachineSummary:
-    """Compare the desired Machine names with the Machines the cache holds."""
+def summarize_machines(desired: Iterable[str], observed: Iterable[dict], api: NodeAPI = MACHINE_API
+                       ) -> MachineSummary:
+    """Compare the desired Machine (or NodeClaim) names with the objects the cache holds."""
     want = list(desired)
     by_name = {(m.get("metadata") or {}).get("name"): m for m in observed}
     summary = MachineSummary(desired=len(want))
@@ -121,7 +178,7 @@ def summarize_machines(desired: Iterable[str], observed: Iterable[dict]) -> Mach
         if raw is None:
             summary.missing.append(name)
             continue
-        machine = Machine.model_validate(raw)
+        machine = api.parse(raw)
         if machine.metadata.deletion_timestamp:
             summary.deleting.append(name)
             continue

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.kinds import RAYSERVICES, WORKSPACES
+from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
     CONDITION_WORKSPACE_DELETING,
@@ -59,7 +60,7 @@ from controller.workspace.inference import (
 )
 from controller.workspace.machines import (
     MachineSummary,
-    build_machine,
+    build_node_request,
     desired_machine_names,
     summarize_machines,
 )
@@ -147,7 +148,9 @@ class WorkspaceReconciler:
         validator: Callable[[Workspace], str | None] = reconcile_problem,
         serve_config: Callable[[Workspace, Plan], str] = build_serve_config,
         prober: Callable[[str, str], bool] = probe.answered,
+        node_api: NodeAPI = MACHINE_API,
     ) -> None:
+        self.node_api = node_api  # Machines or NodeClaims (controller.api.nodeapi)
         self.client = client
         self.stores = stores
         self.recorder = recorder
@@ -246,9 +249,9 @@ class WorkspaceReconciler:
         for index, name in enumerate(desired):
             if name in have:
                 continue
-            machine = build_machine(ws, index, plan.instance_type, plan.disk_gib)
+            machine = build_node_request(self.node_api, ws, index, plan.instance_type, plan.disk_gib)
             try:
-                created = self.client.create(MACHINES, machine)
+                created = self.client.create(self.node_api.kind, machine)
             except AlreadyExists:
                 continue  # the cache has not seen our earlier create yet
             except ApiError as exc:
@@ -258,7 +261,7 @@ class WorkspaceReconciler:
             observed.append(created)
             self._event(ws, "Normal", "MachineCreated",
                         f"created Machine {name} ({plan.instance_type}, {index + 1}/{plan.node_count})")
-        return summarize_machines(desired, observed)
+        return summarize_machines(desired, observed, self.node_api)
 
     def _still_wanted(self, ws: Workspace) -> bool:
         """An authoritative read before creating Machines: the cached Workspace may be stale.
@@ -419,12 +422,12 @@ class WorkspaceReconciler:
         if names.FINALIZER not in (ws.metadata.finalizers or []):
             return Result()
         selector = names.owner_selector(ws.namespace or "", ws.name)
-        machines, _ = self.client.list(MACHINES, label_selector=selector)  # authoritative, not the cache
+        machines, _ = self.client.list(self.node_api.kind, label_selector=selector)  # not the cache
         remaining = []
         for m in machines:
             name = m["metadata"]["name"]
             remaining.append(name)
-            if not m["metadata"].get("deletionTimestamp") and self.client.delete(MACHINES, name):
+            if not m["metadata"].get("deletionTimestamp") and self.client.delete(self.node_api.kind, name):
                 self._event(ws, "Normal", "MachineDeleted", f"deleting Machine {name}")
         if remaining:
             msg = f"waiting for {len(remaining)} machine(s) to be deleted: {', '.join(sorted(remaining))}"

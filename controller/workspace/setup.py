@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.kinds import RAYSERVICES, WORKSPACES
+from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.workspace import GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from controller.runtime import Controller, Manager, Request
 from controller.workspace import metrics
@@ -22,13 +23,15 @@ def machine_to_workspace(machine: dict) -> Iterable[Request]:
 
 
 def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options | None = None,
-                               **overrides) -> tuple[Controller, WorkspaceReconciler]:
-    """Register the workspace controller with ``mgr``.
+                               node_api: NodeAPI = MACHINE_API, **overrides
+                               ) -> tuple[Controller, WorkspaceReconciler]:
+    """Register the workspace controller with ``mgr``; it creates ``node_api``'s objects (Machines or
+    NodeClaims) and watches them.
 
     ``overrides`` replace the reconciler's planner / validator / serve_config (tests, experiments).
     """
     ws_inf = mgr.informer(WORKSPACES)
-    machine_inf = mgr.informer(MACHINES)
+    machine_inf = mgr.informer(node_api.kind)
     rs_inf = mgr.informer(RAYSERVICES)
     svc_inf = mgr.informer(SERVICES)
     job_inf = mgr.informer(JOBS)
@@ -36,7 +39,7 @@ def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options 
     stores = Stores(ws_inf.store, machine_inf.store, rs_inf.store, svc_inf.store, job_inf.store)
     metrics.register_collector(ws_inf.store.list)
     reconciler = WorkspaceReconciler(mgr.client, stores, mgr.event_recorder("kaito-controller"), options,
-                                     **overrides)
+                                     node_api=node_api, **overrides)
     ctrl = Controller(CONTROLLER_NAME, reconciler, workers=workers)
     ctrl.watch(ws_inf)
     ctrl.watch_mapped(machine_inf, machine_to_workspace)

@@ -43,6 +43,8 @@ import ws_it_helpers  # noqa: E402  (the workspace tests' helpers: CRDs, manifes
 NAMESPACES = ws_it_helpers.NAMESPACES
 EVENTS = ws_it_helpers.EVENTS
 install_crds = ws_it_helpers.install_crds
+# the benches count Machines; install_crds also serves NodeClaims, which --node-api=auto would pick
+NODE_API = "machine"
 workspace_manifest = ws_it_helpers.workspace_manifest
 wait_for = ws_it_helpers.wait_for
 set_rayservice_running = ws_it_helpers.set_rayservice_running
@@ -112,6 +114,7 @@ def start_controller(cp: ControlPlane, workdir: Path, name: str = "controller", 
     ports = {"metrics": free_port(), "health": free_port()}
     argv = [sys.executable, "-m", "controller.main", "--kubeconfig", str(cp.kubeconfig),
             "--namespace", SYSTEM_NS, "--workers", str(workers), "--bind-host", "127.0.0.1",
+            "--node-api", NODE_API,
             "--metrics-port", str(ports["metrics"]), "--health-port", str(ports["health"]),
             # the rigs mark RayServices ready with no endpoint behind them: nothing to answer the
             # timeline's first request, and asking would only add DNS failures to what is measured
@@ -134,7 +137,7 @@ def start_provisioner(cp: ControlPlane, workdir: Path, inventory_ns: str = "fake
     ports = {"metrics": free_port(), "health": free_port()}
     argv = [sys.executable, "-m", "provisioner.main", "--kubeconfig", str(cp.kubeconfig),
             "--cloud", "fake", "--fake-delay", "0", "--fake-ready-delay", "0",
-            "--fake-namespace", inventory_ns, "--no-leader-elect", "--workers", "4",
+            "--fake-namespace", inventory_ns, "--no-leader-elect", "--workers", "4", "--node-api", NODE_API,
             "--metrics-port", str(ports["metrics"]), "--health-port", str(ports["health"])]
     mp = ManagedProcess("provisioner", argv, workdir / "provisioner.log", env=QUIET_ENV, cwd=REPO).start()
     mp.wait_http(f"http://127.0.0.1:{ports['health']}/readyz", timeout=120)

@@ -18,8 +18,10 @@ where the operator can observe a difference, and simplifies where it cannot:
   dies); UpgradeInProgress False/Initializing -> False/NoPendingCluster; ValidationFailed for a
   serveConfigV2 that cannot be deployed or a name over 47 characters. ``serviceStatus: Running``
   mirrors Ready; ``observedGeneration`` is the spec generation the status describes.
-* Stand-in extras in status: ``serveEndpoint`` (what ``http://<name>-serve-svc.<ns>:8000`` is in a
-  cluster) and ``dashboardURL``. The requeue period is KubeRay's 2 s.
+* No stand-in extras in status: KubeRay's RayService schema prunes fields it does not know, so
+  where the apps answer is said in KubeRay's own words, the cluster's ``rayClusterStatus``
+  (``head.serviceIP`` and the ``endpoints`` port map: ``serve``, ``dashboard``), and
+  ``serve_endpoint`` adds the RayService's route base to it. The requeue period is KubeRay's 2 s.
 * rayClusterConfig (pods, worker groups, node selectors) is ignored: every replica runs on the
   one local head.
 """
@@ -32,6 +34,7 @@ import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -333,8 +336,6 @@ class RayServiceStandin:
             "activeServiceStatus": active or None,
             "pendingServiceStatus": pending or None,
             "serviceStatus": SERVICE_STATUS_RUNNING if is_ready else None,
-            "serveEndpoint": self.serve_url(rs.namespace or "default", rs.name),
-            "dashboardURL": self.dashboard_url,
         }
         return {k: v for k, v in status.items() if v is not None}
 
@@ -363,8 +364,14 @@ class RayServiceStandin:
             "rayClusterStatus": {
                 "state": "ready",
                 "head": {"podIP": self.serve_host, "serviceIP": self.serve_host},
+                # KubeRay's map of the head's named ports (gcs-server, dashboard, client, serve)
+                "endpoints": {"serve": str(self.serve_port), "dashboard": str(self._dashboard_port)},
             },
         }
+
+    @property
+    def _dashboard_port(self) -> int:
+        return urlsplit(self.dashboard_url).port or 8265
 
     def serve_url(self, namespace: str, name: str) -> str:
         return f"http://{self.serve_host}:{self.serve_port}{route_base(namespace, name)}"
@@ -470,3 +477,18 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
         {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []
     ]
     return out
+
+
+def serve_endpoint(rayservice: dict) -> str | None:
+    """Where a RayService's apps answer on the stand-in's one Serve proxy, from its status as
+    KubeRay writes it (the active cluster's, else the pending one's, head address and serve
+    port) plus the RayService's route base; None until the status says."""
+    status = rayservice.get("status") or {}
+    for part in ("activeServiceStatus", "pendingServiceStatus"):
+        cluster = (status.get(part) or {}).get("rayClusterStatus") or {}
+        host = (cluster.get("head") or {}).get("serviceIP")
+        port = (cluster.get("endpoints") or {}).get("serve")
+        if host and port:
+            meta = rayservice.get("metadata") or {}
+            return f"http://{host}:{port}{route_base(meta.get('namespace') or 'default', meta['name'])}"
+    return None

@@ -4,7 +4,7 @@
 
 Starts ``ray start --head`` on loopback (free ports; stopped again on SIGTERM/SIGINT) or attaches
 to a running head with ``--ray-address``, then reconciles every RayService until signalled. A
-RayService's apps answer under its ``status.serveEndpoint`` (``http://127.0.0.1:<port>/<ns>/<name>``).
+RayService's apps answer at ``controller.serve_endpoint(rayservice)`` (``http://127.0.0.1:<port>/<ns>/<name>``).
 """
 
 from __future__ import annotations

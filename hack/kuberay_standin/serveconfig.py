@@ -11,8 +11,9 @@ replaces the whole set of applications, so it must send the union of all RayServ
 * route prefixes are nested under ``/<namespace>/<name>``: an app at ``/`` is served at
   ``http://127.0.0.1:<serve port>/<namespace>/<name>``, one at ``/chat`` at ``.../<name>/chat``.
   That URL plays the part of ``http://<name>-serve-svc.<namespace>:8000`` in a real cluster and
-  is written to the RayService status as ``serveEndpoint``. FastAPI ingresses see the prefix as their
-  ``root_path``, so their own routes (``/chat``, ``/v1/chat/completions``) work unchanged below it.
+  is what ``controller.serve_endpoint`` reads off the RayService status. FastAPI ingresses see
+  the prefix as their ``root_path``, so their own routes (``/chat``, ``/v1/chat/completions``)
+  work unchanged below it.
 * top-level keys other than ``applications`` (``http_options``, ``proxy_location``,
   ``grpc_options``, ``logging_config``...) are cluster-wide in Serve; the stand-in owns them
   (loopback host, its own port) and ignores a RayService's values.

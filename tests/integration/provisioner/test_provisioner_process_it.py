@@ -42,6 +42,7 @@ def test_process_serves_probes_metrics_and_stops_on_sigterm(
             sys.executable, "-m", "provisioner.main",
             "--kubeconfig", str(apiserver.kubeconfig),
             "--cloud", "fake",
+            "--node-api", "machine",
             "--namespace", cloud_ns,
             "--fake-namespace", cloud_ns,
             "--fake-delay", "0.5",

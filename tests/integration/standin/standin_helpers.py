@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 def install_rayservice_crd(client: Client, timeout: float = 60.0) -> None:
-    """The project's generated RayService CRD (config/crd), created or updated, then served."""
+    """KubeRay's own RayService CRD (hack/upstream_crds.py), created or updated, then served."""
     install_project_crds(client, (RAYSERVICES,), files=["ray.io_rayservices.yaml"], timeout=timeout)
 
 

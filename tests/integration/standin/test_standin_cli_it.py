@@ -15,6 +15,7 @@ import pytest
 from standin_helpers import HERE, echo_serve_config, http_get_json, rayservice, wait_for, wait_ready
 
 from controller.api.kinds import RAYSERVICES
+from hack.kuberay_standin.controller import serve_endpoint
 from hack.kuberay_standin.ray_head import free_port
 from hack.procs import ManagedProcess
 
@@ -55,9 +56,10 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
 
         rs_client.create(RAYSERVICES, rayservice("cli", namespace, echo_serve_config("from the cli")))
         obj = wait_ready(rs_client, namespace, "cli")
-        assert obj["status"]["serveEndpoint"] == f"{state['serveBaseURL']}/{namespace}/cli"
-        assert obj["status"]["dashboardURL"] == state["dashboardURL"]
-        assert http_get_json(obj["status"]["serveEndpoint"])[1]["message"] == "from the cli"
+        assert serve_endpoint(obj) == f"{state['serveBaseURL']}/{namespace}/cli"
+        dashboard_port = obj["status"]["activeServiceStatus"]["rayClusterStatus"]["endpoints"]["dashboard"]
+        assert state["dashboardURL"].endswith(f":{dashboard_port}")
+        assert http_get_json(serve_endpoint(obj))[1]["message"] == "from the cli"
     finally:
         assert proc.proc is not None
         start = time.monotonic()

@@ -24,6 +24,7 @@ from standin_helpers import (
 
 from controller.api.kinds import RAYSERVICES
 from controller.api.rayservice import RayService
+from hack.kuberay_standin.controller import serve_endpoint
 
 pytestmark = [
     pytest.mark.integration,
@@ -86,8 +87,8 @@ def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_clie
     assert model.is_ready and model.application_status("echo").status == "RUNNING"
 
     # the serve URL plays <name>-serve-svc.<ns>:8000; the app answers at it
-    assert st["serveEndpoint"] == f"http://127.0.0.1:{standin.serve_port}/{rs_namespace}/echo"
-    code, body = http_get_json(st["serveEndpoint"])
+    assert serve_endpoint(obj) == f"http://127.0.0.1:{standin.serve_port}/{rs_namespace}/echo"
+    code, body = http_get_json(serve_endpoint(obj))
     assert code == 200 and body["message"] == "hello"
     assert f"{rs_namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
     wait_for_events(rs_client, rs_namespace, "echo", {"UpdatedServeApplications"}, timeout=20)
@@ -96,7 +97,7 @@ def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_clie
 def test_serve_config_update_redeploys_in_place(standin, rs_client, rs_namespace):
     rs_client.create(RAYSERVICES, rayservice("upd", rs_namespace, echo_serve_config("v1")))
     obj = wait_ready(rs_client, rs_namespace, "upd")
-    url = obj["status"]["serveEndpoint"]
+    url = serve_endpoint(obj)
     assert http_get_json(url)[1]["message"] == "v1"
 
     rs_client.patch(RAYSERVICES, "upd", {"spec": {"serveConfigV2": echo_serve_config("v2")}}, rs_namespace)
@@ -138,7 +139,7 @@ def test_invalid_serve_config_is_validation_failed_and_others_keep_running(stand
     assert ready["status"] == "False" and ready["reason"] == "ValidationFailed"
     assert "import path" in ready["message"]
     good = wait_ready(rs_client, rs_namespace, "good")
-    assert http_get_json(good["status"]["serveEndpoint"])[1]["message"] == "fine"
+    assert http_get_json(serve_endpoint(good))[1]["message"] == "fine"
 
 
 def test_two_rayservices_with_the_same_app_name_do_not_collide(standin, rs_client, rs_namespace):
@@ -146,16 +147,16 @@ def test_two_rayservices_with_the_same_app_name_do_not_collide(standin, rs_clien
     rs_client.create(RAYSERVICES, rayservice("two", rs_namespace, echo_serve_config("second")))
     one = wait_ready(rs_client, rs_namespace, "one")
     two = wait_ready(rs_client, rs_namespace, "two")
-    assert http_get_json(one["status"]["serveEndpoint"])[1]["message"] == "first"
-    assert http_get_json(two["status"]["serveEndpoint"])[1]["message"] == "second"
+    assert http_get_json(serve_endpoint(one))[1]["message"] == "first"
+    assert http_get_json(serve_endpoint(two))[1]["message"] == "second"
     # an app's own route_prefix stays below the RayService's URL
-    assert http_get_json(one["status"]["serveEndpoint"] + "/")[1]["path"].startswith(f"/{rs_namespace}/one")
+    assert http_get_json(serve_endpoint(one) + "/")[1]["path"].startswith(f"/{rs_namespace}/one")
 
 
 def test_delete_removes_the_app_from_serve(standin, rs_client, rs_namespace):
     rs_client.create(RAYSERVICES, rayservice("gone", rs_namespace, echo_serve_config("bye")))
     obj = wait_ready(rs_client, rs_namespace, "gone")
-    url = obj["status"]["serveEndpoint"]
+    url = serve_endpoint(obj)
     serve_name = f"{rs_namespace}.gone.echo"
     assert serve_name in serve_apps(standin.head.dashboard_url)
 
@@ -166,7 +167,7 @@ def test_delete_removes_the_app_from_serve(standin, rs_client, rs_namespace):
 
 def test_rayserve_builder_config_answers_chat(standin, rs_client, rs_namespace):
     """The operator's real serve config (rayserve.builder, CPU layout of the fake SKU) with the tiny
-    checkpoint: Ready through the stand-in, and /chat answers below status.serveEndpoint."""
+    checkpoint: Ready through the stand-in, and /chat answers below its serve endpoint."""
     import httpx
 
     from hack.tiny_model import ensure_tiny_model
@@ -186,7 +187,7 @@ def test_rayserve_builder_config_answers_chat(standin, rs_client, rs_namespace):
     obj = wait_ready(rs_client, rs_namespace, "tiny", timeout=180)
     assert app_status(obj, "llm")["serveDeploymentStatuses"]["LLMServer"]["status"] == "HEALTHY"
     resp = httpx.post(
-        obj["status"]["serveEndpoint"] + "/chat",
+        serve_endpoint(obj) + "/chat",
         json={"prompt": "hello", "generate_kwargs": {"max_new_tokens": 4}},
         timeout=120,
     )
@@ -259,10 +260,10 @@ def test_restarted_standin_attaches_keeps_apps_and_drops_deleted_ones(standin, r
         wait_for(
             lambda: f"{rs_namespace}.drop.echo" not in serve_apps(dashboard), 60, "the orphaned app gone"
         )
-        assert http_get_json(keep["status"]["serveEndpoint"])[1]["message"] == "kept"
+        assert http_get_json(serve_endpoint(keep))[1]["message"] == "kept"
         rs_client.create(RAYSERVICES, rayservice("after", rs_namespace, echo_serve_config("new")))
         after = wait_ready(rs_client, rs_namespace, "after")
-        assert http_get_json(after["status"]["serveEndpoint"])[1]["message"] == "new"
+        assert http_get_json(serve_endpoint(after))[1]["message"] == "new"
         assert is_ready(get_rs(rs_client, rs_namespace, "keep"))
     finally:
         again.stop()

@@ -9,9 +9,6 @@ deletion goes through the provisioner's termination finalizer.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 from ws_it_helpers import (
     NAMESPACES,
@@ -20,46 +17,28 @@ from ws_it_helpers import (
     machines_of,
     make_namespace,
     running_controller,
+    running_provisioner,
     set_rayservice_running,
     wait_for,
     workspace_manifest,
 )
 
-from controller.api.kinds import RAYSERVICES, WORKSPACES
-from controller.runtime import Client, RestClient
+from controller.api.kinds import MACHINES, NODECLAIMS, RAYSERVICES, WORKSPACES
+from controller.api.nodeapi import MACHINE_API, NODECLAIM_API, NodeAPI
+from controller.runtime import Client
 from controller.runtime.kinds import NODES
 from controller.workspace import names
-from provisioner.main import Config, Provisioner, build
 
 pytestmark = pytest.mark.integration
 
 
-
-@contextlib.contextmanager
-def running_provisioner(kubeconfig: str, inventory_ns: str) -> Iterator[Provisioner]:
-    client = RestClient.from_kubeconfig(kubeconfig)
-    config = Config(
-        leader_election=False,
-        health_port=None,
-        metrics_port=None,
-        fake_namespace=inventory_ns,
-        fake_delay=0.3,
-        fake_ready_delay=0.3,
-        fake_tick=0.2,
-    )
-    prov = build(client, config)
-    prov.start()
-    try:
-        yield prov
-    finally:
-        prov.stop()
-        client.close()
-
-
-def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
+@pytest.mark.parametrize("api", [NODECLAIM_API, MACHINE_API], ids=lambda a: a.name)
+def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig: str, api: NodeAPI) -> None:
+    """The whole loop with NodeClaims (Karpenter v1) and with Machines: one lifecycle, two shapes."""
     client, ns = ws_client, ws_ns
     inventory = make_namespace(client)
-    with running_provisioner(kubeconfig, inventory) as prov, running_controller(kubeconfig):
+    with (running_provisioner(kubeconfig, inventory, api.name) as prov,
+          running_controller(kubeconfig, node_api=api)):
         client.create(WORKSPACES, workspace_manifest("phi", count=2), ns)
         wait_for(
             lambda: conditions(client, ns, "phi").get("ResourceReady", {}).get("status") == "True",
@@ -69,6 +48,9 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
         ws = client.get(WORKSPACES, "phi", ns)
         nodes = [client.get(NODES, n) for n in ws["status"]["workerNodes"]]
         assert len(nodes) == 2
+        other = MACHINES if api is NODECLAIM_API else NODECLAIMS
+        assert len(machines_of(client, ns, "phi", api.kind)) == 2
+        assert not machines_of(client, ns, "phi", other)
         rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name("phi"), ns), what="RayService")
         for group in (
             rs["spec"]["rayClusterConfig"]["headGroupSpec"],
@@ -105,7 +87,7 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
         for name in ("phi", "big"):
             client.delete(WORKSPACES, name, ns)
         wait_for(
-            lambda: not machines_of(client, ns, "phi") and not machines_of(client, ns, "big"),
+            lambda: not any(machines_of(client, ns, w, api.kind) for w in ("phi", "big")),
             60,
             "machines deleted",
         )

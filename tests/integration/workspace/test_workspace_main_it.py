@@ -64,6 +64,8 @@ def test_controller_process_end_to_end(fresh_apiserver, tmp_path) -> None:  # ty
             "--leader-elect",
             "--workers",
             "1",
+            "--node-api",  # the test plays the provisioner for Machines (auto would pick NodeClaims)
+            "machine",
             "--bind-host",
             "127.0.0.1",
             "--metrics-port",

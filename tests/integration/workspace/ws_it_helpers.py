@@ -22,18 +22,20 @@ from k8s_helpers import (  # noqa: F401 (re-exported)
 )
 from k8s_helpers import make_namespace as _make_namespace
 
-from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
+from controller.api.kinds import MACHINES, NODECLAIMS, RAYSERVICES, WORKSPACES
 from controller.runtime import Client, Manager, RestClient
+from controller.runtime.client import ResourceKind
 from controller.workspace import names
 from controller.workspace.reconciler import Options
 from controller.workspace.setup import setup_workspace_controller
+from provisioner.main import Config, Provisioner, build
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def install_crds(client: Client, timeout: float = 60.0) -> None:
     """Create (or replace) the project's CRDs from config/crd and wait until each kind is served."""
-    install_project_crds(client, (WORKSPACES, MACHINES, RAYSERVICES), timeout=timeout)
+    install_project_crds(client, (WORKSPACES, MACHINES, NODECLAIMS, RAYSERVICES), timeout=timeout)
 
 
 def make_namespace(client: Client) -> str:
@@ -59,6 +61,31 @@ def running_controller(kubeconfig: str, workers: int = 2, **overrides: Any) -> I
         yield mgr
     finally:
         mgr.stop()
+        client.close()
+
+
+@contextlib.contextmanager
+def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "machine"
+                        ) -> Iterator[Provisioner]:
+    """The real provisioner with its fake cloud (Nodes appear in ``inventory_ns``'s bookkeeping),
+    serving ``node_api``'s objects (the controller's ``node_api`` must be the same)."""
+    client = RestClient.from_kubeconfig(kubeconfig)
+    config = Config(
+        node_api=node_api,
+        leader_election=False,
+        health_port=None,
+        metrics_port=None,
+        fake_namespace=inventory_ns,
+        fake_delay=0.3,
+        fake_ready_delay=0.3,
+        fake_tick=0.2,
+    )
+    prov = build(client, config)
+    prov.start()
+    try:
+        yield prov
+    finally:
+        prov.stop()
         client.close()
 
 
@@ -90,8 +117,8 @@ def conditions(client: Client, ns: str, name: str) -> dict[str, dict]:
     return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
 
 
-def machines_of(client: Client, ns: str, name: str) -> list[dict]:
-    items, _ = client.list(MACHINES, label_selector=names.owner_selector(ns, name))
+def machines_of(client: Client, ns: str, name: str, kind: ResourceKind = MACHINES) -> list[dict]:
+    items, _ = client.list(kind, label_selector=names.owner_selector(ns, name))
     return sorted(items, key=lambda m: m["metadata"]["name"])
 
 

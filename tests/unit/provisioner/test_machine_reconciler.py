@@ -15,6 +15,7 @@ from controller.api.machine import (
     FINALIZER_TERMINATION,
     LABEL_INSTANCE_TYPE,
 )
+from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.runtime import Request, Store
 from controller.runtime.fake import FakeClient
 from controller.runtime.kinds import NODES
@@ -63,21 +64,23 @@ class RecordingCloud(base.CloudProvider):
 class Harness:
     """The reconciler over a FakeClient whose objects are mirrored into the stores by hand."""
 
-    def __init__(self, **options) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, node_api: NodeAPI = MACHINE_API, **options) -> None:  # type: ignore[no-untyped-def]
         self.api = FakeClient()
         self.cloud = RecordingCloud()
+        self.kind = node_api.kind
         self.machines, self.nodes = Store(), Store()
-        install_indexes(self.machines, self.nodes)
+        install_indexes(self.machines, self.nodes, node_api.model.LABEL_NODE_OF)
         self.rec = MachineReconciler(
             self.api,
             self.cloud,
             self.machines,
             self.nodes,
             options=Options(backoff_base=1, backoff_max=8, **options),
+            api=node_api,
         )
 
     def sync(self) -> None:
-        self.machines.replace(self.api.list(MACHINES)[0])
+        self.machines.replace(self.api.list(self.kind)[0])
         self.nodes.replace(self.api.list(NODES)[0])
 
     def reconcile(self, name: str = "m1"):  # type: ignore[no-untyped-def]
@@ -87,7 +90,7 @@ class Harness:
         return result
 
     def machine(self, name: str = "m1") -> dict:
-        return self.api.get(MACHINES, name)
+        return self.api.get(self.kind, name)
 
 
 def machine(name: str = "m1", labels: dict | None = None, sku: str | None = "Standard_Fake_GPU") -> dict:

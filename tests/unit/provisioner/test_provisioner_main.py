@@ -61,7 +61,8 @@ def _offline_client() -> Client:
 
 def test_build_fake_applies_injected_failures() -> None:
     cfg = Config(
-        leader_election=False, health_port=None, metrics_port=None, fake_failures=["sku:Standard_NC6s_v3"]
+        leader_election=False, health_port=None, metrics_port=None, fake_failures=["sku:Standard_NC6s_v3"],
+        node_api="machine",
     )
     prov = build(_offline_client(), cfg)
     assert isinstance(prov.provider, FakeCloud)
@@ -79,6 +80,7 @@ def test_build_azure_learns_provider_ids_from_agentpool_nodes(monkeypatch: pytes
         subscription_id="sub",
         resource_group="rg",
         cluster_name="aks",
+        node_api="machine",
     )
     prov = build(_offline_client(), cfg)
     assert isinstance(prov.provider, AzureCloud)
@@ -95,5 +97,6 @@ def test_azure_needs_its_coordinates() -> None:
     with pytest.raises(SystemExit, match="--subscription-id"):
         build(
             _offline_client(),
-            Config(cloud="azure", leader_election=False, health_port=None, metrics_port=None),
+            Config(cloud="azure", leader_election=False, health_port=None, metrics_port=None,
+                   node_api="machine"),
         )
