@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from controller.api.labels import label_key_problem, label_value_problem, node_label_problem
+from controller.api.meta import LabelSelector
 from controller.api.workspace import (
     ANNOTATION_BYPASS_RESOURCE_CHECKS,
     MAX_ADAPTERS,
@@ -219,6 +221,7 @@ def validate_spec(
             f"{ws.resource.count} nodes is more than one workspace may ask for: set at most {MAX_NODE_COUNT} "
             "(split the load over several workspaces)",
         )
+    validate_node_labels(ws.resource.label_selector, result)
     bypass = bypasses_resource_checks(ws)
     if ws.inference is not None:
         inf = ws.inference
@@ -242,6 +245,16 @@ def validate_spec(
         validate_adapters(inf.adapters or [], result)
     if ws.tuning is not None:
         validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result)
+
+
+def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> None:
+    """matchLabels become the labels of the workspace's Machines and Nodes: valid syntax, and none
+    in the domains the cluster trusts (``controller.api.labels``)."""
+    for key, value in (selector.match_labels or {}).items():
+        path = f"resource.labelSelector.matchLabels[{key[:80]!r}]"
+        problem = label_key_problem(key) or node_label_problem(key) or label_value_problem(key, value)
+        if problem:
+            result.error(path, problem)
 
 
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:

@@ -281,3 +281,54 @@ def test_absurd_count_is_refused_even_with_bypass(count):
     obj["resource"]["count"] = 100
     assert errors(obj) == []
 
+
+
+def _with_labels(labels: dict[str, str]) -> dict:
+    obj = ws(inference=inference())
+    obj["resource"]["labelSelector"] = {"matchLabels": labels}
+    return obj
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "kubernetes.io/hostname",  # the example: steer another tenant's pods onto our node
+        "node-restriction.kubernetes.io/tenant",  # exists so that no tenant can set it
+        "topology.kubernetes.io/zone",  # a subdomain, as Karpenter matches
+        "node.kubernetes.io/instance-type",
+        "k8s.io/x",
+        "kops.k8s.io/instancegroup",
+        "karpenter.sh/nodepool",
+        "karpenter.sh/provisioner-name",
+        "kaito.sh/workspace",  # set by the controller
+        "kaito.sh/machine-type",
+    ],
+)
+def test_node_labels_in_restricted_domains_are_refused(key):
+    (msg,) = errors(_with_labels({key: "victim"}))
+    assert msg.startswith(f"resource.labelSelector.matchLabels[{key!r}]: label {key!r} ")
+    assert "restricted domain" in msg or "set by the controller" in msg
+
+
+@pytest.mark.parametrize(
+    ("labels", "needle"),
+    [
+        ({"/x": "v"}, "empty prefix"),
+        ({"Example.COM/x": "v"}, "DNS subdomain"),
+        ({"a" * 64: "v"}, "at most 63"),
+        ({"bad key": "v"}, "at most 63"),
+        ({"-x": "v"}, "starting and ending"),
+        ({"apps": "white space"}, "the value"),
+        ({"apps": "v" * 64}, "the value"),
+        ({"apps": "trailing-"}, "the value"),
+    ],
+)
+def test_node_labels_must_be_valid_label_syntax(labels, needle):
+    (msg,) = errors(_with_labels(labels))
+    assert msg.startswith("resource.labelSelector.matchLabels[") and needle in msg
+
+
+def test_ordinary_node_labels_are_allowed():
+    ok = {"apps": "phi-3", "example.com/team": "ml", "kaito.sh/tenant": "", "a.b-c_d": "A.b-C_9"}
+    assert errors(_with_labels(ok)) == []
+
