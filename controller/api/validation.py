@@ -25,6 +25,12 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from controller.api.datasources import (
+    INPUT_VOLUME_TYPES,
+    OUTPUT_VOLUME_TYPES,
+    node_path_problem,
+    volume_source_problem,
+)
 from controller.api.labels import label_key_problem, label_value_problem, node_label_problem
 from controller.api.meta import LabelSelector
 from controller.api.workspace import (
@@ -311,6 +317,7 @@ def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> 
         elif len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
             result.error(f"{path}.source", f"set exactly one of image, volumeSource or path (found: {found})")
+        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result)
         try:
             strength = float(adapter.strength)
         except ValueError:
@@ -350,6 +357,9 @@ def validate_tuning(
     if len(sources) != 1:
         found = ", ".join(sources) if sources else "none"
         result.error("tuning.input", f"set exactly one of urls, image, volumeSource or path (found: {found})")
+    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result)
+    validate_mountable("tuning.output", tuning.output.volume_source, tuning.output.path, result,
+                       allowed=OUTPUT_VOLUME_TYPES)
     for j, url in enumerate(tuning.input.urls or []):
         problem = url_problem(url)
         if problem:
@@ -363,6 +373,26 @@ def validate_tuning(
             "tuning.output.imagePushSecret",
             "is required with tuning.output.image: name a docker-registry Secret that may push to it",
         )
+
+
+def validate_mountable(
+    path: str,
+    volume_source: Any,
+    node_path: str | None,
+    result: ValidationResult,
+    *,
+    allowed: tuple[str, ...] = INPUT_VOLUME_TYPES,
+) -> None:
+    """A data source's volume and node path become volumes of the controller's pods: only the
+    types and directories ``controller.api.datasources`` allows."""
+    if volume_source:
+        problem = volume_source_problem(volume_source, allowed)
+        if problem:
+            result.error(f"{path}.volumeSource", problem)
+    if node_path:
+        problem = node_path_problem(node_path)
+        if problem:
+            result.error(f"{path}.path", problem)
 
 
 def url_problem(url: str) -> str | None:

@@ -64,7 +64,7 @@ def _adapter_volumes(ws: Workspace) -> PodData:
     data = PodData()
     for i, adapter in enumerate((ws.inference.adapters if ws.inference else None) or []):
         data.add_source(adapter.source, f"adapter-{i}", adapter_path(adapter), f"puller-{i}",
-                        read_only=False, pull_dir=ADAPTER_DIR)
+                        pull_dir=ADAPTER_DIR)
     return data
 
 

@@ -48,7 +48,7 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], PodData]:
     if src.urls:
         for url in src.urls:
             args += ["--data", url]
-    elif data.add_source(src, "input", INPUT_DIR, "input-puller", read_only=True):
+    elif data.add_source(src, "input", INPUT_DIR, "input-puller", mark_copy=True):
         args += ["--data", INPUT_DIR]
     args += ["--output", output_dir]
     if ws.tuning.config:
@@ -57,7 +57,7 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], PodData]:
             "name": ws.tuning.config, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}})
         data.mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     if dst.volume_source:
-        data.volumes.append({"name": "output", **dst.volume_source})
+        data.volumes.append({**dst.volume_source, "name": "output"})
     elif dst.path:
         data.volumes.append({"name": "output", "hostPath": {"path": dst.path, "type": "DirectoryOrCreate"}})
     else:  # an image destination: the pusher container publishes it (controller.workspace.adapter_push)

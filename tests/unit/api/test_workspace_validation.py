@@ -139,7 +139,7 @@ def test_adapter_rules():
                     adapter("s", "1.5"),
                     adapter("t", "x"),
                     adapter("u", urls=["https://a/b"]),
-                    adapter("v", image="i", path="/p"),
+                    adapter("v", image="i", path="/var/lib/kaito-py/p"),
                 ]
             )
         )
@@ -332,3 +332,38 @@ def test_ordinary_node_labels_are_allowed():
     ok = {"apps": "phi-3", "example.com/team": "ml", "kaito.sh/tenant": "", "a.b-c_d": "A.b-C_9"}
     assert errors(_with_labels(ok)) == []
 
+
+def _adapter_ws(**source):
+    return ws(inference=inference(adapters=[{"source": {"name": "a", **source}}]))
+
+
+def test_adapter_and_tuning_volumes_are_allow_listed():
+    for bad, needle in [
+        ({"hostPath": {"path": "/"}}, "'hostPath' is not allowed"),
+        ({"nfs": {"server": "10.0.0.1", "path": "/"}}, "'nfs' is not allowed"),
+        ({"secret": {"secretName": "other-team"}}, "'secret' is not allowed"),
+        ({"csi": {"driver": "secrets-store.csi.k8s.io"}}, "CSI driver 'secrets-store.csi.k8s.io'"),
+        ({"emptyDir": {}, "hostPath": {"path": "/"}}, "exactly one volume type"),
+        ({"name": "x", "emptyDir": {}}, "exactly one volume type"),
+    ]:
+        (msg,) = errors(_adapter_ws(volumeSource=bad))
+        assert msg.startswith("inference.adapters[0].source.volumeSource: ") and needle in msg, msg
+        (msg,) = errors(ws(tuning=tuning(input={"volumeSource": bad})))
+        assert msg.startswith("tuning.input.volumeSource: ") and needle in msg, msg
+    (msg,) = errors(ws(tuning=tuning(output={"volumeSource": {"hostPath": {"path": "/etc"}}})))
+    assert msg.startswith("tuning.output.volumeSource: volume type 'hostPath' is not allowed")
+    (msg,) = errors(ws(tuning=tuning(output={"volumeSource": {"configMap": {"name": "c"}}})))
+    assert msg.startswith("tuning.output.volumeSource: volume type 'configMap' is not allowed")
+    for good in ({"persistentVolumeClaim": {"claimName": "c"}}, {"configMap": {"name": "c"}},
+                 {"emptyDir": {}}, {"csi": {"driver": "blob.csi.azure.com"}}):
+        assert errors(_adapter_ws(volumeSource=good)) == []
+
+
+def test_node_paths_must_stay_under_the_prefix():
+    for bad in ("/", "/etc", "/var/lib/kubelet", "/var/lib/kaito-py", "/var/lib/kaito-py/../../etc",
+                "var/lib/kaito-py/x", "/var/lib/kaito-py-other/x"):
+        (msg,) = errors(_adapter_ws(path=bad))
+        assert msg.startswith("inference.adapters[0].source.path: "), msg
+        (msg,) = errors(ws(tuning=tuning(output={"path": bad})))
+        assert msg.startswith("tuning.output.path: "), msg
+    assert errors(_adapter_ws(path="/var/lib/kaito-py/adapters/a")) == []
