@@ -192,7 +192,7 @@ class WorkspaceReconciler:
             if not summary.all_ready:
                 requeue = self.options.machine_poll_seconds
             elif ws.tuning is not None:
-                obs.job = self._ensure_job(ws, plan, config.output_dir)
+                obs.job = self._ensure_job(ws, plan, config)
             else:
                 obs.inference = self._ensure_inference(ws, plan)
                 if not obs.inference.ready and not obs.inference.failed:
@@ -273,11 +273,12 @@ class WorkspaceReconciler:
     def _job_of(self, ws: Workspace) -> dict | None:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
 
-    def _ensure_job(self, ws: Workspace, plan: Plan, output_dir: str) -> JobState:
+    def _ensure_job(self, ws: Workspace, plan: Plan, config: ConfigCheck) -> JobState:
         existing = self._job_of(ws)
         if existing is not None:  # its config was checked when it was created; its template is immutable
             return job_state(existing)
-        job = build_tuning_job(ws, plan, self.options.tuning_image, output_dir)
+        job = build_tuning_job(ws, plan, self.options.tuning_image, config.output_dir,
+                               config.deadline_seconds)
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
         return job_state(self._create_or_update(JOBS, self.stores.jobs, job, ws, create_only=True))
 
