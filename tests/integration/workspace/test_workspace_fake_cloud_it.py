@@ -39,6 +39,7 @@ pytestmark = pytest.mark.integration
 def running_provisioner(kubeconfig: str, inventory_ns: str) -> Iterator[Provisioner]:
     client = RestClient.from_kubeconfig(kubeconfig)
     config = Config(
+        cloud="fake",
         leader_election=False,
         health_port=None,
         metrics_port=None,
