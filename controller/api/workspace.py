@@ -42,6 +42,14 @@ WorkspaceState = Literal["Pending", "Ready", "NotReady", "Running", "Succeeded",
 TuningMethod = Literal["lora", "qlora"]
 
 MAX_ADAPTERS = 10
+# Bounds of the spec's lists and their strings, in the CRD only (the API server refuses an
+# oversized object before it is stored or reaches the webhook; the models do not enforce them, so
+# an object stored before a bound existed still parses and can still be deleted).
+MAX_URLS = 64
+MAX_URL_LENGTH = 2048
+MAX_PULL_SECRETS = 16
+MAX_PREFERRED_NODES = 100  # validation.MAX_NODE_COUNT
+MAX_NAME = 253  # a DNS-1123 subdomain: Secret and Node names
 DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -52,6 +60,11 @@ PRESERVE_UNKNOWN = {"type": "object", "x-kubernetes-preserve-unknown-fields": Tr
 def cel(*rules: tuple[str, str]) -> dict[str, Any]:
     """``x-kubernetes-validations`` for a schema: (CEL rule, message a person can act on) pairs."""
     return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+def bounded_strings(max_items: int, max_length: int) -> dict[str, Any]:
+    """A list's ``maxItems`` and its strings' ``maxLength``, for a CRD schema."""
+    return {"maxItems": max_items, "items": {"type": "string", "maxLength": max_length}}
 
 
 def immutable(what: str) -> dict[str, Any]:
@@ -75,7 +88,10 @@ class ResourceSpec(K8sModel):
         description="Labels of the nodes that belong to this workspace. Immutable.",
         json_schema_extra=immutable("resource.labelSelector"),
     )
-    preferred_nodes: list[str] | None = Field(default=None, description="Existing nodes to use first.")
+    preferred_nodes: list[str] | None = Field(
+        default=None, description="Existing nodes to use first.",
+        json_schema_extra=bounded_strings(MAX_PREFERRED_NODES, MAX_NAME),
+    )
 
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -107,9 +123,11 @@ class DataSource(K8sModel):
     """Where data comes from: exactly one of urls, image, volumeSource or path."""
 
     name: str | None = Field(default=None, max_length=253)
-    urls: list[str] | None = None
+    urls: list[str] | None = Field(default=None, json_schema_extra=bounded_strings(MAX_URLS, MAX_URL_LENGTH))
     image: str | None = Field(default=None, max_length=1024)
-    image_pull_secrets: list[str] | None = None
+    image_pull_secrets: list[str] | None = Field(
+        default=None, json_schema_extra=bounded_strings(MAX_PULL_SECRETS, MAX_NAME)
+    )
     volume_source: dict[str, Any] | None = Field(
         default=None, description="A core/v1 VolumeSource.", json_schema_extra=PRESERVE_UNKNOWN
     )
