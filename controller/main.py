@@ -57,6 +57,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="image of the Ray head/worker pods (contains the rayserve package)")
     p.add_argument("--tuning-image", default=os.environ.get("KAITO_TUNING_IMAGE", DEFAULT_SERVE_IMAGE),
                    help="image of tuning Jobs")
+    p.add_argument("--allow-load-balancer", action="store_true",
+                   help="let kaito.sh/enablelb make a workspace's Service a LoadBalancer (default: never; "
+                        "a Workspace author alone must not publish a model)")
+    p.add_argument("--load-balancer-source-ranges", default="",
+                   help="comma-separated CIDRs a LoadBalancer admits when the workspace names none "
+                        "(kaito.sh/loadbalancer-source-ranges)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -158,7 +164,12 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
     )
     setup_workspace_controller(
         mgr, workers=args.workers,
-        options=Options(serve_image=args.serve_image, tuning_image=args.tuning_image),
+        options=Options(
+            serve_image=args.serve_image, tuning_image=args.tuning_image,
+            allow_load_balancer=args.allow_load_balancer,
+            load_balancer_source_ranges=tuple(
+                r.strip() for r in args.load_balancer_source_ranges.split(",") if r.strip()),
+        ),
     )
     return mgr
 

@@ -27,6 +27,9 @@ LABEL_WORKSPACE_NAMESPACE = "kaito.sh/workspacenamespace"
 FINALIZER = "workspace.finalizer.kaito.sh"
 ANNOTATION_BYPASS_RESOURCE_CHECKS = "kaito.sh/bypass-resource-checks"
 ANNOTATION_ENABLE_LB = "kaito.sh/enablelb"
+# comma-separated CIDRs a LoadBalancer Service admits (its loadBalancerSourceRanges)
+ANNOTATION_LB_SOURCE_RANGES = "kaito.sh/loadbalancer-source-ranges"
+API_KEY_SECRET_KEY = "API_KEY"  # the key, in the Secret inference.apiKeySecret names
 
 # --- condition types ------------------------------------------------------------------------------------
 CONDITION_RESOURCE_READY = "ResourceReady"
@@ -190,6 +193,11 @@ class InferenceSpec(K8sModel):
                 )
             ),
         },
+    )
+    api_key_secret: str | None = Field(
+        default=None, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="Secret (key API_KEY) in the namespace: /chat and /v1 then require "
+                    "'Authorization: Bearer <key>'.",
     )
 
     model_config = ConfigDict(

@@ -9,6 +9,7 @@ model replica the GPUs it needs inside that pool.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from controller.api.rayservice import (
@@ -21,7 +22,13 @@ from controller.api.rayservice import (
     AppStatus,
     RayService,
 )
-from controller.api.workspace import ANNOTATION_ENABLE_LB, AdapterSpec, Workspace
+from controller.api.workspace import (
+    ANNOTATION_ENABLE_LB,
+    ANNOTATION_LB_SOURCE_RANGES,
+    API_KEY_SECRET_KEY,
+    AdapterSpec,
+    Workspace,
+)
 from controller.workspace import names
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
@@ -68,8 +75,20 @@ def _adapter_volumes(ws: Workspace) -> PodData:
     return data
 
 
+API_KEY_ENV = "KAITO_API_KEY"  # what rayserve.auth reads (the serve config names it)
+
+
+def api_key_env(ws: Workspace) -> str | None:
+    """The environment variable the serve app reads its API key from, if the workspace has one."""
+    return API_KEY_ENV if ws.inference is not None and ws.inference.api_key_secret else None
+
+
 def _env(ws: Workspace) -> list[dict]:
     env: list[dict] = []
+    if api_key_env(ws) and ws.inference is not None:
+        # not optional: a missing Secret keeps the pod from starting instead of serving openly
+        env.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {
+            "name": ws.inference.api_key_secret, "key": API_KEY_SECRET_KEY}}})
     preset = ws.inference.preset if ws.inference else None
     secret = preset.preset_options.model_access_secret if preset and preset.preset_options else None
     if secret:
@@ -146,13 +165,44 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
     return rs.to_k8s()
 
 
-def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
+def source_ranges(ws: Workspace) -> list[str] | None:
+    """The CIDRs of ``kaito.sh/loadbalancer-source-ranges`` (normalised), [] when unset, None when
+    any entry is not a CIDR (then no LoadBalancer at all: a typo must not open it to everyone)."""
+    raw = (ws.metadata.annotations or {}).get(ANNOTATION_LB_SOURCE_RANGES, "")
+    ranges = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            ranges.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            return None
+    return ranges
+
+
+def wants_load_balancer(ws: Workspace) -> bool:
+    return (ws.metadata.annotations or {}).get(ANNOTATION_ENABLE_LB, "").strip().lower() == "true"
+
+
+def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT, *, allow_load_balancer: bool = False,
+                  default_source_ranges: tuple[str, ...] = ()) -> dict:
     """``<ws>``: port 80 to the Ray Serve HTTP proxy on the workspace's Ray pods.
 
-    ClusterIP, or LoadBalancer when the workspace has Kaito's ``kaito.sh/enablelb: "True"``.
+    ClusterIP, or LoadBalancer when the workspace has Kaito's ``kaito.sh/enablelb: "True"`` and
+    the operator allows it (``--allow-load-balancer``: a Workspace author alone must not be able to
+    publish a model to the internet). A LoadBalancer admits the annotation's
+    ``kaito.sh/loadbalancer-source-ranges``, else the operator's defaults; unparsable ranges mean
+    ClusterIP.
     """
-    annotations = ws.metadata.annotations or {}
-    lb = annotations.get(ANNOTATION_ENABLE_LB, "").strip().lower() == "true"
+    ranges = source_ranges(ws)
+    lb = wants_load_balancer(ws) and allow_load_balancer and ranges is not None
+    spec: dict = {
+        "type": "LoadBalancer" if lb else "ClusterIP",
+        "selector": pod_labels(ws),
+        "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": serve_port, "protocol": "TCP"}],
+    }
+    if lb and (ranges or default_source_ranges):
+        spec["loadBalancerSourceRanges"] = ranges or list(default_source_ranges)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -162,12 +212,7 @@ def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
             "labels": pod_labels(ws),
             "ownerReferences": [ws.owner_reference().to_k8s()],
         },
-        "spec": {
-            "type": "LoadBalancer" if lb else "ClusterIP",
-            "selector": pod_labels(ws),
-            "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": serve_port,
-                       "protocol": "TCP"}],
-        },
+        "spec": spec,
     }
 
 

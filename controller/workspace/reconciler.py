@@ -50,6 +50,7 @@ from controller.workspace.inference import (
     build_service,
     merged_service_spec,
     rayservice_state,
+    wants_load_balancer,
 )
 from controller.workspace.machines import (
     MachineSummary,
@@ -105,6 +106,9 @@ class Options:
     # every ConfigMap in the cluster to notice one being created costs more than a GET per poll)
     config_poll_seconds: float = 10.0
     deletion_poll_seconds: float = 2.0
+    # kaito.sh/enablelb makes a LoadBalancer only when the operator allows it (--allow-load-balancer)
+    allow_load_balancer: bool = False
+    load_balancer_source_ranges: tuple[str, ...] = ()
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -263,7 +267,14 @@ class WorkspaceReconciler:
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
         try:
             rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, ws)
-            self._create_or_update(SERVICES, self.stores.services, build_service(ws), ws,
+            service = build_service(ws, allow_load_balancer=self.options.allow_load_balancer,
+                                    default_source_ranges=self.options.load_balancer_source_ranges)
+            if wants_load_balancer(ws) and service["spec"]["type"] != "LoadBalancer":
+                self._event(ws, "Warning", "LoadBalancerNotAllowed",
+                            "kaito.sh/enablelb is ignored: the operator does not allow LoadBalancer "
+                            "Services (--allow-load-balancer), or kaito.sh/loadbalancer-source-ranges "
+                            "is not a comma-separated list of CIDRs")
+            self._create_or_update(SERVICES, self.stores.services, service, ws,
                                    merge_spec=merged_service_spec)
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "

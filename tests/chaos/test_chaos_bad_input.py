@@ -164,6 +164,8 @@ REJECTED: list[tuple[str, dict, list[str]]] = [
      edit(ws(adapters=[ADAPTER]), "inference.adapters.0.source.imagePullSecrets",
           [f"s{i}" for i in range(17)]),
      ["imagePullSecrets", "at most 16"]),
+    ("API key Secret not a name", edit(ws(), "inference.apiKeySecret", "Not A Secret"),
+     ["inference.apiKeySecret"]),
     ("tuning push without secret",
      edit(ws("tune", tuning=TUNING, instance_type="Standard_NC24ads_A100_v4"),
           "tuning.output.imagePushSecret", DELETE), ["imagePushSecret"]),
