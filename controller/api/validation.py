@@ -17,11 +17,9 @@ workspace's metadata updates or its deletion.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -42,13 +40,13 @@ from controller.api.workspace import (
 )
 from presets.estimator import EstimateError, estimate_nodes, unknown_preset_message, unknown_sku_message
 from presets.registry import Catalog, GpuSku, Preset, default_catalog
+from rayserve.tuning import netguard
 
 # The RayService serving a workspace takes its name; KubeRay wants a DNS-1035 label of <= 47 characters
 # (it appends "-xxxxx" for the RayCluster and stays under 53).
 MAX_NAME_LENGTH = 47
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-BLOCKED_HOSTS = {"localhost", "metadata.google.internal", "metadata.azure.com"}
 # resource.count is how many Machines the controller creates (and lists names for) in one pass: an absurd
 # value (2**40 is a valid int64) would wedge a worker and exhaust memory, so cap it well above any real use.
 MAX_NODE_COUNT = 100
@@ -396,19 +394,7 @@ def validate_mountable(
 
 
 def url_problem(url: str) -> str | None:
-    """Why a dataset URL is refused (not http(s), or aimed at this cluster's private network), or None."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url!r} is not an http(s) URL"
-    host = parts.hostname.lower()
-    if host in BLOCKED_HOSTS:
-        return f"{url!r} points at {host}, which tuning jobs may not fetch from"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
-        return (
-            f"{url!r} points at a private or local address; serve the data from a public host or use a volume"
-        )
-    return None
+    """Why a dataset URL is refused at admission (not http(s), or its literal host, numeric IPv4
+    forms included, is private, local or cloud-internal), or None. Names are not resolved here;
+    the trainer resolves and checks every address, redirects included (``rayserve.tuning.netguard``)."""
+    return netguard.url_problem(url, resolve=None)

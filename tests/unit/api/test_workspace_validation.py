@@ -182,8 +182,8 @@ def test_tuning_rules():
     assert errors(obj) == [
         "resource.count: tuning runs on a single node: set resource.count to 1 (it is 2)",
         "tuning.input: set exactly one of urls, image, volumeSource or path (found: urls, image)",
-        "tuning.input.urls[0]: 'http://169.254.169.254/latest' points at a private or local address; "
-        "serve the data from a public host or use a volume",
+        "tuning.input.urls[0]: 'http://169.254.169.254/latest' points at a private, local or "
+        "cloud-internal address (169.254.169.254); serve the data from a public host or use a volume",
         "tuning.output.imagePushSecret: is required with tuning.output.image: name a docker-registry Secret "
         "that may push to it",
     ]
@@ -210,10 +210,19 @@ def test_tuning_needs_a_tunable_preset_that_fits_one_node():
     "url,problem",
     [
         ("https://huggingface.co/datasets/x.json", None),
-        ("http://10.0.0.1/x", "private or local"),
+        ("http://10.0.0.1/x", "private, local"),
         ("http://localhost:8080/x", "localhost"),
         ("file:///etc/passwd", "not an http(s) URL"),
-        ("http://[::1]/x", "private or local"),
+        ("http://[::1]/x", "private, local"),
+        # numeric forms the C resolver reads as 127.0.0.1, IPv4-mapped IPv6, and the cloud's own
+        ("http://2130706433/x", "(127.0.0.1)"),
+        ("http://0x7f000001/x", "(127.0.0.1)"),
+        ("http://127.1/x", "(127.0.0.1)"),
+        ("http://[::ffff:169.254.169.254]/x", "private, local"),
+        ("http://100.64.0.1/x", "cloud-internal"),
+        ("http://168.63.129.16/machine", "(168.63.129.16)"),
+        ("http://metadata/x", "metadata host"),
+        ("http://cafe.example.com/x.jsonl", None),
     ],
 )
 def test_url_problem(url, problem):
