@@ -33,8 +33,10 @@ from controller.api.labels import label_key_problem, label_value_problem, node_l
 from controller.api.meta import LabelSelector
 from controller.api.workspace import (
     ANNOTATION_BYPASS_RESOURCE_CHECKS,
+    DNS1123_SUBDOMAIN_PATTERN,
     MAX_ADAPTERS,
     AdapterSpec,
+    DataSource,
     TuningSpec,
     Workspace,
 )
@@ -47,6 +49,7 @@ from rayserve.tuning import netguard
 MAX_NAME_LENGTH = 47
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN_PATTERN)
 # resource.count is how many Machines the controller creates (and lists names for) in one pass: an absurd
 # value (2**40 is a valid int64) would wedge a worker and exhaust memory, so cap it well above any real use.
 MAX_NODE_COUNT = 100
@@ -201,6 +204,13 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
             result.error("tuning.preset.name", f"is immutable{hint}")
         if old.tuning.method != ws.tuning.method:
             result.error("tuning.method", f"is immutable{hint}")
+        # the Job reads them once: an edit would be silently ignored while the status reported
+        # success for the old input (a Job's template cannot change)
+        for wire, before, after in (("input", old.tuning.input, ws.tuning.input),
+                                    ("output", old.tuning.output, ws.tuning.output),
+                                    ("config", old.tuning.config, ws.tuning.config)):
+            if before != after:
+                result.error(f"tuning.{wire}", f"is immutable: the tuning Job reads it once{hint}")
 
 
 def validate_spec(
@@ -316,6 +326,7 @@ def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> 
             found = ", ".join(sources) if sources else "none"
             result.error(f"{path}.source", f"set exactly one of image, volumeSource or path (found: {found})")
         validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result)
+        validate_pull_secrets(f"{path}.source", adapter.source, result)
         try:
             strength = float(adapter.strength)
         except ValueError:
@@ -356,6 +367,7 @@ def validate_tuning(
         found = ", ".join(sources) if sources else "none"
         result.error("tuning.input", f"set exactly one of urls, image, volumeSource or path (found: {found})")
     validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result)
+    validate_pull_secrets("tuning.input", tuning.input, result)
     validate_mountable("tuning.output", tuning.output.volume_source, tuning.output.path, result,
                        allowed=OUTPUT_VOLUME_TYPES)
     for j, url in enumerate(tuning.input.urls or []):
@@ -391,6 +403,17 @@ def validate_mountable(
         problem = node_path_problem(node_path)
         if problem:
             result.error(f"{path}.path", problem)
+
+
+def validate_pull_secrets(path: str, src: DataSource, result: ValidationResult) -> None:
+    """imagePullSecrets name Secrets the pod pulls the source's image with: only with an image
+    (anywhere else they would be accepted and never used), each a Secret name."""
+    secrets = src.image_pull_secrets or []
+    if secrets and not src.image:
+        result.error(f"{path}.imagePullSecrets", "is only used with image: remove it, or give an image")
+    for i, name in enumerate(secrets):
+        if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+            result.error(f"{path}.imagePullSecrets[{i}]", f"{name[:80]!r} is not a Secret name")
 
 
 def url_problem(url: str) -> str | None:

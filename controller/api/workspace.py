@@ -215,10 +215,13 @@ class TuningSpec(K8sModel):
     method: TuningMethod = Field(default="lora", json_schema_extra=immutable("tuning.method"))
     config: str | None = Field(
         default=None, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN,
-        description="ConfigMap (key training_config.yaml) in the namespace.",
+        description="ConfigMap (key training_config.yaml) in the namespace. Immutable.",
+        json_schema_extra=immutable("tuning.config"),
     )
-    input: DataSource
-    output: DataDestination
+    input: DataSource = Field(description="Immutable: the tuning Job reads it once.",
+                              json_schema_extra=immutable("tuning.input"))
+    output: DataDestination = Field(description="Immutable: the tuning Job writes it once.",
+                                    json_schema_extra=immutable("tuning.output"))
 
     model_config = ConfigDict(
         json_schema_extra=cel(

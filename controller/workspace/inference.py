@@ -10,6 +10,7 @@ model replica the GPUs it needs inside that pool.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from controller.api.rayservice import (
@@ -27,6 +28,7 @@ from controller.api.workspace import (
     ANNOTATION_LB_SOURCE_RANGES,
     API_KEY_SECRET_KEY,
     AdapterSpec,
+    DataSource,
     Workspace,
 )
 from controller.workspace import names
@@ -83,6 +85,15 @@ def api_key_env(ws: Workspace) -> str | None:
     return API_KEY_ENV if ws.inference is not None and ws.inference.api_key_secret else None
 
 
+def pull_secrets(sources: Iterable[DataSource]) -> list[dict]:
+    """The pod's imagePullSecrets for the images of ``sources``, each Secret once, in order."""
+    names_seen: dict[str, None] = {}
+    for src in sources:
+        if src.image:
+            names_seen.update(dict.fromkeys(src.image_pull_secrets or []))
+    return [{"name": n} for n in names_seen]
+
+
 def _env(ws: Workspace) -> list[dict]:
     env: list[dict] = []
     if api_key_env(ws) and ws.inference is not None:
@@ -136,6 +147,9 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
         worker_extra["volumes"] = volumes
     if inits:
         worker_extra["initContainers"] = inits
+    pull = pull_secrets(a.source for a in (ws.inference.adapters if ws.inference else None) or [])
+    if pull:  # the adapter images' registries (the pullers run in the worker pods)
+        worker_extra["imagePullSecrets"] = pull
     rs = RayService.model_validate({
         "metadata": {
             "name": names.rayservice_name(ws.name),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from controller.api.workspace import Workspace
 from controller.workspace import names
 from controller.workspace.adapter_push import pusher_container, record_exit_code
-from controller.workspace.inference import GPU_RESOURCE, pod_labels, pod_pinning
+from controller.workspace.inference import GPU_RESOURCE, pod_labels, pod_pinning, pull_secrets
 from controller.workspace.plan import Plan
 from controller.workspace.podsecurity import restricted_pod
 from controller.workspace.volumes import PodData
@@ -112,6 +112,9 @@ def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OU
                   "containers": containers, "volumes": volumes}
     if inits:
         spec["initContainers"] = inits
+    pull = pull_secrets([ws.tuning.input])
+    if pull:  # the input image's registry (its puller is an init container)
+        spec["imagePullSecrets"] = pull
     spec = restricted_pod(spec)
     return {
         "apiVersion": "batch/v1",

@@ -376,3 +376,25 @@ def test_node_paths_must_stay_under_the_prefix():
         (msg,) = errors(ws(tuning=tuning(output={"path": bad})))
         assert msg.startswith("tuning.output.path: "), msg
     assert errors(_adapter_ws(path="/var/lib/kaito-py/adapters/a")) == []
+
+
+def test_tuning_input_output_and_config_are_immutable():
+    """The Job reads them once: an edit was accepted, ignored, and the status reported success for
+    the old input."""
+    old = ws(tuning=tuning(config="cfg"))
+    for path, value in (("input", {"urls": ["https://example.com/other.jsonl"]}),
+                        ("output", {"volumeSource": {"persistentVolumeClaim": {"claimName": "c"}}}),
+                        ("config", "other-cfg")):
+        new = copy.deepcopy(old)
+        new["tuning"][path] = value
+        (msg,) = errors(new, old)
+        assert msg.startswith(f"tuning.{path}: is immutable: the tuning Job reads it once")
+
+
+def test_pull_secrets_only_with_an_image_and_named_like_secrets():
+    (msg,) = errors(_adapter_ws(volumeSource={"emptyDir": {}}, imagePullSecrets=["reg"]))
+    assert msg == ("inference.adapters[0].source.imagePullSecrets: is only used with image: remove it, "
+                   "or give an image")
+    (msg,) = errors(_adapter_ws(image="reg.example.com/a:1", imagePullSecrets=["Not_A_Secret"]))
+    assert msg.startswith("inference.adapters[0].source.imagePullSecrets[0]: 'Not_A_Secret'")
+    assert errors(_adapter_ws(image="reg.example.com/a:1", imagePullSecrets=["reg"])) == []

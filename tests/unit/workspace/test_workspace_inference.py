@@ -309,3 +309,21 @@ def test_tuning_job_reads_every_url_or_the_whole_input_directory() -> None:
     assert data_args({"urls": urls}) == urls  # Kaito downloads each URL
     # an image's /data (or a volume) may hold train.parquet, not a fixed file name: pass the directory
     assert data_args({"image": "registry.example/data:1"}) == ["/mnt/data"]
+
+
+def test_adapter_image_pull_secrets_reach_the_worker_pods() -> None:
+    """They were accepted and never used, so a private adapter image could not be pulled."""
+    adapters = [
+        {"source": {"name": "a", "image": "reg.example.com/a:1", "imagePullSecrets": ["reg", "other"]}},
+        {"source": {"name": "b", "image": "reg.example.com/b:1", "imagePullSecrets": ["reg"]}},
+    ]
+    cluster = build_rayservice(workspace(adapters=adapters), PLAN, "x", "img")["spec"]["rayClusterConfig"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["imagePullSecrets"] == [{"name": "reg"}, {"name": "other"}]
+    plain = build_rayservice(workspace(), PLAN, "x", "img")["spec"]["rayClusterConfig"]
+    assert "imagePullSecrets" not in plain["workerGroupSpecs"][0]["template"]["spec"]
+    tuning = {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
+              "input": {"image": "reg.example.com/data:1", "imagePullSecrets": ["reg"]},
+              "output": {"volumeSource": {"emptyDir": {}}}}
+    pod = build_tuning_job(workspace(tuning=tuning), PLAN, "img:1")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "reg"}]
