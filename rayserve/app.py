@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 
+from rayserve.auth import ApiKeyCheck
 from rayserve.errors import RequestError
 from rayserve.metrics import ServeMetrics
 from rayserve.responses import chat_events, completion_body, completion_events, error_body, error_event
@@ -55,9 +56,10 @@ Answer = dict[str, Any] | AsyncIterator[str]
 
 @api.exception_handler(RequestError)
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if request.url.path.endswith("/chat"):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
-    return JSONResponse(error_body(exc), status_code=exc.status)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+    return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
 
 
 async def parse_body(request: Request, model: type[M], max_bytes: int) -> M:
@@ -107,6 +109,7 @@ class LLMIngress:
     ) -> None:
         """``service`` and ``metrics`` are for tests; Serve passes ``args`` only."""
         self.args = ServeArgs.model_validate(args)
+        self.auth = ApiKeyCheck.from_env(self.args.api_key_env)  # before any model is loaded
         self.metrics = metrics or ServeMetrics(self.args.model.name)
         self.service = service or LLMService(self.args, stats=self.metrics.engine_stats())
         self.max_bytes = self.args.engine.max_body_bytes
@@ -130,7 +133,8 @@ class LLMIngress:
             await info()
 
     @api.get("/v1/models")
-    async def models(self) -> dict[str, Any]:
+    async def models(self, request: Request) -> dict[str, Any]:
+        self.auth.check(request.headers.get("authorization"))
         base = self.service.model_name
         card = {"object": "model", "created": self.service.created, "owned_by": "kaito"}
         data = [{"id": base, **card, "root": self.args.model.path, "max_model_len": self.service.context}]
@@ -192,6 +196,7 @@ class LLMIngress:
         whole answer, and for a stream whatever its end turns out to be (``_recorded``)."""
         ex = _Exchange(route, self.service.model_name, time.monotonic())
         try:
+            self.auth.check(request.headers.get("authorization"))  # before any work
             req = await parse_body(request, schema, self.max_bytes)
             prepared = self.service.prepare(req)
             ex.model, ex.prompt_tokens = prepared.model, len(prepared.prompt_ids)

@@ -87,6 +87,7 @@ class ServeConfigInput(BaseModel):
     route_prefix: str = Field("/", pattern=r"^/")
     runtime_env: dict[str, Any] = Field(default_factory=dict)
     request_timeout_s: float | None = Field(None, gt=0)
+    api_key_env: str | None = Field(None, description="see ServeArgs.api_key_env")
 
     @model_validator(mode="after")
     def _coherent(self) -> ServeConfigInput:
@@ -113,7 +114,9 @@ class ServeConfigInput(BaseModel):
                 cpus_per_worker=self.cpus_per_worker,
             ),
             engine=self.engine,
-        ).model_dump(mode="json")
+            api_key_env=self.api_key_env,
+        ).model_dump(mode="json", exclude={"api_key_env"} if self.api_key_env is None else None)
+        # (no key, no field: a workspace without one keeps the serve config it always had)
 
 
 def _bundle(cpus: float, gpus: float) -> dict[str, float]:

@@ -82,6 +82,12 @@ class ServeArgs(BaseModel):
     adapters: list[AdapterSpec] = Field(default_factory=list)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding the API key /chat and /v1 require (rayserve.auth); "
+        "unset: no key",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServeArgs:
