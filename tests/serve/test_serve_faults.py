@@ -101,8 +101,8 @@ BAD = [
     (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "stream": [1]}', 400, ["stream"]),
     (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "stop": [""]}', 400, ["stop"]),
     (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "stop": 5}', 400, ["stop"]),
-    (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "n": 3}', 400, ["n"]),
-    (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "logprobs": true}', 400, ["logprobs"]),
+    (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "n": 17}', 400, ["n"]),
+    (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}', 400, ["top_logprobs"]),
     (OPENAI, b'{"messages": [{"role": "user", "content": "hi"}], "model": "nope"}', 404, ["nope"]),
     (CHAT, b'{"prompt": "hi", "model": "nope"}', 404, ["nope"]),
 ]
