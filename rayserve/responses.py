@@ -53,15 +53,15 @@ def completion_body(
     }
 
 
-def _entry(token: str, logprob: float) -> dict[str, Any]:
-    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+def _entry(token: str, logprob: float, raw: bytes) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(raw)}
 
 
 def chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
     """A chat choice's ``logprobs``: one ``content`` entry per token, with its alternatives."""
     return {
         "content": [
-            {**_entry(e.token, e.logprob), "top_logprobs": [_entry(t, lp) for t, lp in e.top]}
+            {**_entry(e.token, e.logprob, e.bytes), "top_logprobs": [_entry(*t) for t in e.top]}
             for e in entries
         ]
     }
@@ -77,7 +77,7 @@ def completion_logprobs(entries: list[TokenLogprob], offset: int = 0) -> dict[st
     return {
         "tokens": [e.token for e in entries],
         "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [dict(e.top) for e in entries],
+        "top_logprobs": [{t: lp for t, lp, _ in e.top} for e in entries],
         "text_offset": offsets,
     }
 

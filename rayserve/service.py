@@ -38,7 +38,7 @@ from rayserve.sequence import (
     TokenEvent,
 )
 from rayserve.spec import BASE, ServeArgs
-from rayserve.text import IncrementalDecoder, StopMatcher, encode, render_chat
+from rayserve.text import IncrementalDecoder, StopMatcher, encode, render_chat, token_bytes
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class TokenLogprob:
 
     token: str
     logprob: float
-    top: tuple[tuple[str, float], ...] = ()
+    top: tuple[tuple[str, float, bytes], ...] = ()
+    bytes: bytes = b""  # what the token stands for (a piece of a character decodes to U+FFFD)
 
 
 @dataclass
@@ -319,12 +320,15 @@ class LLMService:
         finally:
             await events.aclose()
 
-    def _decode_one(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+    def _decode_one(self, token_id: int) -> tuple[str, bytes]:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False), token_bytes(
+            self.tokenizer, token_id
+        )
 
     def _logprob(self, ev: TokenEvent) -> TokenLogprob:
-        top = tuple((self._token_text(t), lp) for t, lp in ev.top_logprobs)
-        return TokenLogprob(self._token_text(ev.token_id), ev.logprob or 0.0, top)
+        top = tuple((*self._token_text(t), lp) for t, lp in ev.top_logprobs)
+        text, raw = self._token_text(ev.token_id)
+        return TokenLogprob(text, ev.logprob or 0.0, tuple((t, lp, b) for t, b, lp in top), raw)
 
     async def complete(self, req: PreparedRequest) -> Completion:
         out = await collect(self.stream(req))

@@ -9,7 +9,9 @@ string must not leak its first characters before we know it is one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import cache
 
 
 def render_chat(tokenizer, messages: Sequence[tuple[str, str]]) -> str:
@@ -23,6 +25,37 @@ def render_chat(tokenizer, messages: Sequence[tuple[str, str]]) -> str:
 def encode(tokenizer, text: str, chat: bool) -> list[int]:
     """Token ids of ``text``; a rendered chat prompt already carries its special tokens."""
     return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
+
+
+@cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable character standing for each byte."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = list(bs), 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def token_bytes(tokenizer, token_id: int) -> bytes:
+    """The bytes one token stands for, also when it is part of a character (decoding it alone
+    gives U+FFFD then): what OpenAI's ``logprobs[].bytes`` carries. Byte-level BPE pieces map
+    back through GPT-2's alphabet, SentencePiece byte pieces (``<0xE2>``) are that byte, and
+    anything else is its decoded text."""
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if isinstance(piece, str):
+        if m := _BYTE_PIECE.fullmatch(piece):
+            return bytes([int(m.group(1), 16)])
+        table = _byte_decoder()
+        if piece and all(ch in table for ch in piece):
+            return bytes(table[ch] for ch in piece)
+    return tokenizer.decode([token_id], skip_special_tokens=False).encode()
 
 
 class IncrementalDecoder:
