@@ -48,7 +48,7 @@ from rayserve.responses import (
 )
 from rayserve.schemas import ChatCompletionRequest, CompletionRequest, LegacyChatRequest
 from rayserve.service import LLMService, PreparedRequest, collect, merge
-from rayserve.spec import ServeArgs
+from rayserve.spec import REPLICA_ENV, ServeArgs
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +247,12 @@ class LLMIngress:
         self.metrics.request(ex.route, ex.model, status, seconds, ex.prompt_tokens if status == 200 else 0)
 
 
-LLMServer = serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)(
-    serve.ingress(api)(LLMIngress)
-)
+LLMServer = serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=64,
+    health_check_period_s=10,
+    ray_actor_options={"runtime_env": {"env_vars": REPLICA_ENV}},
+)(serve.ingress(api)(LLMIngress))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
