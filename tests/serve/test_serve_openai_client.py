@@ -55,16 +55,15 @@ def client(ray_serve, mistral_like):
 USER = [{"role": "user", "content": "what is kaito"}]
 
 
-def test_chat_logprobs_and_top_logprobs(client):
-    r = client.chat.completions.create(
-        model="tiny-phi-3",
-        messages=USER,
-        max_tokens=6,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=3,
-        extra_body={"ignore_eos": True},
+def chat(client, **kw):
+    """A chat completion of ``USER`` with eos ignored (so token counts are exact), ``kw`` on top."""
+    return client.chat.completions.create(
+        **{"model": "tiny-phi-3", "messages": USER, "extra_body": {"ignore_eos": True}, **kw}
     )
+
+
+def test_chat_logprobs_and_top_logprobs(client):
+    r = chat(client, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens == 6
     # a token may be part of a character (its text is then U+FFFD): its bytes are exact
@@ -93,38 +92,15 @@ def test_completion_logprobs(client):
 
 
 def test_n_choices_whole_and_streamed(client):
-    r = client.chat.completions.create(
-        model="tiny-phi-3",
-        messages=USER,
-        max_tokens=8,
-        n=3,
-        temperature=1.0,
-        seed=5,
-        extra_body={"ignore_eos": True},
-    )
+    r = chat(client, max_tokens=8, n=3, temperature=1.0, seed=5)
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert r.usage.completion_tokens == 24
-    again = client.chat.completions.create(
-        model="tiny-phi-3",
-        messages=USER,
-        max_tokens=8,
-        n=3,
-        temperature=1.0,
-        seed=5,
-        extra_body={"ignore_eos": True},
-    )
+    again = chat(client, max_tokens=8, n=3, temperature=1.0, seed=5)
     assert [c.message.content for c in again.choices] == [c.message.content for c in r.choices]
     assert len({c.message.content for c in r.choices}) > 1  # seed + i: the choices differ
 
-    stream = client.chat.completions.create(
-        model="tiny-phi-3",
-        messages=USER,
-        max_tokens=8,
-        n=2,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
+    stream = chat(
+        client, max_tokens=8, n=2, temperature=0, stream=True, stream_options={"include_usage": True}
     )
     texts, finished, usage = ["", ""], set(), None
     for chunk in stream:
