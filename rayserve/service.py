@@ -236,8 +236,8 @@ class LLMService:
         if size > self.context * self.max_token_bytes:
             raise RequestError(
                 400,
-                f"prompt is {size} bytes, more than {self.context} tokens of this model's maximum "
-                f"context length can hold",
+                f"prompt is {size} bytes, more than {self.context} tokens can hold; this model's maximum "
+                f"context length is {self.context}",
                 param="messages" if prompt.messages is not None else "prompt",
             )
         return size

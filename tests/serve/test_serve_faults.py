@@ -167,7 +167,7 @@ def test_huge_string_fields(url):
         chunks = (json.dumps(body)[i : i + 65536].encode() for i in range(0, len(json.dumps(body)), 65536))
         r = httpx.post(url + route, content=chunks, timeout=30)
         assert r.status_code == 413, r.text[:300]
-    near = "word " * 190_000  # 950 kB, under the limit: tokenized, then refused for the context
+    near = "word " * 190_000  # 950 kB, under the limit: refused for the context by its byte length
     for route, body in [
         (CHAT, {"prompt": near}),
         (OPENAI, {"messages": [{"role": "user", "content": near}]}),
