@@ -38,10 +38,18 @@ from ray import serve
 from rayserve.auth import ApiKeyCheck
 from rayserve.errors import RequestError
 from rayserve.metrics import ServeMetrics
-from rayserve.responses import chat_events, completion_body, completion_events, error_body, error_event
+from rayserve.responses import (
+    chat_choice,
+    chat_events,
+    completion_body,
+    completion_choice,
+    completion_events,
+    error_body,
+    error_event,
+)
 from rayserve.schemas import ChatCompletionRequest, CompletionRequest, LegacyChatRequest
-from rayserve.service import LLMService, PreparedRequest, collect
-from rayserve.spec import ServeArgs
+from rayserve.service import LLMService, PreparedRequest, collect, merge
+from rayserve.spec import REPLICA_ENV, ServeArgs
 
 log = logging.getLogger(__name__)
 
@@ -164,24 +172,28 @@ class LLMIngress:
         return {"Result": result}
 
     async def _chat(self, req: ChatCompletionRequest, p: PreparedRequest) -> Answer:
-        chunks = self.service.stream(p)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        streams = self.service.streams(p, req.n)
+        ident, created, logprobs = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), bool(req.logprobs)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return chat_events(chunks, ident, created, p.model, len(p.prompt_ids), include_usage)
-        text, reason, n = await collect(chunks)
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
-        return completion_body("chat.completion", ident, created, p.model, choice, len(p.prompt_ids), n)
+            return chat_events(
+                merge(streams), ident, created, p.model, len(p.prompt_ids), include_usage, req.n, logprobs
+            )
+        outs = await asyncio.gather(*(collect(s) for s in streams))
+        choices = [chat_choice(i, c, logprobs) for i, c in enumerate(outs)]
+        n = sum(c.completion_tokens for c in outs)
+        return completion_body("chat.completion", ident, created, p.model, choices, len(p.prompt_ids), n)
 
     async def _completion(self, req: CompletionRequest, p: PreparedRequest) -> Answer:
-        chunks = self.service.stream(p)
+        streams = self.service.streams(p, req.n)
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        prefix = p.prompt_text if req.echo else ""
+        prefix, logprobs = (p.prompt_text if req.echo else ""), req.logprobs is not None
         if req.stream:
-            return completion_events(chunks, ident, created, p.model, prefix)
-        text, reason, n = await collect(chunks)
-        choice = {"index": 0, "text": prefix + text, "finish_reason": reason, "logprobs": None}
-        return completion_body("text_completion", ident, created, p.model, choice, len(p.prompt_ids), n)
+            return completion_events(merge(streams), ident, created, p.model, prefix, req.n, logprobs)
+        outs = await asyncio.gather(*(collect(s) for s in streams))
+        choices = [completion_choice(i, c, prefix, logprobs) for i, c in enumerate(outs)]
+        n = sum(c.completion_tokens for c in outs)
+        return completion_body("text_completion", ident, created, p.model, choices, len(p.prompt_ids), n)
 
     # --- one place for every request's outcome ---------------------------------------------
     async def _exchange(
@@ -198,7 +210,7 @@ class LLMIngress:
         try:
             self.auth.check(request.headers.get("authorization"))  # before any work
             req = await parse_body(request, schema, self.max_bytes)
-            prepared = self.service.prepare(req)
+            prepared = await self.service.prepare(req)
             ex.model, ex.prompt_tokens = prepared.model, len(prepared.prompt_ids)
             out = await answer(req, prepared)
         except RequestError as e:
@@ -240,9 +252,12 @@ class LLMIngress:
         self.metrics.request(ex.route, ex.model, status, seconds, ex.prompt_tokens if status == 200 else 0)
 
 
-LLMServer = serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)(
-    serve.ingress(api)(LLMIngress)
-)
+LLMServer = serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=64,
+    health_check_period_s=10,
+    ray_actor_options={"runtime_env": {"env_vars": REPLICA_ENV}},
+)(serve.ingress(api)(LLMIngress))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rayserve.spec import AdapterSpec, EngineSpec, ModelSpec, ParallelSpec, ServeArgs
+from rayserve.spec import REPLICA_ENV, AdapterSpec, EngineSpec, ModelSpec, ParallelSpec, ServeArgs
 
 IMPORT_PATH = "rayserve.app:build_app"
 DEPLOYMENT_NAME = "LLMServer"  # must match rayserve.app.DEPLOYMENT_NAME (kept import-free)
@@ -175,8 +175,9 @@ def serve_config(spec: ServeConfigInput) -> dict[str, Any]:
         "args": spec.serve_args(),
         "deployments": [deployment_config(spec)],
     }
-    if spec.runtime_env:
-        app["runtime_env"] = spec.runtime_env
+    # the replica settings of rayserve.spec.REPLICA_ENV, unless the spec's own env_vars say otherwise
+    env = spec.runtime_env
+    app["runtime_env"] = {**env, "env_vars": {**REPLICA_ENV, **env.get("env_vars", {})}}
     return {"proxy_location": "EveryNode", "http_options": http, "applications": [app]}
 
 
