@@ -68,6 +68,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-request-url", choices=URL_SOURCES, default="service",
                    help="where the timeline's one-token first request goes: the workspace's Service, "
                    "the address the local KubeRay stand-in publishes (rayservice-status), or off")
+    p.add_argument("--allow-load-balancer", action="store_true",
+                   help="let kaito.sh/enablelb make a workspace's Service a LoadBalancer (default: never; "
+                        "a Workspace author alone must not publish a model)")
+    p.add_argument("--load-balancer-source-ranges", default="",
+                   help="comma-separated CIDRs a LoadBalancer admits when the workspace names none "
+                        "(kaito.sh/loadbalancer-source-ranges)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -171,8 +177,13 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
     log.info("node objects: %s", api.kind)
     setup_workspace_controller(
         mgr, workers=args.workers,
-        options=Options(serve_image=args.serve_image, tuning_image=args.tuning_image,
-                        first_request_url=args.first_request_url),
+        options=Options(
+            serve_image=args.serve_image, tuning_image=args.tuning_image,
+            first_request_url=args.first_request_url,
+            allow_load_balancer=args.allow_load_balancer,
+            load_balancer_source_ranges=tuple(
+                r.strip() for r in args.load_balancer_source_ranges.split(",") if r.strip()),
+        ),
         node_api=api,
     )
     return mgr

@@ -57,7 +57,8 @@ def duration(text: str) -> float:
 
 @dataclass
 class Config:
-    cloud: str = "fake"
+    # no default: "fake" fabricates GPU Nodes, which in a real cluster would attract real pods
+    cloud: str
     namespace: str = "kaito-system"
     leader_election: bool = True
     health_port: int | None = 8081
@@ -163,7 +164,13 @@ def _provider(mgr: Manager, client: Client, config: Config, types: list) -> Clou
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
     p = argparse.ArgumentParser(prog="kaito-provisioner", description=__doc__.splitlines()[0])
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster")
-    p.add_argument("--cloud", choices=("fake", "azure"), default="fake")
+    p.add_argument(
+        "--cloud",
+        choices=("fake", "azure"),
+        required=True,
+        help="azure: AKS agent pools; fake: kwok-style Node objects for trials (no default: a silent "
+        "fake would fabricate GPU nodes in a real cluster)",
+    )
     p.add_argument(
         "--namespace", default=os.environ.get("POD_NAMESPACE", "kaito-system"), help="for the lease"
     )

@@ -35,12 +35,21 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 
+from rayserve.auth import ApiKeyCheck
 from rayserve.errors import RequestError
 from rayserve.metrics import ServeMetrics
-from rayserve.responses import chat_events, completion_body, completion_events, error_body, error_event
+from rayserve.responses import (
+    chat_choice,
+    chat_events,
+    completion_body,
+    completion_choice,
+    completion_events,
+    error_body,
+    error_event,
+)
 from rayserve.schemas import ChatCompletionRequest, CompletionRequest, LegacyChatRequest
-from rayserve.service import LLMService, PreparedRequest, collect
-from rayserve.spec import ServeArgs
+from rayserve.service import LLMService, PreparedRequest, collect, merge
+from rayserve.spec import REPLICA_ENV, ServeArgs
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +64,10 @@ Answer = dict[str, Any] | AsyncIterator[str]
 
 @api.exception_handler(RequestError)
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if request.url.path.endswith("/chat"):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
-    return JSONResponse(error_body(exc), status_code=exc.status)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+    return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
 
 
 async def parse_body(request: Request, model: type[M], max_bytes: int) -> M:
@@ -107,6 +117,7 @@ class LLMIngress:
     ) -> None:
         """``service`` and ``metrics`` are for tests; Serve passes ``args`` only."""
         self.args = ServeArgs.model_validate(args)
+        self.auth = ApiKeyCheck.from_env(self.args.api_key_env)  # before any model is loaded
         self.metrics = metrics or ServeMetrics(self.args.model.name)
         self.service = service or LLMService(self.args, stats=self.metrics.engine_stats())
         self.max_bytes = self.args.engine.max_body_bytes
@@ -130,7 +141,8 @@ class LLMIngress:
             await info()
 
     @api.get("/v1/models")
-    async def models(self) -> dict[str, Any]:
+    async def models(self, request: Request) -> dict[str, Any]:
+        self.auth.check(request.headers.get("authorization"))
         base = self.service.model_name
         card = {"object": "model", "created": self.service.created, "owned_by": "kaito"}
         data = [{"id": base, **card, "root": self.args.model.path, "max_model_len": self.service.context}]
@@ -160,24 +172,28 @@ class LLMIngress:
         return {"Result": result}
 
     async def _chat(self, req: ChatCompletionRequest, p: PreparedRequest) -> Answer:
-        chunks = self.service.stream(p)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        streams = self.service.streams(p, req.n)
+        ident, created, logprobs = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), bool(req.logprobs)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return chat_events(chunks, ident, created, p.model, len(p.prompt_ids), include_usage)
-        text, reason, n = await collect(chunks)
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
-        return completion_body("chat.completion", ident, created, p.model, choice, len(p.prompt_ids), n)
+            return chat_events(
+                merge(streams), ident, created, p.model, len(p.prompt_ids), include_usage, req.n, logprobs
+            )
+        outs = await asyncio.gather(*(collect(s) for s in streams))
+        choices = [chat_choice(i, c, logprobs) for i, c in enumerate(outs)]
+        n = sum(c.completion_tokens for c in outs)
+        return completion_body("chat.completion", ident, created, p.model, choices, len(p.prompt_ids), n)
 
     async def _completion(self, req: CompletionRequest, p: PreparedRequest) -> Answer:
-        chunks = self.service.stream(p)
+        streams = self.service.streams(p, req.n)
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        prefix = p.prompt_text if req.echo else ""
+        prefix, logprobs = (p.prompt_text if req.echo else ""), req.logprobs is not None
         if req.stream:
-            return completion_events(chunks, ident, created, p.model, prefix)
-        text, reason, n = await collect(chunks)
-        choice = {"index": 0, "text": prefix + text, "finish_reason": reason, "logprobs": None}
-        return completion_body("text_completion", ident, created, p.model, choice, len(p.prompt_ids), n)
+            return completion_events(merge(streams), ident, created, p.model, prefix, req.n, logprobs)
+        outs = await asyncio.gather(*(collect(s) for s in streams))
+        choices = [completion_choice(i, c, prefix, logprobs) for i, c in enumerate(outs)]
+        n = sum(c.completion_tokens for c in outs)
+        return completion_body("text_completion", ident, created, p.model, choices, len(p.prompt_ids), n)
 
     # --- one place for every request's outcome ---------------------------------------------
     async def _exchange(
@@ -192,8 +208,9 @@ class LLMIngress:
         whole answer, and for a stream whatever its end turns out to be (``_recorded``)."""
         ex = _Exchange(route, self.service.model_name, time.monotonic())
         try:
+            self.auth.check(request.headers.get("authorization"))  # before any work
             req = await parse_body(request, schema, self.max_bytes)
-            prepared = self.service.prepare(req)
+            prepared = await self.service.prepare(req)
             ex.model, ex.prompt_tokens = prepared.model, len(prepared.prompt_ids)
             out = await answer(req, prepared)
         except RequestError as e:
@@ -235,9 +252,12 @@ class LLMIngress:
         self.metrics.request(ex.route, ex.model, status, seconds, ex.prompt_tokens if status == 200 else 0)
 
 
-LLMServer = serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=64, health_check_period_s=10)(
-    serve.ingress(api)(LLMIngress)
-)
+LLMServer = serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=64,
+    health_check_period_s=10,
+    ray_actor_options={"runtime_env": {"env_vars": REPLICA_ENV}},
+)(serve.ingress(api)(LLMIngress))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

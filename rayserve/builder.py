@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rayserve.spec import AdapterSpec, EngineSpec, ModelSpec, ParallelSpec, ServeArgs
+from rayserve.spec import REPLICA_ENV, AdapterSpec, EngineSpec, ModelSpec, ParallelSpec, ServeArgs
 
 IMPORT_PATH = "rayserve.app:build_app"
 DEPLOYMENT_NAME = "LLMServer"  # must match rayserve.app.DEPLOYMENT_NAME (kept import-free)
@@ -87,6 +87,7 @@ class ServeConfigInput(BaseModel):
     route_prefix: str = Field("/", pattern=r"^/")
     runtime_env: dict[str, Any] = Field(default_factory=dict)
     request_timeout_s: float | None = Field(None, gt=0)
+    api_key_env: str | None = Field(None, description="see ServeArgs.api_key_env")
 
     @model_validator(mode="after")
     def _coherent(self) -> ServeConfigInput:
@@ -113,7 +114,9 @@ class ServeConfigInput(BaseModel):
                 cpus_per_worker=self.cpus_per_worker,
             ),
             engine=self.engine,
-        ).model_dump(mode="json")
+            api_key_env=self.api_key_env,
+        ).model_dump(mode="json", exclude={"api_key_env"} if self.api_key_env is None else None)
+        # (no key, no field: a workspace without one keeps the serve config it always had)
 
 
 def _bundle(cpus: float, gpus: float) -> dict[str, float]:
@@ -172,8 +175,9 @@ def serve_config(spec: ServeConfigInput) -> dict[str, Any]:
         "args": spec.serve_args(),
         "deployments": [deployment_config(spec)],
     }
-    if spec.runtime_env:
-        app["runtime_env"] = spec.runtime_env
+    # the replica settings of rayserve.spec.REPLICA_ENV, unless the spec's own env_vars say otherwise
+    env = spec.runtime_env
+    app["runtime_env"] = {**env, "env_vars": {**REPLICA_ENV, **env.get("env_vars", {})}}
     return {"proxy_location": "EveryNode", "http_options": http, "applications": [app]}
 
 

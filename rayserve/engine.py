@@ -29,7 +29,7 @@ from rayserve.cacheops import CacheOp, MergeFrom, Reset, Select
 from rayserve.kvcache import MaskMirror
 from rayserve.params import SamplingParams
 from rayserve.pipeline import Pipeline
-from rayserve.sampling import RowSampler, pick_tokens
+from rayserve.sampling import RowSampler, pick_tokens, token_logprobs
 from rayserve.scheduler import Scheduler
 from rayserve.sequence import Sequence, TokenEvent, stream_events
 from rayserve.spec import BASE
@@ -208,6 +208,7 @@ class Engine:
 
     def _emit(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         tokens = pick_tokens(logits, [s.sampler for s in seqs], [s.generated for s in seqs], self.eos_ids)
-        for s, tok in zip(seqs, tokens, strict=True):
-            s.out.put_nowait(s.append(tok, self._eos))
+        lps = token_logprobs(logits, tokens, [s.params.logprobs for s in seqs])
+        for s, tok, (lp, top) in zip(seqs, tokens, lps, strict=True):
+            s.out.put_nowait(s.append(tok, self._eos, lp, top))
         self.stats.on_tokens(len(seqs))

@@ -23,6 +23,9 @@ class SamplingParams(BaseModel):
     do_sample: bool = False
     seed: int | None = None
     ignore_eos: bool = False
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="None: no log probabilities; k: the chosen token's and the top k"
+    )
 
     @property
     def greedy(self) -> bool:

@@ -15,7 +15,7 @@ import torch
 from rayserve.params import SamplingParams
 
 # SamplingParams lives in rayserve.params (torch-free); re-exported for existing callers
-__all__ = ["RowSampler", "SamplingParams", "pick_tokens"]
+__all__ = ["RowSampler", "SamplingParams", "pick_tokens", "token_logprobs"]
 
 
 class RowSampler:
@@ -72,4 +72,26 @@ def pick_tokens(
     for row, (s, h) in enumerate(zip(samplers, histories, strict=True)):
         blocked = eos_ids if len(h) < s.params.min_new_tokens and not s.params.ignore_eos else ()
         out.append(s.pick(logits[row], h, blocked))
+    return out
+
+
+def token_logprobs(
+    logits: torch.Tensor, tokens: Sequence[int], wanted: Sequence[int | None]
+) -> list[tuple[float | None, tuple[tuple[int, float], ...]]]:
+    """Per row: the chosen token's log probability and the top ``wanted[row]`` alternatives,
+    or ``(None, ())`` for a row that did not ask. Under the model's own distribution (the raw
+    logits, before temperature or penalties), as vLLM reports them by default. Only the
+    asking rows pay for the softmax."""
+    out: list[tuple[float | None, tuple[tuple[int, float], ...]]] = [(None, ())] * len(tokens)
+    rows = [i for i, k in enumerate(wanted) if k is not None]
+    if not rows:
+        return out
+    lp = torch.log_softmax(logits[rows].float(), dim=-1)
+    chosen = lp.gather(1, torch.tensor([[tokens[i]] for i in rows])).squeeze(1).tolist()
+    k_max = max(wanted[i] or 0 for i in rows)
+    top_v, top_i = lp.topk(k_max, dim=-1) if k_max else (None, None)
+    for j, i in enumerate(rows):
+        k = wanted[i] or 0
+        top = tuple(zip(top_i[j, :k].tolist(), top_v[j, :k].tolist(), strict=True)) if k else ()
+        out[i] = (chosen[j], top)
     return out

@@ -6,8 +6,8 @@ never a 500 from deep inside generation. Two dialects are accepted:
 * Kaito's legacy ``POST /chat`` (``prompt`` or ``messages`` + HF-style ``generate_kwargs``),
   answered with ``{"Result": text}``.
 * OpenAI's ``/v1/chat/completions`` and ``/v1/completions``; unknown fields that OpenAI
-  clients commonly send are ignored, unsupported features (``n > 1``, ``logprobs``,
-  beam search) are rejected explicitly.
+  clients commonly send are ignored; ``n`` choices and log probabilities are served,
+  unsupported features (beam search, ``best_of``) are rejected explicitly.
 
 Each request also says, in its own dialect's terms, what it asks of generation (as vLLM's
 protocol models do): its prompt (``prompt_input``), how many tokens it wants
@@ -175,7 +175,7 @@ class _OpenAIBase(BaseModel):
     top_k: int = Field(0, ge=0, description="vLLM extension")
     min_tokens: int = Field(0, ge=0, description="vLLM extension")
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="vLLM extension")
-    n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
+    n: int = Field(1, ge=1, le=16, description="choices per request, each its own engine sequence")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
@@ -198,8 +198,13 @@ class _OpenAIBase(BaseModel):
     def token_limit(self, prompt_len: int, context: int) -> tuple[int | None, str]:
         return self.max_tokens, "max_tokens"
 
+    def wanted_logprobs(self) -> int | None:
+        """How many alternatives each token's log probability comes with (None: no logprobs)."""
+        return None
+
     def to_sampling_params(self, max_new_tokens: int, prompt_len: int) -> SamplingParams:
         return SamplingParams(
+            logprobs=self.wanted_logprobs(),
             max_new_tokens=max_new_tokens,
             min_new_tokens=min(self.min_tokens, max_new_tokens),
             do_sample=self.temperature > 0,
@@ -215,7 +220,17 @@ class _OpenAIBase(BaseModel):
 class ChatCompletionRequest(_OpenAIBase):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: Literal[False] | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def wanted_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def prompt_input(self) -> PromptInput:
         return PromptInput(messages=[(m.role, m.text()) for m in self.messages])
@@ -228,7 +243,7 @@ class CompletionRequest(_OpenAIBase):
     prompt: str | list[str] | list[int]
     max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
-    logprobs: None = None
+    logprobs: int | None = Field(None, ge=0, le=20, description="alternatives per token (OpenAI: up to 5)")
 
     @field_validator("prompt")
     @classmethod
@@ -240,6 +255,9 @@ class CompletionRequest(_OpenAIBase):
         if isinstance(v, list) and not v:
             raise ValueError("prompt must not be empty")
         return v
+
+    def wanted_logprobs(self) -> int | None:
+        return self.logprobs
 
     def prompt_input(self) -> PromptInput:
         if isinstance(self.prompt, str):

@@ -47,6 +47,10 @@ class TokenEvent:
 
     token_id: int
     finish_reason: FinishReason | None = None
+    # with ``SamplingParams.logprobs``: the token's log probability under the model, and the
+    # most likely ``logprobs`` tokens with theirs (most likely first)
+    logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(eq=False)
@@ -82,7 +86,13 @@ class Sequence:
         but the last, which is fed in by the next decode step."""
         return len(self.prompt) + max(0, len(self.generated) - 1)
 
-    def append(self, token: int, eos_ids: Container[int]) -> TokenEvent:
+    def append(
+        self,
+        token: int,
+        eos_ids: Container[int],
+        logprob: float | None = None,
+        top: tuple[tuple[int, float], ...] = (),
+    ) -> TokenEvent:
         """Record a generated token and decide whether it ends the sequence."""
         self.generated.append(token)
         p, n = self.params, len(self.generated)
@@ -92,7 +102,7 @@ class Sequence:
         elif n >= p.max_new_tokens:
             reason = FinishReason.LENGTH
         self.finished = reason is not None
-        return TokenEvent(token, reason)
+        return TokenEvent(token, reason, logprob, top)
 
     def fail(self, error: BaseException) -> None:
         """The batch it was in failed: ``stream`` raises ``GenerationFailed``."""

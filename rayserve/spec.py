@@ -17,6 +17,19 @@ DType = Literal["auto", "float32", "float16", "bfloat16"]
 # the adapter name of a row that runs the plain base model (peft's name for "no adapter")
 BASE = "__base__"
 
+# Ray Serve (2.60) settings for an LLM replica's process, set through its runtime_env. They are
+# what RAY_SERVE_THROUGHPUT_OPTIMIZED=1 sets for a replica, less direct ingress (replicas
+# serving HTTP themselves, which needs HAProxy in front to route): run our handlers on the
+# replica's own event loop instead of a second loop in another thread (every ASGI message and
+# response chunk otherwise crosses between the two loops, and the threads share one GIL), and
+# buffer the per-request access log instead of flushing a file write per request. Sound for
+# this app because no handler blocks its loop: forwards run on a worker thread, long prompts
+# are tokenized on another, and detokenizing costs O(1) per token.
+REPLICA_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+}
+
 
 class ModelSpec(BaseModel):
     """A causal LM checkpoint and the limits we serve it under."""
@@ -65,7 +78,9 @@ class EngineSpec(BaseModel):
     max_new_tokens_default: int = Field(128, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
     kv_budget_tokens: int | None = Field(
-        None, ge=1, description="rows x tokens the KV cache may hold at once (None: unbounded); sequences "
+        None,
+        ge=1,
+        description="rows x tokens the KV cache may hold at once (None: unbounded); sequences "
         "wait rather than join a batch that could outgrow it",
     )
     microbatches: int | None = Field(
@@ -82,6 +97,12 @@ class ServeArgs(BaseModel):
     adapters: list[AdapterSpec] = Field(default_factory=list)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding the API key /chat and /v1 require (rayserve.auth); "
+        "unset: no key",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServeArgs:

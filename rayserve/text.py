@@ -9,7 +9,9 @@ string must not leak its first characters before we know it is one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import cache
 
 
 def render_chat(tokenizer, messages: Sequence[tuple[str, str]]) -> str:
@@ -25,29 +27,75 @@ def encode(tokenizer, text: str, chat: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
 
 
+@cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable character standing for each byte."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = list(bs), 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def token_bytes(tokenizer, token_id: int) -> bytes:
+    """The bytes one token stands for, also when it is part of a character (decoding it alone
+    gives U+FFFD then): what OpenAI's ``logprobs[].bytes`` carries. Byte-level BPE pieces map
+    back through GPT-2's alphabet, SentencePiece byte pieces (``<0xE2>``) are that byte, and
+    anything else is its decoded text."""
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if isinstance(piece, str):
+        if m := _BYTE_PIECE.fullmatch(piece):
+            return bytes([int(m.group(1), 16)])
+        table = _byte_decoder()
+        if piece and all(ch in table for ch in piece):
+            return bytes(table[ch] for ch in piece)
+    return tokenizer.decode([token_id], skip_special_tokens=False).encode()
+
+
 class IncrementalDecoder:
-    """Feeds token ids, returns newly completed text."""
+    """Feeds token ids, returns newly completed text, in O(1) work per token.
+
+    Why offsets (vLLM's ``detokenize_incrementally``, TGI's ``decode_token``): decoding every
+    generated id again for each new token is O(n^2) per sequence, on the replica's event
+    loop, so one long generation stalls every other stream of the replica. Only a short
+    window is decoded instead: ``ids[prefix:read]`` is text already emitted, kept as left
+    context because decoding a token alone can differ from decoding it after its neighbours
+    (SentencePiece drops a leading space, byte-level BPE splits characters); the text of
+    ``ids[prefix:]`` past that context is the new delta. The window slides once a delta is
+    emitted; until then (an incomplete character, U+FFFD) it grows by one token at a time.
+    Concatenated deltas equal one decode of all ids."""
 
     def __init__(self, tokenizer, skip_special_tokens: bool = True) -> None:
         self.tokenizer = tokenizer
         self.skip = skip_special_tokens
         self.ids: list[int] = []
-        self.emitted = 0
+        self.prefix = 0  # ids[prefix:read] were emitted, and are decoded again as context
+        self.read = 0  # ids[read:] are not emitted yet
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip) if ids else ""
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip)
-        if text.endswith("\ufffd"):
-            return ""  # wait for the rest of the character
-        delta = text[self.emitted :]
-        self.emitted = len(text)
-        return delta
+        context = self._decode(self.ids[self.prefix : self.read])
+        text = self._decode(self.ids[self.prefix :])
+        if len(text) <= len(context) or text.endswith("\ufffd"):
+            return ""  # nothing new yet, or wait for the rest of the character
+        self.prefix, self.read = self.read, len(self.ids)
+        return text[len(context) :]
 
     def flush(self) -> str:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip)
-        delta = text[self.emitted :]
-        self.emitted = len(text)
-        return delta
+        """What is still held back (an incomplete character stays as U+FFFD)."""
+        context = self._decode(self.ids[self.prefix : self.read])
+        text = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return text[len(context) :]
 
 
 class StopMatcher:

@@ -68,17 +68,31 @@ class ObjectMeta(LooseModel):
     owner_references: list[OwnerReference] | None = None
 
 
+# Bounds of a label selector in a CRD schema only (see controller.api.workspace's MAX_URLS): a
+# label key is at most 317 characters (253 prefix, '/', 63 name), a value 63.
+MAX_SELECTOR_TERMS = 64
+
+
 class LabelSelectorRequirement(K8sModel):
-    key: str
+    key: str = Field(json_schema_extra={"maxLength": 317})
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] | None = None
+    values: list[str] | None = Field(
+        default=None,
+        json_schema_extra={"maxItems": MAX_SELECTOR_TERMS, "items": {"type": "string", "maxLength": 63}},
+    )
 
 
 class LabelSelector(K8sModel):
     """metav1.LabelSelector."""
 
-    match_labels: dict[str, str] | None = None
-    match_expressions: list[LabelSelectorRequirement] | None = None
+    match_labels: dict[str, str] | None = Field(
+        default=None,
+        json_schema_extra={"maxProperties": MAX_SELECTOR_TERMS,
+                           "additionalProperties": {"type": "string", "maxLength": 63}},
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, json_schema_extra={"maxItems": MAX_SELECTOR_TERMS}
+    )
 
 
 def _now() -> datetime:

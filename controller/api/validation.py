@@ -17,30 +17,39 @@ workspace's metadata updates or its deletion.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from controller.api.datasources import (
+    INPUT_VOLUME_TYPES,
+    OUTPUT_VOLUME_TYPES,
+    node_path_problem,
+    volume_source_problem,
+)
+from controller.api.labels import label_key_problem, label_value_problem, node_label_problem
+from controller.api.meta import LabelSelector
 from controller.api.workspace import (
     ANNOTATION_BYPASS_RESOURCE_CHECKS,
+    DNS1123_SUBDOMAIN_PATTERN,
     MAX_ADAPTERS,
     AdapterSpec,
+    DataSource,
     TuningSpec,
     Workspace,
 )
 from presets.estimator import EstimateError, estimate_nodes, unknown_preset_message, unknown_sku_message
 from presets.registry import Catalog, GpuSku, Preset, default_catalog
+from rayserve.tuning import netguard
 
 # The RayService serving a workspace takes its name; KubeRay wants a DNS-1035 label of <= 47 characters
 # (it appends "-xxxxx" for the RayCluster and stays under 53).
 MAX_NAME_LENGTH = 47
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-BLOCKED_HOSTS = {"localhost", "metadata.google.internal", "metadata.azure.com"}
+DNS1123_SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN_PATTERN)
 # resource.count is how many Machines the controller creates (and lists names for) in one pass: an absurd
 # value (2**40 is a valid int64) would wedge a worker and exhaust memory, so cap it well above any real use.
 MAX_NODE_COUNT = 100
@@ -195,6 +204,13 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
             result.error("tuning.preset.name", f"is immutable{hint}")
         if old.tuning.method != ws.tuning.method:
             result.error("tuning.method", f"is immutable{hint}")
+        # the Job reads them once: an edit would be silently ignored while the status reported
+        # success for the old input (a Job's template cannot change)
+        for wire, before, after in (("input", old.tuning.input, ws.tuning.input),
+                                    ("output", old.tuning.output, ws.tuning.output),
+                                    ("config", old.tuning.config, ws.tuning.config)):
+            if before != after:
+                result.error(f"tuning.{wire}", f"is immutable: the tuning Job reads it once{hint}")
 
 
 def validate_spec(
@@ -219,6 +235,7 @@ def validate_spec(
             f"{ws.resource.count} nodes is more than one workspace may ask for: set at most {MAX_NODE_COUNT} "
             "(split the load over several workspaces)",
         )
+    validate_node_labels(ws.resource.label_selector, result)
     bypass = bypasses_resource_checks(ws)
     if ws.inference is not None:
         inf = ws.inference
@@ -242,6 +259,16 @@ def validate_spec(
         validate_adapters(inf.adapters or [], result)
     if ws.tuning is not None:
         validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result)
+
+
+def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> None:
+    """matchLabels become the labels of the workspace's Machines and Nodes: valid syntax, and none
+    in the domains the cluster trusts (``controller.api.labels``)."""
+    for key, value in (selector.match_labels or {}).items():
+        path = f"resource.labelSelector.matchLabels[{key[:80]!r}]"
+        problem = label_key_problem(key) or node_label_problem(key) or label_value_problem(key, value)
+        if problem:
+            result.error(path, problem)
 
 
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:
@@ -298,6 +325,8 @@ def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> 
         elif len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
             result.error(f"{path}.source", f"set exactly one of image, volumeSource or path (found: {found})")
+        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result)
+        validate_pull_secrets(f"{path}.source", adapter.source, result)
         try:
             strength = float(adapter.strength)
         except ValueError:
@@ -337,6 +366,10 @@ def validate_tuning(
     if len(sources) != 1:
         found = ", ".join(sources) if sources else "none"
         result.error("tuning.input", f"set exactly one of urls, image, volumeSource or path (found: {found})")
+    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result)
+    validate_pull_secrets("tuning.input", tuning.input, result)
+    validate_mountable("tuning.output", tuning.output.volume_source, tuning.output.path, result,
+                       allowed=OUTPUT_VOLUME_TYPES)
     for j, url in enumerate(tuning.input.urls or []):
         problem = url_problem(url)
         if problem:
@@ -352,20 +385,39 @@ def validate_tuning(
         )
 
 
+def validate_mountable(
+    path: str,
+    volume_source: Any,
+    node_path: str | None,
+    result: ValidationResult,
+    *,
+    allowed: tuple[str, ...] = INPUT_VOLUME_TYPES,
+) -> None:
+    """A data source's volume and node path become volumes of the controller's pods: only the
+    types and directories ``controller.api.datasources`` allows."""
+    if volume_source:
+        problem = volume_source_problem(volume_source, allowed)
+        if problem:
+            result.error(f"{path}.volumeSource", problem)
+    if node_path:
+        problem = node_path_problem(node_path)
+        if problem:
+            result.error(f"{path}.path", problem)
+
+
+def validate_pull_secrets(path: str, src: DataSource, result: ValidationResult) -> None:
+    """imagePullSecrets name Secrets the pod pulls the source's image with: only with an image
+    (anywhere else they would be accepted and never used), each a Secret name."""
+    secrets = src.image_pull_secrets or []
+    if secrets and not src.image:
+        result.error(f"{path}.imagePullSecrets", "is only used with image: remove it, or give an image")
+    for i, name in enumerate(secrets):
+        if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+            result.error(f"{path}.imagePullSecrets[{i}]", f"{name[:80]!r} is not a Secret name")
+
+
 def url_problem(url: str) -> str | None:
-    """Why a dataset URL is refused (not http(s), or aimed at this cluster's private network), or None."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url!r} is not an http(s) URL"
-    host = parts.hostname.lower()
-    if host in BLOCKED_HOSTS:
-        return f"{url!r} points at {host}, which tuning jobs may not fetch from"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
-        return (
-            f"{url!r} points at a private or local address; serve the data from a public host or use a volume"
-        )
-    return None
+    """Why a dataset URL is refused at admission (not http(s), or its literal host, numeric IPv4
+    forms included, is private, local or cloud-internal), or None. Names are not resolved here;
+    the trainer resolves and checks every address, redirects included (``rayserve.tuning.netguard``)."""
+    return netguard.url_problem(url, resolve=None)

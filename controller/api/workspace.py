@@ -27,6 +27,9 @@ LABEL_WORKSPACE_NAMESPACE = "kaito.sh/workspacenamespace"
 FINALIZER = "workspace.finalizer.kaito.sh"
 ANNOTATION_BYPASS_RESOURCE_CHECKS = "kaito.sh/bypass-resource-checks"
 ANNOTATION_ENABLE_LB = "kaito.sh/enablelb"
+# comma-separated CIDRs a LoadBalancer Service admits (its loadBalancerSourceRanges)
+ANNOTATION_LB_SOURCE_RANGES = "kaito.sh/loadbalancer-source-ranges"
+API_KEY_SECRET_KEY = "API_KEY"  # the key, in the Secret inference.apiKeySecret names
 
 # --- condition types ------------------------------------------------------------------------------------
 CONDITION_RESOURCE_READY = "ResourceReady"
@@ -42,6 +45,14 @@ WorkspaceState = Literal["Pending", "Ready", "NotReady", "Running", "Succeeded",
 TuningMethod = Literal["lora", "qlora"]
 
 MAX_ADAPTERS = 10
+# Bounds of the spec's lists and their strings, in the CRD only (the API server refuses an
+# oversized object before it is stored or reaches the webhook; the models do not enforce them, so
+# an object stored before a bound existed still parses and can still be deleted).
+MAX_URLS = 64
+MAX_URL_LENGTH = 2048
+MAX_PULL_SECRETS = 16
+MAX_PREFERRED_NODES = 100  # validation.MAX_NODE_COUNT
+MAX_NAME = 253  # a DNS-1123 subdomain: Secret and Node names
 DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -52,6 +63,11 @@ PRESERVE_UNKNOWN = {"type": "object", "x-kubernetes-preserve-unknown-fields": Tr
 def cel(*rules: tuple[str, str]) -> dict[str, Any]:
     """``x-kubernetes-validations`` for a schema: (CEL rule, message a person can act on) pairs."""
     return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+def bounded_strings(max_items: int, max_length: int) -> dict[str, Any]:
+    """A list's ``maxItems`` and its strings' ``maxLength``, for a CRD schema."""
+    return {"maxItems": max_items, "items": {"type": "string", "maxLength": max_length}}
 
 
 def immutable(what: str) -> dict[str, Any]:
@@ -75,7 +91,10 @@ class ResourceSpec(K8sModel):
         description="Labels of the nodes that belong to this workspace. Immutable.",
         json_schema_extra=immutable("resource.labelSelector"),
     )
-    preferred_nodes: list[str] | None = Field(default=None, description="Existing nodes to use first.")
+    preferred_nodes: list[str] | None = Field(
+        default=None, description="Existing nodes to use first.",
+        json_schema_extra=bounded_strings(MAX_PREFERRED_NODES, MAX_NAME),
+    )
 
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -107,9 +126,11 @@ class DataSource(K8sModel):
     """Where data comes from: exactly one of urls, image, volumeSource or path."""
 
     name: str | None = Field(default=None, max_length=253)
-    urls: list[str] | None = None
+    urls: list[str] | None = Field(default=None, json_schema_extra=bounded_strings(MAX_URLS, MAX_URL_LENGTH))
     image: str | None = Field(default=None, max_length=1024)
-    image_pull_secrets: list[str] | None = None
+    image_pull_secrets: list[str] | None = Field(
+        default=None, json_schema_extra=bounded_strings(MAX_PULL_SECRETS, MAX_NAME)
+    )
     volume_source: dict[str, Any] | None = Field(
         default=None, description="A core/v1 VolumeSource.", json_schema_extra=PRESERVE_UNKNOWN
     )
@@ -173,6 +194,11 @@ class InferenceSpec(K8sModel):
             ),
         },
     )
+    api_key_secret: str | None = Field(
+        default=None, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="Secret (key API_KEY) in the namespace: /chat and /v1 then require "
+                    "'Authorization: Bearer <key>'.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -189,10 +215,13 @@ class TuningSpec(K8sModel):
     method: TuningMethod = Field(default="lora", json_schema_extra=immutable("tuning.method"))
     config: str | None = Field(
         default=None, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN,
-        description="ConfigMap (key training_config.yaml) in the namespace.",
+        description="ConfigMap (key training_config.yaml) in the namespace. Immutable.",
+        json_schema_extra=immutable("tuning.config"),
     )
-    input: DataSource
-    output: DataDestination
+    input: DataSource = Field(description="Immutable: the tuning Job reads it once.",
+                              json_schema_extra=immutable("tuning.input"))
+    output: DataDestination = Field(description="Immutable: the tuning Job writes it once.",
+                                    json_schema_extra=immutable("tuning.output"))
 
     model_config = ConfigDict(
         json_schema_extra=cel(

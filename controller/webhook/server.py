@@ -4,16 +4,32 @@ POST /validate answers AdmissionReviews (see admission.py); GET /healthz says ok
 given, a CA and serving cert are generated at start (certs.py) and the CA is exposed as ``ca_bundle``
 for the ValidatingWebhookConfiguration; with cert files (a mounted Secret, certwatch.py) the pair is
 loaded from them and ``reload_certs`` picks up a rotation.
+
+Limits, because with ``failurePolicy: Fail`` an unanswered or refused review refuses the write:
+
+- the body cap is controller-runtime's 7 MiB: an UPDATE review carries the object and the old
+  object, and refusing a large one would refuse every update of it, the finalizer removal
+  included, leaving the object stuck Terminating;
+- connections are served by a fixed pool (``workers``), with at most ``pending`` more waiting;
+  beyond that a connection is closed at once rather than given a thread;
+- each connection has a total deadline (``request_deadline``, from accept to the last byte,
+  handshake included): a socket timeout restarts on every read, so a client sending a byte a
+  second would otherwise hold a thread forever. One request per connection (``Connection:
+  close``), so the deadline is the request's, and an idle keep-alive connection holds no worker;
+- every malformed request is answered (400, 411, 413), never dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import ssl
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +40,11 @@ from presets.registry import Catalog
 log = logging.getLogger(__name__)
 
 VALIDATE_PATH = "/validate"
-MAX_BODY = 3 * 1024 * 1024  # the API server's own request size limit
-HANDSHAKE_TIMEOUT = 30.0
+MAX_BODY = 7 * 1024 * 1024  # controller-runtime's webhook limit: an UPDATE carries two objects
+HANDSHAKE_TIMEOUT = 30.0  # per socket operation; REQUEST_DEADLINE bounds the whole connection
+REQUEST_DEADLINE = 30.0  # the API server waits at most 30 s (timeoutSeconds' maximum) anyway
+WORKERS = 16
+PENDING = 64
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,11 +55,32 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("webhook %s - " + fmt, self.address_string(), *args)
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+        self.close_connection = True  # one request per connection: see the module docstring
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+
+    def _body_length(self) -> int | None:
+        """The request's Content-Length, or None after answering why it cannot be read."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            self._send(411, b"Content-Length is required", "text/plain")
+            return None
+        try:
+            length = int(raw.strip())
+        except ValueError:
+            self._send(400, f"Content-Length {raw[:40]!r} is not a number".encode(), "text/plain")
+            return None
+        if length <= 0:
+            self._send(400, b"an AdmissionReview body is required", "text/plain")
+            return None
+        if length > MAX_BODY:
+            self._send(413, f"the body is over {MAX_BODY} bytes".encode(), "text/plain")
+            return None
+        return length
 
     def do_GET(self) -> None:
         if self.path in ("/healthz", "/readyz"):
@@ -53,9 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path != VALIDATE_PATH:
             self._send(404, b"not found", "text/plain")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length <= 0 or length > MAX_BODY:
-            self._send(400, b"an AdmissionReview body is required", "text/plain")
+        length = self._body_length()
+        if length is None:
             return
         try:
             body = json.loads(self.rfile.read(length))
@@ -70,9 +109,54 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(answer).encode())
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+def _cut(sock: socket.socket) -> None:
+    """End a connection past its deadline: a blocked read in its worker returns at once. The
+    plain socket's shutdown, so the TLS object another thread is reading is left alone."""
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Server(HTTPServer):
+    """An HTTPServer whose connections run on a bounded pool, each under a total deadline."""
+
     catalog: Catalog | None = None
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], *, workers: int, pending: int,
+                 deadline: float) -> None:
+        super().__init__(address, handler)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kaito-webhook")
+        self.slots = threading.BoundedSemaphore(workers + pending)
+        self.capacity = workers + pending
+        self.deadline = deadline
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.warning("webhook: %s connections in flight or waiting; closing the one from %s",
+                        self.capacity, client_address)
+            self.shutdown_request(request)
+            return
+        timer = threading.Timer(self.deadline, _cut, args=(request,))
+        timer.daemon = True
+        timer.start()  # from accept: time spent waiting for a worker counts too
+        try:
+            self.pool.submit(self._work, request, client_address, timer)
+        except RuntimeError:  # the pool is shut down: we are stopping
+            timer.cancel()
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def _work(self, request: Any, client_address: Any, timer: threading.Timer) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            timer.cancel()
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("webhook connection from %s ended with an error", client_address, exc_info=True)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # TLS handshake here, in the request's thread, so a slow client cannot stall accept()
@@ -83,6 +167,10 @@ class _Server(ThreadingHTTPServer):
             log.debug("webhook TLS handshake with %s failed: %s", client_address, exc)
             return
         super().finish_request(request, client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class WebhookServer:
@@ -98,8 +186,12 @@ class WebhookServer:
         ca_bundle: bytes | None = None,
         hosts: list[str] | None = None,
         catalog: Catalog | None = None,
+        workers: int = WORKERS,
+        pending: int = PENDING,
+        request_deadline: float = REQUEST_DEADLINE,
     ) -> None:
         self.host = host
+        self._limits = {"workers": workers, "pending": pending, "deadline": request_deadline}
         self._port = port
         self._catalog = catalog
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -128,7 +220,7 @@ class WebhookServer:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
         self._ctx = ctx
-        httpd = _Server((self.host, self._port), _Handler)
+        httpd = _Server((self.host, self._port), _Handler, **self._limits)
         httpd.catalog = self._catalog
         httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         self._httpd = httpd

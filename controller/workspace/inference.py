@@ -9,6 +9,8 @@ model replica the GPUs it needs inside that pool.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from controller.api.rayservice import (
@@ -21,7 +23,14 @@ from controller.api.rayservice import (
     AppStatus,
     RayService,
 )
-from controller.api.workspace import ANNOTATION_ENABLE_LB, AdapterSpec, Workspace
+from controller.api.workspace import (
+    ANNOTATION_ENABLE_LB,
+    ANNOTATION_LB_SOURCE_RANGES,
+    API_KEY_SECRET_KEY,
+    AdapterSpec,
+    DataSource,
+    Workspace,
+)
 from controller.workspace import model_cache, names
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
@@ -64,12 +73,33 @@ def _adapter_volumes(ws: Workspace) -> PodData:
     data = PodData()
     for i, adapter in enumerate((ws.inference.adapters if ws.inference else None) or []):
         data.add_source(adapter.source, f"adapter-{i}", adapter_path(adapter), f"puller-{i}",
-                        read_only=False, pull_dir=ADAPTER_DIR)
+                        pull_dir=ADAPTER_DIR)
     return data
+
+
+API_KEY_ENV = "KAITO_API_KEY"  # what rayserve.auth reads (the serve config names it)
+
+
+def api_key_env(ws: Workspace) -> str | None:
+    """The environment variable the serve app reads its API key from, if the workspace has one."""
+    return API_KEY_ENV if ws.inference is not None and ws.inference.api_key_secret else None
+
+
+def pull_secrets(sources: Iterable[DataSource]) -> list[dict]:
+    """The pod's imagePullSecrets for the images of ``sources``, each Secret once, in order."""
+    names_seen: dict[str, None] = {}
+    for src in sources:
+        if src.image:
+            names_seen.update(dict.fromkeys(src.image_pull_secrets or []))
+    return [{"name": n} for n in names_seen]
 
 
 def _env(ws: Workspace) -> list[dict]:
     env: list[dict] = []
+    if api_key_env(ws) and ws.inference is not None:
+        # not optional: a missing Secret keeps the pod from starting instead of serving openly
+        env.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {
+            "name": ws.inference.api_key_secret, "key": API_KEY_SECRET_KEY}}})
     preset = ws.inference.preset if ws.inference else None
     secret = preset.preset_options.model_access_secret if preset and preset.preset_options else None
     if secret:
@@ -122,6 +152,9 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
         worker_extra["volumes"] = volumes
     if inits:
         worker_extra["initContainers"] = inits
+    pull = pull_secrets(a.source for a in (ws.inference.adapters if ws.inference else None) or [])
+    if pull:  # the adapter images' registries (the pullers run in the worker pods)
+        worker_extra["imagePullSecrets"] = pull
     rs = RayService.model_validate({
         "metadata": {
             "name": names.rayservice_name(ws.name),
@@ -151,13 +184,44 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
     return rs.to_k8s()
 
 
-def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
+def source_ranges(ws: Workspace) -> list[str] | None:
+    """The CIDRs of ``kaito.sh/loadbalancer-source-ranges`` (normalised), [] when unset, None when
+    any entry is not a CIDR (then no LoadBalancer at all: a typo must not open it to everyone)."""
+    raw = (ws.metadata.annotations or {}).get(ANNOTATION_LB_SOURCE_RANGES, "")
+    ranges = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            ranges.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            return None
+    return ranges
+
+
+def wants_load_balancer(ws: Workspace) -> bool:
+    return (ws.metadata.annotations or {}).get(ANNOTATION_ENABLE_LB, "").strip().lower() == "true"
+
+
+def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT, *, allow_load_balancer: bool = False,
+                  default_source_ranges: tuple[str, ...] = ()) -> dict:
     """``<ws>``: port 80 to the Ray Serve HTTP proxy on the workspace's Ray pods.
 
-    ClusterIP, or LoadBalancer when the workspace has Kaito's ``kaito.sh/enablelb: "True"``.
+    ClusterIP, or LoadBalancer when the workspace has Kaito's ``kaito.sh/enablelb: "True"`` and
+    the operator allows it (``--allow-load-balancer``: a Workspace author alone must not be able to
+    publish a model to the internet). A LoadBalancer admits the annotation's
+    ``kaito.sh/loadbalancer-source-ranges``, else the operator's defaults; unparsable ranges mean
+    ClusterIP.
     """
-    annotations = ws.metadata.annotations or {}
-    lb = annotations.get(ANNOTATION_ENABLE_LB, "").strip().lower() == "true"
+    ranges = source_ranges(ws)
+    lb = wants_load_balancer(ws) and allow_load_balancer and ranges is not None
+    spec: dict = {
+        "type": "LoadBalancer" if lb else "ClusterIP",
+        "selector": pod_labels(ws),
+        "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": serve_port, "protocol": "TCP"}],
+    }
+    if lb and (ranges or default_source_ranges):
+        spec["loadBalancerSourceRanges"] = ranges or list(default_source_ranges)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -167,12 +231,7 @@ def build_service(ws: Workspace, serve_port: int = names.SERVE_PORT) -> dict:
             "labels": pod_labels(ws),
             "ownerReferences": [ws.owner_reference().to_k8s()],
         },
-        "spec": {
-            "type": "LoadBalancer" if lb else "ClusterIP",
-            "selector": pod_labels(ws),
-            "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": serve_port,
-                       "protocol": "TCP"}],
-        },
+        "spec": spec,
     }
 
 

@@ -57,6 +57,7 @@ from controller.workspace.inference import (
     build_service,
     merged_service_spec,
     rayservice_state,
+    wants_load_balancer,
 )
 from controller.workspace.machines import (
     MachineSummary,
@@ -122,6 +123,9 @@ class Options:
     first_request_url: probe.URLSource = "off"
     first_request_poll_seconds: float = 5.0
     first_request_window_seconds: float = 900.0  # stop asking this long after the weights loaded
+    # kaito.sh/enablelb makes a LoadBalancer only when the operator allows it (--allow-load-balancer)
+    allow_load_balancer: bool = False
+    load_balancer_source_ranges: tuple[str, ...] = ()
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -216,7 +220,7 @@ class WorkspaceReconciler:
             if not summary.all_ready:
                 requeue = self.options.machine_poll_seconds
             elif ws.tuning is not None:
-                obs.job = self._ensure_job(ws, plan, config.output_dir)
+                obs.job = self._ensure_job(ws, plan, config)
             else:
                 obs.inference = self._ensure_inference(ws, plan)
                 if not obs.inference.ready and not obs.inference.failed:
@@ -291,7 +295,14 @@ class WorkspaceReconciler:
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
         try:
             rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, ws)
-            self._create_or_update(SERVICES, self.stores.services, build_service(ws), ws,
+            service = build_service(ws, allow_load_balancer=self.options.allow_load_balancer,
+                                    default_source_ranges=self.options.load_balancer_source_ranges)
+            if wants_load_balancer(ws) and service["spec"]["type"] != "LoadBalancer":
+                self._event(ws, "Warning", "LoadBalancerNotAllowed",
+                            "kaito.sh/enablelb is ignored: the operator does not allow LoadBalancer "
+                            "Services (--allow-load-balancer), or kaito.sh/loadbalancer-source-ranges "
+                            "is not a comma-separated list of CIDRs")
+            self._create_or_update(SERVICES, self.stores.services, service, ws,
                                    merge_spec=merged_service_spec)
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
@@ -301,11 +312,12 @@ class WorkspaceReconciler:
     def _job_of(self, ws: Workspace) -> dict | None:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
 
-    def _ensure_job(self, ws: Workspace, plan: Plan, output_dir: str) -> JobState:
+    def _ensure_job(self, ws: Workspace, plan: Plan, config: ConfigCheck) -> JobState:
         existing = self._job_of(ws)
         if existing is not None:  # its config was checked when it was created; its template is immutable
             return job_state(existing)
-        job = build_tuning_job(ws, plan, self.options.tuning_image, output_dir)
+        job = build_tuning_job(ws, plan, self.options.tuning_image, config.output_dir,
+                               config.deadline_seconds)
         # A Job's pod template is immutable: create it once; a changed spec needs a new workspace.
         return job_state(self._create_or_update(JOBS, self.stores.jobs, job, ws, create_only=True))
 

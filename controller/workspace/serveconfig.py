@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from controller.api.workspace import Workspace
 from controller.workspace import names
-from controller.workspace.inference import adapter_path
+from controller.workspace.inference import adapter_path, api_key_env
 from controller.workspace.plan import Plan
 from rayserve.builder import AutoscalingSpec, ServeConfigInput
 from rayserve.builder import build_serve_config as _build
@@ -48,6 +48,7 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
         serve_port=names.SERVE_PORT,
         # the fake SKU's GPU memory is made up (the model runs on CPU): no budget to keep to
         engine=EngineSpec(kv_budget_tokens=None if fake else plan.kv_budget_tokens),
+        api_key_env=api_key_env(ws),
     )
     # inference.config's settings over the estimate (checked by runtime_config before any node)
     return apply_inference_config(spec, plan.runtime, plan.max_replicas) if plan.runtime else spec

@@ -18,10 +18,16 @@ from dataclasses import dataclass
 from controller.api.workspace import Workspace
 from controller.workspace import names
 from controller.workspace.adapter_push import pusher_container, record_exit_code
-from controller.workspace.inference import GPU_RESOURCE, pod_labels, pod_pinning
+from controller.workspace.inference import GPU_RESOURCE, pod_labels, pod_pinning, pull_secrets
 from controller.workspace.plan import Plan
+from controller.workspace.podsecurity import restricted_pod
 from controller.workspace.volumes import PodData
-from rayserve.tuning.config import CONFIG_KEY, TrainingConfigError, parse_training_config
+from rayserve.tuning.config import (
+    CONFIG_KEY,
+    JOB_DEADLINE_SECONDS,
+    TrainingConfigError,
+    parse_training_config,
+)
 
 INPUT_DIR = "/mnt/data"
 OUTPUT_DIR = "/mnt/results"
@@ -48,7 +54,7 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], PodData]:
     if src.urls:
         for url in src.urls:
             args += ["--data", url]
-    elif data.add_source(src, "input", INPUT_DIR, "input-puller", read_only=True):
+    elif data.add_source(src, "input", INPUT_DIR, "input-puller", mark_copy=True):
         args += ["--data", INPUT_DIR]
     args += ["--output", output_dir]
     if ws.tuning.config:
@@ -57,7 +63,7 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], PodData]:
             "name": ws.tuning.config, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}})
         data.mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     if dst.volume_source:
-        data.volumes.append({"name": "output", **dst.volume_source})
+        data.volumes.append({**dst.volume_source, "name": "output"})
     elif dst.path:
         data.volumes.append({"name": "output", "hostPath": {"path": dst.path, "type": "DirectoryOrCreate"}})
     else:  # an image destination: the pusher container publishes it (controller.workspace.adapter_push)
@@ -66,10 +72,17 @@ def _mounts(ws: Workspace, output_dir: str) -> tuple[list[str], PodData]:
     return args, data
 
 
-def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OUTPUT_DIR) -> dict:
+def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OUTPUT_DIR,
+                     deadline_seconds: int = JOB_DEADLINE_SECONDS) -> dict:
     """The Job: one pod on the workspace's node holding all its GPUs, tuning ``plan.model`` (the
-    base model's directory or hub id); ``output_dir`` as ``check_training_config`` found it (the
-    output volume or a directory under it)."""
+    base model's directory or hub id); ``output_dir`` and ``deadline_seconds`` as
+    ``check_training_config`` found them (the output volume or a directory under it; the
+    config's ``max_runtime_seconds``).
+
+    The pod downloads and parses data from the internet, so it gets nothing it does not need: no
+    service account token (it never calls the API), and ``podsecurity.restricted_pod``'s
+    non-root, no-capabilities defaults. ``activeDeadlineSeconds`` ends a run that hangs or loops,
+    so a GPU node is never billed for it forever."""
     assert ws.tuning is not None
     args, data = _mounts(ws, output_dir)
     volumes, mounts, inits = data.volumes, data.mounts, data.inits
@@ -95,9 +108,14 @@ def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OU
         pusher, auth = pusher_container(dst.image, output_dir, dst.image_push_secret or "")
         containers = [record_exit_code(container), pusher]
         volumes = [*volumes, auth]
-    spec: dict = {**pod_pinning(ws), "restartPolicy": "Never", "containers": containers, "volumes": volumes}
+    spec: dict = {**pod_pinning(ws), "restartPolicy": "Never", "automountServiceAccountToken": False,
+                  "containers": containers, "volumes": volumes}
     if inits:
         spec["initContainers"] = inits
+    pull = pull_secrets([ws.tuning.input])
+    if pull:  # the input image's registry (its puller is an init container)
+        spec["imagePullSecrets"] = pull
+    spec = restricted_pod(spec)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -109,6 +127,7 @@ def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OU
         },
         "spec": {
             "backoffLimit": 2,
+            "activeDeadlineSeconds": deadline_seconds,
             "template": {"metadata": {"labels": pod_labels(ws)}, "spec": spec},
         },
     }
@@ -132,6 +151,7 @@ class ConfigCheck:
 
     output_dir: str = OUTPUT_DIR
     problem: JobState | None = None
+    deadline_seconds: int = JOB_DEADLINE_SECONDS
 
 
 def _invalid(name: str, message: str) -> ConfigCheck:
@@ -173,7 +193,7 @@ def check_training_config(ws: Workspace, configmap: dict | None) -> ConfigCheck:
     if output is None:
         return _invalid(name, f"{CONFIG_KEY}: TrainingArguments.output_dir {parsed.training.output_dir!r} "
                               f"must be {OUTPUT_DIR} or a directory under it (the output volume)")
-    return ConfigCheck(output_dir=output)
+    return ConfigCheck(output_dir=output, deadline_seconds=parsed.job_deadline_seconds)
 
 
 def job_state(job: dict | None) -> JobState:

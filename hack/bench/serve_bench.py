@@ -1,26 +1,32 @@
-"""Benchmark: a plain transformers generate loop vs our Ray Serve endpoint, side by side.
+"""Benchmark: our Ray Serve endpoint beside ``transformers serve --continuous-batching`` and the
+raw batched-``generate`` limit, in one run, on one checkpoint, with one HTTP client.
 
-Why: batching is the point of the serving stack, so we measure it against the obvious
-baseline - one process calling ``model.generate`` per request - on the same model, the same
-prompts and the same number of generated tokens (greedy, eos ignored), at concurrency 1, 8
-and 32. A third column runs our engine in-process without Ray or HTTP; at concurrency 1 the
-difference between it and the endpoint is what Serve + HTTP add per request.
+Why these columns: ``transformers serve`` is the library's own continuous-batching server
+(paged KV cache), so it is the bar a served stack built on transformers has to clear; a batch
+of ``c`` prompts through one ``model.generate`` call, with no server at all, is the most the
+model gives at concurrency ``c`` on this machine. Both servers get the same chat request
+(``POST /v1/chat/completions``, greedy, a fixed number of new tokens with eos ignored) from
+the same ``httpx`` client. A fourth column runs our engine in-process (no Ray, no HTTP): the
+gap between it and the served column is what Serve, HTTP and the replica's event loop cost.
 
 Writes a markdown table (default docs/bench/serve.md). Run:
-``python -m hack.bench.serve_bench [--tokens 32] [--requests-per-client 4] [--out docs/bench/serve.md]``
+``python -m hack.bench.serve_bench [--model DIR] [--tokens 32] [--out docs/bench/serve.md]``
+(the default model is a hidden-256 tiny Phi-3, generated if needed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 PROMPTS = [
     f"{a} model {b} cluster" for a in ("one", "two", "three", "four") for b in ("fast", "slow", "tiny")
 ]
+# a checkpoint big enough that compute is not all overhead (the issue's shape)
+BENCH_MODEL = {"hidden": 256, "intermediate": 1024, "vocab": 1024, "max_positions": 1024}
+Call = Callable[[str], Awaitable[int]]
 
 
 @dataclass
@@ -77,8 +86,9 @@ async def drive(
     return Result(name, concurrency, concurrency * per_client, tokens, time.perf_counter() - t0, latencies)
 
 
-def plain_generate(model_path: str, n_tokens: int) -> Callable[[str], Awaitable[int]]:
-    """Baseline: one model, one request at a time (a single worker thread), HF generate."""
+def batched_generate(model_path: str, n_tokens: int) -> Callable[[list[str]], int]:
+    """The limit: ``c`` chat prompts, left-padded into one batch, through one ``generate`` call
+    (no server, no scheduling: every row starts and ends together)."""
     import torch
 
     from rayserve.loading import load_model, load_tokenizer
@@ -86,18 +96,36 @@ def plain_generate(model_path: str, n_tokens: int) -> Callable[[str], Awaitable[
 
     spec = ModelSpec(name="tiny", path=model_path)
     tok, model = load_tokenizer(spec), load_model(spec)  # same device and dtype rule as the engine
-    pool = ThreadPoolExecutor(max_workers=1)
+    tok.padding_side = "left"
 
-    def run(prompt: str) -> int:
-        ids = tok(prompt, return_tensors="pt").input_ids.to(model.device)
+    def run(prompts: list[str]) -> int:
+        texts = [chat_text(tok, p) for p in prompts]
+        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.inference_mode():
-            out = model.generate(ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False)
-        return int(out.shape[1] - ids.shape[1])
+            out = model.generate(
+                **batch, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False, eos_token_id=None
+            )
+        return int(out.shape[1] - batch.input_ids.shape[1]) * len(prompts)
 
-    async def call(prompt: str) -> int:
-        return await asyncio.get_running_loop().run_in_executor(pool, run, prompt)
+    return run
 
-    return call
+
+def chat_text(tok, prompt: str) -> str:
+    return tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+
+
+def drive_batched(run: Callable[[list[str]], int], concurrency: int, rounds: int) -> Result:
+    """``rounds`` batches of ``concurrency`` prompts; each row's latency is its batch's time."""
+    run(PROMPTS[:concurrency])  # warm-up
+    latencies, tokens, t0 = [], 0, time.perf_counter()
+    for r in range(rounds):
+        prompts = [PROMPTS[(r + i) % len(PROMPTS)] for i in range(concurrency)]
+        t = time.perf_counter()
+        tokens += run(prompts)
+        latencies += [time.perf_counter() - t] * concurrency
+    return Result("generate", concurrency, concurrency * rounds, tokens, time.perf_counter() - t0, latencies)
 
 
 def engine_direct(model_path: str, n_tokens: int, max_batch: int) -> Callable[[str], Awaitable[int]]:
@@ -117,7 +145,8 @@ def engine_direct(model_path: str, n_tokens: int, max_batch: int) -> Callable[[s
     params = SamplingParams(max_new_tokens=n_tokens, ignore_eos=True)
 
     async def call(prompt: str) -> int:
-        out = await svc.complete(PreparedRequest(svc.tokenizer(prompt)["input_ids"], params))
+        ids = svc.tokenizer(chat_text(svc.tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        out = await svc.complete(PreparedRequest(ids, params))
         return out.completion_tokens
 
     return call
@@ -141,13 +170,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def served_endpoint(model_path: str, n_tokens: int, max_batch: int, num_cpus: int):
-    """Our Ray Serve app over HTTP (one replica), like a client in the cluster sees it."""
+def http_client(port: int):
+    """The one client every server gets: the same pool, timeouts and JSON handling."""
     import httpx
+
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=300, limits=httpx.Limits(max_connections=128)
+    )
+
+
+def chat_call(client, body: dict) -> Call:
+    """``POST /v1/chat/completions`` with ``body`` plus the prompt; the usage's token count."""
+
+    async def call(prompt: str) -> int:
+        r = await client.post(
+            "/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": prompt}]}
+        )
+        r.raise_for_status()
+        return r.json()["usage"]["completion_tokens"]
+
+    return call
+
+
+def served_endpoint(
+    model_path: str, n_tokens: int, max_batch: int, num_cpus: int, replica_env: dict[str, str] | None = None
+) -> tuple[Call, Callable[[], None]]:
+    """Our Ray Serve app over HTTP (one replica), like a client in the cluster sees it."""
     import ray
     from ray import serve
 
     from rayserve.app import LLMServer
+    from rayserve.spec import REPLICA_ENV
 
     port = _free_port()
     ray.init(
@@ -163,137 +216,185 @@ def served_endpoint(model_path: str, n_tokens: int, max_batch: int, num_cpus: in
         "parallel": {"workers": 1, "gpus_per_worker": 0},
         "engine": {"max_batch_size": max_batch, "max_waiting": 1024},
     }
-    serve.run(
-        LLMServer.options(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=max_batch + 64).bind(
-            args
-        ),
-        name="bench",
-        route_prefix="/",
-    )
-    client = httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=300, limits=httpx.Limits(max_connections=128)
-    )
-
-    async def call(prompt: str) -> int:
-        body = {"prompt": prompt, "max_tokens": n_tokens, "temperature": 0, "ignore_eos": True}
-        r = await client.post("/v1/completions", json=body)
-        r.raise_for_status()
-        return r.json()["usage"]["completion_tokens"]
+    env = REPLICA_ENV if replica_env is None else replica_env
+    options = {"num_cpus": 0.5, "runtime_env": {"env_vars": env}}
+    app = LLMServer.options(ray_actor_options=options, max_ongoing_requests=max_batch + 64)
+    serve.run(app.bind(args), name="bench", route_prefix="/")
+    body = {"model": "tiny", "max_tokens": n_tokens, "temperature": 0, "ignore_eos": True}
 
     def close() -> None:
         serve.shutdown()
         ray.shutdown()
 
-    return call, close
+    return chat_call(http_client(port), body), close
+
+
+def hf_serve_endpoint(model_path: str, n_tokens: int) -> tuple[Call, Callable[[], None]]:
+    """``transformers serve --continuous-batching`` on the same checkpoint, as its CLI starts it.
+    Eos is ignored as in the other columns: a request's ``generation_config`` with no eos id
+    (continuous batching takes ``-1`` as none)."""
+    import httpx
+
+    port = _free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    cmd = [str(exe), "serve", model_path, "--continuous-batching", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--device", "auto" if _gpus() else "cpu", "--log-level", "error"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"transformers serve did not start: {' '.join(cmd)}")
+        time.sleep(0.5)
+    gen = {"max_new_tokens": n_tokens, "do_sample": False, "eos_token_id": -1}
+    body = {
+        "model": model_path,
+        "max_tokens": n_tokens,
+        "temperature": 0,
+        "generation_config": json.dumps(gen),
+    }
+
+    def close() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    return chat_call(http_client(port), body), close
 
 
 def render(
     results: dict[str, list[Result]],
     n_tokens: int,
     model_path: str,
-    overhead_ms: float,
     load: tuple[float, float],
+    note: str,
 ) -> str:
     import torch
+    import transformers
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_path)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     shape = f"hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, {cfg.num_attention_heads} heads"
     lines = [
-        "# Serving benchmark: plain transformers vs the Ray Serve endpoint",
+        "# Serving benchmark: our endpoint vs `transformers serve` vs batched `generate`",
         "",
         f"Generated by `python -m hack.bench.serve_bench` on {stamp}.",
         f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), {_device()};",
-        f"torch {torch.__version__}.",
+        f"torch {torch.__version__}, transformers {transformers.__version__}.",
         f"Shared with other work (1-min load average {load[0]:.1f} before, {load[1]:.1f} after), so absolute",
         "numbers are noisy - compare columns within one run.",
         f"Model: `{Path(model_path).name}` ({shape}, vocab {cfg.vocab_size}), dtype 'auto'",
         "(float32 on CPU, bfloat16 on GPU).",
-        f"Each request: a short prompt, {n_tokens} generated tokens (greedy, eos ignored).",
+        f"Each request: one short chat message, {n_tokens} generated tokens (greedy, eos ignored).",
         "",
-        "Each cell is the best of several rounds; rounds interleave the three columns.",
+        "Each cell is the best of its rounds; every round runs every column, and each server runs",
+        "alone (started for its turn, stopped after it).",
         "",
-        "- **plain generate**: one process, `model.generate` per request, one at a time.",
-        "- **engine in-process**: our continuous-batching engine, no Ray, no HTTP.",
-        "- **served endpoint**: `POST /v1/completions` through Ray Serve's HTTP proxy to one replica.",
+        "- **hf serve**: `transformers serve --continuous-batching`, `POST /v1/chat/completions`.",
+        "- **served**: our Ray Serve app (one replica), `POST /v1/chat/completions`, same client.",
+        "- **generate**: the limit - `c` prompts as one left-padded batch through `model.generate`.",
+        "- **engine**: our continuous-batching engine in-process, no Ray, no HTTP.",
         "",
-        "| concurrency | plain generate req/s | plain tok/s | engine req/s | engine tok/s "
-        "| served req/s | served tok/s | served p50 latency (ms) | served / plain tok/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | hf serve tok/s | served tok/s | generate tok/s | engine tok/s | hf p50 ms "
+        "| served p50 ms | served / hf tok/s | served / generate tok/s | served / hf p50 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for plain, eng, srv in zip(results["plain"], results["engine"], results["served"], strict=True):
+    for hf, srv, gen, eng in zip(
+        results["hf"], results["served"], results["generate"], results["engine"], strict=True
+    ):
         lines.append(
-            f"| {plain.concurrency} | {plain.rps:.1f} | {plain.tps:.0f} | {eng.rps:.1f} | {eng.tps:.0f} "
-            f"| {srv.rps:.1f} | {srv.tps:.0f} | {srv.p50_ms:.0f} | {srv.tps / plain.tps:.2f}x |"
+            f"| {srv.concurrency} | {hf.tps:.0f} | {srv.tps:.0f} | {gen.tps:.0f} | {eng.tps:.0f} "
+            f"| {hf.p50_ms:.0f} | {srv.p50_ms:.0f} | {srv.tps / hf.tps:.2f}x | {srv.tps / gen.tps:.2f}x "
+            f"| {srv.p50_ms / hf.p50_ms:.2f}x |"
         )
+    lines += ["", note, ""] if note else [""]
     lines += [
-        "",
-        "Serve + HTTP per-request overhead at concurrency 1 (served p50 - engine p50): "
-        f"**{overhead_ms:.1f} ms**.",
-        "",
-        "Reading it: the plain loop's throughput is flat - requests wait their turn, so latency grows",
-        "with concurrency. The engine admits requests between decode steps, so one step serves the",
-        "whole batch. On a CPU box the served column is bounded by the HTTP proxy, the client and the",
-        "replica sharing the same cores (visible at concurrency 32); on a cluster those are separate.",
+        "The peak host memory of loading one pipeline stage is in [stage_memory.md](stage_memory.md).",
         "",
     ]
     return "\n".join(lines)
 
 
-async def _bench_all(
-    calls: dict[str, Callable[[str], Awaitable[int]]], levels: list[int], per_client: int, repeats: int
+Server = Callable[[], tuple[Call, Callable[[], None]]]
+
+
+def _keep_best(best: dict[tuple[str, int], Result], r: Result) -> None:
+    key = (r.name, r.concurrency)
+    if key not in best or r.tps > best[key].tps:
+        best[key] = r
+        print(f"{r.name:>8} c={r.concurrency:<3} {r.tps:8.0f} tok/s p50 {r.p50_ms:7.1f} ms", flush=True)
+
+
+def bench_all(
+    servers: dict[str, Server],
+    engine: Call,
+    generate: Callable[[list[str]], int],
+    levels: list[int],
+    per_client: int,
+    repeats: int,
 ) -> dict[str, list[Result]]:
-    """Rounds interleave the columns and each cell keeps its best round: the machine is shared,
-    and a burst of someone else's work should not decide a column."""
-    out: dict[str, list[Result]] = {k: [] for k in calls}
-    for c in levels:
-        best: dict[str, Result] = {}
-        for _ in range(repeats):
-            for name, call in calls.items():
-                r = await drive(name, call, c, per_client if c > 1 else per_client * 4)
-                if name not in best or r.tps > best[name].tps:
-                    best[name] = r
-        for name, r in best.items():
-            out[name].append(r)
-            print(
-                f"{name:>7} c={c:<3} {r.rps:7.1f} req/s {r.tps:8.0f} tok/s p50 {r.p50_ms:7.1f} ms", flush=True
-            )
-    return out
+    """Each round runs every column at every level; each cell keeps its best round (the
+    machine is shared, and a burst of someone else's work should not decide a column). Each
+    server runs alone: it is started for its turn and stopped after it, so neither server's
+    idle processes (Ray's, on two cores, are not free) weigh on the other's figures."""
+    best: dict[tuple[str, int], Result] = {}
+    # one event loop for the whole run: the in-process engine and the clients bind to it
+    loop = asyncio.new_event_loop()
+
+    def rounds(c: int) -> int:
+        return per_client if c > 1 else per_client * 4
+
+    for _ in range(repeats):
+        for name, start in servers.items():
+            call, close = start()
+            try:
+                for c in levels:
+                    _keep_best(best, loop.run_until_complete(drive(name, call, c, rounds(c))))
+            finally:
+                close()
+        for c in levels:
+            _keep_best(best, drive_batched(generate, c, rounds(c)))
+            _keep_best(best, loop.run_until_complete(drive("engine", engine, c, rounds(c))))
+    loop.close()
+    names = [*servers, "generate", "engine"]
+    return {n: [best[(n, c)] for c in levels] for n in names}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--model", default=None, help="checkpoint dir (default: the tiny Phi-3, generated if needed)"
-    )
+    p.add_argument("--model", default=None, help="checkpoint dir (default: a hidden-256 tiny Phi-3)")
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--requests-per-client", type=int, default=4)
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--num-cpus", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3, help="rounds per cell; the best is reported")
+    p.add_argument("--repeats", type=int, default=2, help="rounds per cell; the best is reported")
+    p.add_argument("--note", default="", help="a paragraph to add under the table")
     p.add_argument("--out", default="docs/bench/serve.md")
     a = p.parse_args(argv)
     if a.model is None:
-        from hack.tiny_model import ensure_tiny_model
+        from hack.tiny_model import DEFAULT_DIR, TinyModelParams, ensure_tiny_model
 
-        a.model = str(ensure_tiny_model())
+        a.model = str(
+            ensure_tiny_model(DEFAULT_DIR.with_name("tiny-phi-3-h256"), TinyModelParams(**BENCH_MODEL))
+        )
     levels = [int(x) for x in a.concurrency.split(",")]
     load_before = os.getloadavg()[0]
-    served, close = served_endpoint(a.model, a.tokens, a.max_batch, a.num_cpus)
-    calls = {
-        "plain": plain_generate(a.model, a.tokens),
-        "engine": engine_direct(a.model, a.tokens, a.max_batch),
-        "served": served,
+    servers: dict[str, Server] = {
+        "hf": lambda: hf_serve_endpoint(a.model, a.tokens),
+        "served": lambda: served_endpoint(a.model, a.tokens, a.max_batch, a.num_cpus),
     }
-    try:
-        results = asyncio.run(_bench_all(calls, levels, a.requests_per_client, a.repeats))
-    finally:
-        close()
-    load = (load_before, os.getloadavg()[0])
-    overhead = results["served"][0].p50_ms - results["engine"][0].p50_ms if levels[0] == 1 else float("nan")
-    text = render(results, a.tokens, a.model, overhead, load)
+    engine, generate = engine_direct(a.model, a.tokens, a.max_batch), batched_generate(a.model, a.tokens)
+    results = bench_all(servers, engine, generate, levels, a.requests_per_client, a.repeats)
+    text = render(results, a.tokens, a.model, (load_before, os.getloadavg()[0]), a.note)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(text)
     print(text)

@@ -49,6 +49,7 @@ from controller.runtime.client import ApiError, Client, NotFound, ResourceKind
 from controller.runtime.controller import Request, Result
 from controller.runtime.events import EventRecorder
 from controller.runtime.store import Store
+from controller.workspace.probe import status_endpoint
 from hack.kuberay_standin.dashboard import DashboardError, ServeDashboard
 from hack.kuberay_standin.serveconfig import (
     ParsedServeConfig,
@@ -482,13 +483,6 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
 def serve_endpoint(rayservice: dict) -> str | None:
     """Where a RayService's apps answer on the stand-in's one Serve proxy, from its status as
     KubeRay writes it (the active cluster's, else the pending one's, head address and serve
-    port) plus the RayService's route base; None until the status says."""
-    status = rayservice.get("status") or {}
-    for part in ("activeServiceStatus", "pendingServiceStatus"):
-        cluster = (status.get(part) or {}).get("rayClusterStatus") or {}
-        host = (cluster.get("head") or {}).get("serviceIP")
-        port = (cluster.get("endpoints") or {}).get("serve")
-        if host and port:
-            meta = rayservice.get("metadata") or {}
-            return f"http://{host}:{port}{route_base(meta.get('namespace') or 'default', meta['name'])}"
-    return None
+    port) plus the RayService's route base; None until the status says. The controller's
+    first-request probe reads the same fields (controller.workspace.probe.status_endpoint)."""
+    return status_endpoint(rayservice)

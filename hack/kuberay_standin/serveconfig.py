@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from controller.workspace.probe import standin_route_base
+
 SEP = "."
 IGNORED_TOP_LEVEL = ("http_options", "proxy_location", "grpc_options", "logging_config", "tracing_config")
 
@@ -50,8 +52,9 @@ def split_serve_app_name(serve_name: str) -> tuple[str, str, str] | None:
 
 
 def route_base(namespace: str, name: str) -> str:
-    """Where a RayService's apps live on the shared Serve proxy."""
-    return f"/{namespace}/{name}"
+    """Where a RayService's apps live on the shared Serve proxy (the controller's probe reads the
+    same rule: controller.workspace.probe.standin_route_base)."""
+    return standin_route_base(namespace, name)
 
 
 def nest_route_prefix(namespace: str, name: str, route_prefix: str | None) -> str | None:

@@ -14,6 +14,9 @@ clearly why not:
   gradient_accumulation_steps, learning_rate, seed) and ``QuantizationConfig`` (load_in_4bit,
   load_in_8bit, bnb_4bit_quant_type, bnb_4bit_compute_dtype, bnb_4bit_use_double_quant) are
   implemented: their values are validated and become ``TuningConfig`` fields (``FIELD_MAP``).
+- ``TrainingArguments.max_runtime_seconds`` is this project's own key, not Hugging Face's: the
+  tuning Job's ``activeDeadlineSeconds`` (``JOB_DEADLINE_SECONDS`` when unset), so a run that
+  hangs or loops stops and frees its GPU; the trainer itself does not read it.
 - ``ModelConfig``, ``TokenizerParams``, ``DataCollator`` and ``DatasetConfig`` are Kaito sections
   this trainer does not implement (it picks the dtype and device itself, reads OpenAI-chat rows,
   masks everything but the answers): accepted and ignored, listed in a warning.
@@ -98,6 +101,11 @@ FIELD_MAP: dict[tuple[str, str], str] = {
     ("QuantizationConfig", "bnb_4bit_use_double_quant"): "double_quant",
 }
 
+# Keys the controller reads for the Job and the trainer does not (see the module docstring).
+JOB_KEYS: dict[str, tuple[str, ...]] = {"TrainingArguments": ("max_runtime_seconds",)}
+JOB_DEADLINE_SECONDS = 24 * 3600  # a day: longer than any preset's tuning run on its SKU
+MAX_JOB_DEADLINE_SECONDS = 30 * 24 * 3600
+
 # Kaito sections this trainer does not implement: accepted, ignored with a warning.
 IGNORED_SECTIONS = ("ModelConfig", "TokenizerParams", "DataCollator", "DatasetConfig")
 
@@ -159,6 +167,7 @@ class TrainingArgumentsSection(_Section):
     gradient_accumulation_steps: int | None = Field(None, ge=1)
     learning_rate: float | None = Field(None, gt=0)
     seed: int | None = None
+    max_runtime_seconds: int | None = Field(None, ge=60, le=MAX_JOB_DEADLINE_SECONDS)
 
     @field_validator("max_steps")
     @classmethod
@@ -209,6 +218,11 @@ class TrainingConfigFile(BaseModel):
             out[name] = ("qlora" if value else "lora") if name == "method" else value
         return out
 
+    @property
+    def job_deadline_seconds(self) -> int:
+        """The tuning Job's activeDeadlineSeconds: ``TrainingArguments.max_runtime_seconds``."""
+        return self.training.max_runtime_seconds or JOB_DEADLINE_SECONDS
+
     def method_problem(self, method: str) -> str | None:
         """Kaito's rule for the Workspace's ``tuning.method`` against QuantizationConfig, or None."""
         four_bit = bool(self.quantization and self.quantization.load_in_4bit)
@@ -237,7 +251,7 @@ SUPPORTED_SECTIONS = ("LoraConfig", "TrainingArguments", "QuantizationConfig")
 
 
 def _supported_keys(section: str) -> list[str]:
-    return [key for (s, key) in FIELD_MAP if s == section] + (
+    return [key for (s, key) in FIELD_MAP if s == section] + list(JOB_KEYS.get(section, ())) + (
         ["load_in_8bit"] if section == "QuantizationConfig" else [])
 
 

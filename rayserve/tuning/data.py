@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import torch
+
+from rayserve.tuning import netguard
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,9 +48,29 @@ class DatasetError(ValueError):
     """A dataset that cannot be read as chat conversations; the message names the file and row."""
 
 
-def fetch(source: str, workdir: str | None = None) -> Path:
+MAX_DOWNLOAD_BYTES = 4 * 2**30  # far above any chat dataset Kaito's samples use (dolly-15k: 12 MB)
+DOWNLOAD_DEADLINE_S = 30 * 60.0  # the whole download, redirects included; not per read
+MAX_REDIRECTS = 5
+
+
+class DownloadRefused(DatasetError):
+    """A dataset URL the trainer will not fetch: its host, a redirect's, or its size or time."""
+
+
+def fetch(
+    source: str,
+    workdir: str | None = None,
+    *,
+    url_check: Callable[[str], str | None] = netguard.url_problem,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    deadline_s: float = DOWNLOAD_DEADLINE_S,
+) -> Path:
     """A local path for ``source``: itself when it is a path (a file or a directory), else a download
-    (http/https) named by the URL path's suffix, which is checked before anything is downloaded."""
+    (http/https) named by the URL path's suffix, which is checked before anything is downloaded.
+
+    A download checks the host of the URL and of every redirect with ``url_check`` (by default
+    ``netguard.url_problem``: every address the name resolves to, now), follows at most
+    ``MAX_REDIRECTS``, and stops past ``max_bytes`` or ``deadline_s`` in all."""
     url = urllib.parse.urlparse(source)
     if url.scheme in ("", "file"):
         path = Path(urllib.request.url2pathname(url.path) if url.scheme == "file" else source)
@@ -60,13 +83,37 @@ def fetch(source: str, workdir: str | None = None) -> Path:
 
     suffix = dataset_suffix(urllib.parse.unquote(url.path), source)
     target = Path(workdir or tempfile.mkdtemp(prefix="kaito-data-")) / f"dataset{suffix}"
-    with httpx.stream("GET", source, follow_redirects=True, timeout=60) as r:
-        r.raise_for_status()
-        with target.open("wb") as f:
-            for chunk in r.iter_bytes():
-                f.write(chunk)
-    log.info("downloaded dataset %s to %s", source, target)
-    return target
+    deadline = time.monotonic() + deadline_s
+    current = source
+    with httpx.Client(follow_redirects=False, timeout=60) as http:
+        for _ in range(MAX_REDIRECTS + 1):
+            problem = url_check(current)
+            if problem:
+                raise DownloadRefused(f"dataset {source}: {problem}")
+            with http.stream("GET", current) as r:
+                if r.is_redirect:
+                    current = urllib.parse.urljoin(current, r.headers.get("location", ""))
+                    continue
+                r.raise_for_status()
+                _save(r, target, source, max_bytes, deadline)
+                log.info("downloaded dataset %s to %s", source, target)
+                return target
+    raise DownloadRefused(f"dataset {source}: more than {MAX_REDIRECTS} redirects")
+
+
+def _save(response, target: Path, source: str, max_bytes: int, deadline: float) -> None:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise DownloadRefused(f"dataset {source}: {declared} bytes is over the limit of {max_bytes}")
+    written = 0
+    with target.open("wb") as f:
+        for chunk in response.iter_bytes():
+            written += len(chunk)
+            if written > max_bytes:
+                raise DownloadRefused(f"dataset {source}: over the limit of {max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise DownloadRefused(f"dataset {source}: not downloaded within its deadline")
+            f.write(chunk)
 
 
 def dataset_suffix(name: str, source: str | None = None) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -23,8 +23,9 @@ from rayserve.spec import ModelSpec
 from rayserve.tuning.cli import config_from_args
 from rayserve.tuning.config import TuningConfig
 from rayserve.tuning.data import batches, fetch, read_conversations, tokenize
+from rayserve.tuning.schedule import step_groups, total_steps
 
-__all__ = ["TuningConfig", "main", "train"]
+__all__ = ["TuningConfig", "fit", "main", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,36 @@ def _mean_loss(model, data, pad_id: int, device: torch.device) -> float:
     return total / max(n, 1)
 
 
+def fit(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    passes: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
+    grad_accum: int,
+    total: int,
+    device: torch.device,
+) -> list[float]:
+    """Take exactly ``total`` optimizer steps over ``passes()`` (see ``schedule.step_groups``);
+    returns each step's mean micro-batch loss.
+
+    Each group's losses are averaged over the group's own size, so a pass's short last group is
+    a full-weight step, and gradients are zeroed before the first and after every step, so none
+    carries from one step (or pass) into the next.
+    """
+    opt.zero_grad(set_to_none=True)
+    losses: list[float] = []
+    for group in step_groups(passes, grad_accum, total):
+        loss_sum = 0.0
+        for ids, mask, labels in group:
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            (out.loss / len(group)).backward()
+            loss_sum += float(out.loss.detach())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss_sum / len(group))
+        print(json.dumps({"step": len(losses), "of": total, "loss": round(losses[-1], 4)}), flush=True)
+    return losses
+
+
 def train(cfg: TuningConfig) -> dict:
     """Run the job; returns (and writes) the result summary."""
     from peft import LoraConfig, get_peft_model
@@ -93,27 +124,17 @@ def train(cfg: TuningConfig) -> dict:
     )
     model = get_peft_model(model, lora)
     model.train()
-    steps_per_epoch = math.ceil(len(data) / cfg.batch_size / cfg.grad_accum)
-    total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    total = total_steps(len(data), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     before = _mean_loss(model, data, tok.pad_token_id, device)
-    step, t0, losses = 0, time.monotonic(), []
-    while step < total:
-        micro = 0
-        for ids, mask, labels in batches(data, cfg.batch_size, tok.pad_token_id, gen):
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
-            (out.loss / cfg.grad_accum).backward()
-            micro += 1
-            if micro % cfg.grad_accum:
-                continue
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(float(out.loss))
-            print(json.dumps({"step": step, "of": total, "loss": round(losses[-1], 4)}), flush=True)
-            if step >= total:
-                break
+    t0 = time.monotonic()
+
+    def passes():
+        return batches(data, cfg.batch_size, tok.pad_token_id, gen)
+
+    losses = fit(model, opt, passes, cfg.grad_accum, total, device)
+    step = len(losses)
     after = _mean_loss(model, data, tok.pad_token_id, device)
     out_dir = Path(cfg.output)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -146,6 +146,21 @@ def test_pods_run_restricted(helm: Helm) -> None:
             assert c["resources"]["requests"]
 
 
+def test_load_balancers_only_when_the_values_allow_them(helm: Helm) -> None:
+    from controller.main import parse_args
+
+    def controller_args(values: dict[str, Any]) -> list[str]:
+        dep = _by_kind(helm.template(values), "Deployment")["kaito-controller"]
+        return dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    default = parse_args(controller_args(FAKE))
+    assert default.allow_load_balancer is False and default.load_balancer_source_ranges == ""
+    allowed = parse_args(controller_args({**FAKE, "controller": {"loadBalancer": {
+        "allow": True, "sourceRanges": ["10.0.0.0/8", "203.0.113.0/24"]}}}))
+    assert allowed.allow_load_balancer is True
+    assert allowed.load_balancer_source_ranges == "10.0.0.0/8,203.0.113.0/24"
+
+
 # --- against the API server -----------------------------------------------------------------------
 def test_every_rendered_object_is_accepted_by_the_api_server(cluster, helm: Helm, admin: RestClient) -> None:
     cp, _ = cluster

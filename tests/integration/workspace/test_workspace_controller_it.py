@@ -336,7 +336,7 @@ def test_enablelb_annotation_switches_the_service_type_in_place(
     ws_client: Client, ws_ns: str, kubeconfig: str
 ) -> None:
     client, ns, name = ws_client, ws_ns, "lb"
-    with running_controller(kubeconfig):
+    with running_controller(kubeconfig, allow_load_balancer=True):
         _one_ready_machine(client, ns, name)
         svc_name = names.service_name(name)
         svc = wait_for(lambda: client.get(SERVICES, svc_name, ns), what="Service")
@@ -347,10 +347,12 @@ def test_enablelb_annotation_switches_the_service_type_in_place(
             cur = client.get(SERVICES, svc_name, ns)
             return cur if cur["spec"]["type"] == kind else None
 
-        client.patch(WORKSPACES, name, {"metadata": {"annotations": {"kaito.sh/enablelb": "True"}}},
+        client.patch(WORKSPACES, name, {"metadata": {"annotations": {
+            "kaito.sh/enablelb": "True", "kaito.sh/loadbalancer-source-ranges": "203.0.113.0/24"}}},
                      namespace=ns)
         lb = wait_for(lambda: service_of_type("LoadBalancer"), what="LoadBalancer Service")
         assert lb["metadata"]["uid"] == svc["metadata"]["uid"] and lb["spec"]["clusterIP"] == cluster_ip
+        assert lb["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
         assert lb["spec"]["ports"][0]["nodePort"]  # allocated by the server, kept by our update
 
         client.patch(WORKSPACES, name, {"metadata": {"annotations": {"kaito.sh/enablelb": None}}},

@@ -43,7 +43,8 @@ def make_namespace(client: Client) -> str:
 
 
 @contextlib.contextmanager
-def running_controller(kubeconfig: str, workers: int = 2, **overrides: Any) -> Iterator[Manager]:
+def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer: bool = False,
+                       **overrides: Any) -> Iterator[Manager]:
     """A Manager with the workspace controller, on free ports, without leader election."""
     client = RestClient.from_kubeconfig(kubeconfig)
     mgr = Manager(
@@ -54,7 +55,8 @@ def running_controller(kubeconfig: str, workers: int = 2, **overrides: Any) -> I
         metrics_port=0,
         bind_host="127.0.0.1",
     )
-    options = Options(machine_poll_seconds=1.0, inference_poll_seconds=5.0, deletion_poll_seconds=0.5)
+    options = Options(machine_poll_seconds=1.0, inference_poll_seconds=5.0, deletion_poll_seconds=0.5,
+                      allow_load_balancer=allow_load_balancer)
     setup_workspace_controller(mgr, workers=workers, options=options, **overrides)
     mgr.start()
     try:
@@ -71,6 +73,7 @@ def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "mac
     serving ``node_api``'s objects (the controller's ``node_api`` must be the same)."""
     client = RestClient.from_kubeconfig(kubeconfig)
     config = Config(
+        cloud="fake",
         node_api=node_api,
         leader_election=False,
         health_port=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from hack.gen_crds import CHART_CRD_DIR, CHART_CRDS, CRD_DIR, SchemaError, all_crds, main, render, structural
 
@@ -98,3 +99,36 @@ def test_workspace_crd_shape():
 def test_unions_without_a_structural_form_are_refused():
     with pytest.raises(SchemaError, match="unions"):
         structural({"anyOf": [{"type": "string"}, {"type": "boolean"}]}, {}, "x")
+
+
+def test_every_list_string_and_map_of_the_workspace_spec_is_bounded() -> None:
+    """An unbounded list or string lets one object reach the API server's size limit, costs the
+    CEL rules over it without bound, and makes every later UPDATE review (object and old object)
+    too big for the webhook. Free-form fields (a VolumeSource, a PodTemplateSpec) are checked by
+    their own rules, not by the schema."""
+    crd = yaml.safe_load((CRD_DIR / "kaito.sh_workspaces.yaml").read_text())
+    unbounded: list[str] = []
+
+    def walk(node: dict, path: str) -> None:
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            return
+        kind = node.get("type")
+        if kind == "array":
+            if "maxItems" not in node:
+                unbounded.append(f"{path}: no maxItems")
+            walk(node["items"], f"{path}[]")
+        elif kind == "string":
+            if "maxLength" not in node and "enum" not in node:
+                unbounded.append(f"{path}: no maxLength")
+        elif "additionalProperties" in node:
+            if "maxProperties" not in node:
+                unbounded.append(f"{path}: no maxProperties")
+            walk(node["additionalProperties"], f"{path}{{}}")
+        for key, sub in (node.get("properties") or {}).items():
+            walk(sub, f"{path}.{key}")
+
+    for version in crd["spec"]["versions"]:
+        schema = version["schema"]["openAPIV3Schema"]["properties"]
+        for top in ("resource", "inference", "tuning"):
+            walk(schema[top], f"{version['name']}:{top}")
+    assert unbounded == []

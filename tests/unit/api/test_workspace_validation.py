@@ -139,7 +139,7 @@ def test_adapter_rules():
                     adapter("s", "1.5"),
                     adapter("t", "x"),
                     adapter("u", urls=["https://a/b"]),
-                    adapter("v", image="i", path="/p"),
+                    adapter("v", image="i", path="/var/lib/kaito-py/p"),
                 ]
             )
         )
@@ -182,8 +182,8 @@ def test_tuning_rules():
     assert errors(obj) == [
         "resource.count: tuning runs on a single node: set resource.count to 1 (it is 2)",
         "tuning.input: set exactly one of urls, image, volumeSource or path (found: urls, image)",
-        "tuning.input.urls[0]: 'http://169.254.169.254/latest' points at a private or local address; "
-        "serve the data from a public host or use a volume",
+        "tuning.input.urls[0]: 'http://169.254.169.254/latest' points at a private, local or "
+        "cloud-internal address (169.254.169.254); serve the data from a public host or use a volume",
         "tuning.output.imagePushSecret: is required with tuning.output.image: name a docker-registry Secret "
         "that may push to it",
     ]
@@ -210,10 +210,19 @@ def test_tuning_needs_a_tunable_preset_that_fits_one_node():
     "url,problem",
     [
         ("https://huggingface.co/datasets/x.json", None),
-        ("http://10.0.0.1/x", "private or local"),
+        ("http://10.0.0.1/x", "private, local"),
         ("http://localhost:8080/x", "localhost"),
         ("file:///etc/passwd", "not an http(s) URL"),
-        ("http://[::1]/x", "private or local"),
+        ("http://[::1]/x", "private, local"),
+        # numeric forms the C resolver reads as 127.0.0.1, IPv4-mapped IPv6, and the cloud's own
+        ("http://2130706433/x", "(127.0.0.1)"),
+        ("http://0x7f000001/x", "(127.0.0.1)"),
+        ("http://127.1/x", "(127.0.0.1)"),
+        ("http://[::ffff:169.254.169.254]/x", "private, local"),
+        ("http://100.64.0.1/x", "cloud-internal"),
+        ("http://168.63.129.16/machine", "(168.63.129.16)"),
+        ("http://metadata/x", "metadata host"),
+        ("http://cafe.example.com/x.jsonl", None),
     ],
 )
 def test_url_problem(url, problem):
@@ -281,3 +290,111 @@ def test_absurd_count_is_refused_even_with_bypass(count):
     obj["resource"]["count"] = 100
     assert errors(obj) == []
 
+
+
+def _with_labels(labels: dict[str, str]) -> dict:
+    obj = ws(inference=inference())
+    obj["resource"]["labelSelector"] = {"matchLabels": labels}
+    return obj
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "kubernetes.io/hostname",  # the issue's example: steer another tenant's pods onto our node
+        "node-restriction.kubernetes.io/tenant",  # exists so that no tenant can set it
+        "topology.kubernetes.io/zone",  # a subdomain, as Karpenter matches
+        "node.kubernetes.io/instance-type",
+        "k8s.io/x",
+        "kops.k8s.io/instancegroup",
+        "karpenter.sh/nodepool",
+        "karpenter.sh/provisioner-name",
+        "kaito.sh/workspace",  # set by the controller
+        "kaito.sh/machine-type",
+    ],
+)
+def test_node_labels_in_restricted_domains_are_refused(key):
+    (msg,) = errors(_with_labels({key: "victim"}))
+    assert msg.startswith(f"resource.labelSelector.matchLabels[{key!r}]: label {key!r} ")
+    assert "restricted domain" in msg or "set by the controller" in msg
+
+
+@pytest.mark.parametrize(
+    ("labels", "needle"),
+    [
+        ({"/x": "v"}, "empty prefix"),
+        ({"Example.COM/x": "v"}, "DNS subdomain"),
+        ({"a" * 64: "v"}, "at most 63"),
+        ({"bad key": "v"}, "at most 63"),
+        ({"-x": "v"}, "starting and ending"),
+        ({"apps": "white space"}, "the value"),
+        ({"apps": "v" * 64}, "the value"),
+        ({"apps": "trailing-"}, "the value"),
+    ],
+)
+def test_node_labels_must_be_valid_label_syntax(labels, needle):
+    (msg,) = errors(_with_labels(labels))
+    assert msg.startswith("resource.labelSelector.matchLabels[") and needle in msg
+
+
+def test_ordinary_node_labels_are_allowed():
+    ok = {"apps": "phi-3", "example.com/team": "ml", "kaito.sh/tenant": "", "a.b-c_d": "A.b-C_9"}
+    assert errors(_with_labels(ok)) == []
+
+
+def _adapter_ws(**source):
+    return ws(inference=inference(adapters=[{"source": {"name": "a", **source}}]))
+
+
+def test_adapter_and_tuning_volumes_are_allow_listed():
+    for bad, needle in [
+        ({"hostPath": {"path": "/"}}, "'hostPath' is not allowed"),
+        ({"nfs": {"server": "10.0.0.1", "path": "/"}}, "'nfs' is not allowed"),
+        ({"secret": {"secretName": "other-team"}}, "'secret' is not allowed"),
+        ({"csi": {"driver": "secrets-store.csi.k8s.io"}}, "CSI driver 'secrets-store.csi.k8s.io'"),
+        ({"emptyDir": {}, "hostPath": {"path": "/"}}, "exactly one volume type"),
+        ({"name": "x", "emptyDir": {}}, "exactly one volume type"),
+    ]:
+        (msg,) = errors(_adapter_ws(volumeSource=bad))
+        assert msg.startswith("inference.adapters[0].source.volumeSource: ") and needle in msg, msg
+        (msg,) = errors(ws(tuning=tuning(input={"volumeSource": bad})))
+        assert msg.startswith("tuning.input.volumeSource: ") and needle in msg, msg
+    (msg,) = errors(ws(tuning=tuning(output={"volumeSource": {"hostPath": {"path": "/etc"}}})))
+    assert msg.startswith("tuning.output.volumeSource: volume type 'hostPath' is not allowed")
+    (msg,) = errors(ws(tuning=tuning(output={"volumeSource": {"configMap": {"name": "c"}}})))
+    assert msg.startswith("tuning.output.volumeSource: volume type 'configMap' is not allowed")
+    for good in ({"persistentVolumeClaim": {"claimName": "c"}}, {"configMap": {"name": "c"}},
+                 {"emptyDir": {}}, {"csi": {"driver": "blob.csi.azure.com"}}):
+        assert errors(_adapter_ws(volumeSource=good)) == []
+
+
+def test_node_paths_must_stay_under_the_prefix():
+    for bad in ("/", "/etc", "/var/lib/kubelet", "/var/lib/kaito-py", "/var/lib/kaito-py/../../etc",
+                "var/lib/kaito-py/x", "/var/lib/kaito-py-other/x"):
+        (msg,) = errors(_adapter_ws(path=bad))
+        assert msg.startswith("inference.adapters[0].source.path: "), msg
+        (msg,) = errors(ws(tuning=tuning(output={"path": bad})))
+        assert msg.startswith("tuning.output.path: "), msg
+    assert errors(_adapter_ws(path="/var/lib/kaito-py/adapters/a")) == []
+
+
+def test_tuning_input_output_and_config_are_immutable():
+    """The Job reads them once: an edit was accepted, ignored, and the status reported success for
+    the old input."""
+    old = ws(tuning=tuning(config="cfg"))
+    for path, value in (("input", {"urls": ["https://example.com/other.jsonl"]}),
+                        ("output", {"volumeSource": {"persistentVolumeClaim": {"claimName": "c"}}}),
+                        ("config", "other-cfg")):
+        new = copy.deepcopy(old)
+        new["tuning"][path] = value
+        (msg,) = errors(new, old)
+        assert msg.startswith(f"tuning.{path}: is immutable: the tuning Job reads it once")
+
+
+def test_pull_secrets_only_with_an_image_and_named_like_secrets():
+    (msg,) = errors(_adapter_ws(volumeSource={"emptyDir": {}}, imagePullSecrets=["reg"]))
+    assert msg == ("inference.adapters[0].source.imagePullSecrets: is only used with image: remove it, "
+                   "or give an image")
+    (msg,) = errors(_adapter_ws(image="reg.example.com/a:1", imagePullSecrets=["Not_A_Secret"]))
+    assert msg.startswith("inference.adapters[0].source.imagePullSecrets[0]: 'Not_A_Secret'")
+    assert errors(_adapter_ws(image="reg.example.com/a:1", imagePullSecrets=["reg"])) == []

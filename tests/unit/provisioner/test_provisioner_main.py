@@ -33,7 +33,17 @@ def test_flags_become_config() -> None:
     assert cfg.fake_failures == ["quota:Standard_NC6s_v3", "capacity"]
     assert cfg.options.machine_selector == {"kaito.sh/workspace": "phi", "team": "ml"}
     assert cfg.metrics_port == 0
-    assert parse_args([])[1].options.registration_ttl == 900, "Karpenter's 15 min by default"
+    default_ttl = parse_args(["--cloud", "azure"])[1].options.registration_ttl
+    assert default_ttl == 900, "Karpenter's 15 min by default"
+
+
+def test_the_cloud_has_no_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """A silent --cloud fake would fabricate GPU Nodes in a real cluster: the flag is required."""
+    with pytest.raises(SystemExit) as info:
+        parse_args([])
+    assert info.value.code == 2 and "--cloud" in capsys.readouterr().err
+    with pytest.raises(TypeError):
+        Config()  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
@@ -61,8 +71,8 @@ def _offline_client() -> Client:
 
 def test_build_fake_applies_injected_failures() -> None:
     cfg = Config(
-        leader_election=False, health_port=None, metrics_port=None, fake_failures=["sku:Standard_NC6s_v3"],
-        node_api="machine",
+        cloud="fake", leader_election=False, health_port=None, metrics_port=None,
+        fake_failures=["sku:Standard_NC6s_v3"], node_api="machine",
     )
     prov = build(_offline_client(), cfg)
     assert isinstance(prov.provider, FakeCloud)

@@ -37,7 +37,7 @@ class FakeService:
     def __init__(self, fail_after: int | None = None) -> None:
         self.fail_after = fail_after
 
-    def prepare(self, req: LegacyChatRequest | CompletionRequest) -> PreparedRequest:
+    async def prepare(self, req: LegacyChatRequest | CompletionRequest) -> PreparedRequest:
         if req.model not in (None, "tiny"):
             raise RequestError(404, f"model '{req.model}' is not served here", kind="model_not_found")
         return PreparedRequest([1, 2, 3], SamplingParams(max_new_tokens=4), model=req.model or "tiny")
@@ -48,6 +48,9 @@ class FakeService:
                 raise RequestError(503, "stage died; retry", kind="server_error")
             yield Chunk(f"w{i} ", None, i + 1)
         yield Chunk("", FinishReason.LENGTH, 4)
+
+    def streams(self, p: PreparedRequest, n: int) -> list[AsyncIterator[Chunk]]:
+        return [self.stream(p) for _ in range(n)]
 
     async def complete(self, p: PreparedRequest) -> Completion:
         parts = [c.text async for c in self.stream(p)]

@@ -97,3 +97,48 @@ def test_each_dialect_says_what_it_asks_of_generation():
     assert legacy.to_sampling_params(97, 3).min_new_tokens == 2  # min_length counts the prompt too
     with pytest.raises(RequestError, match="max_length=200 leaves no room after the 200-token prompt"):
         legacy.token_limit(200, 4096)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    from hack.tiny_model import ensure_tiny_model
+
+    return AutoTokenizer.from_pretrained(ensure_tiny_model())
+
+
+class CountingTok:
+    """A real tokenizer that records how many ids each decode call was given."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.sizes = tok, []
+
+    def decode(self, ids, skip_special_tokens=True):
+        self.sizes.append(len(ids))
+        return self.tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def test_incremental_decoder_matches_one_decode_and_reads_a_short_window(tiny_tokenizer):
+    import random
+
+    rng = random.Random(3)
+    ids = [rng.randrange(len(tiny_tokenizer)) for _ in range(400)]
+    tok = CountingTok(tiny_tokenizer)
+    d = IncrementalDecoder(tok)
+    text = "".join(d.push(i) for i in ids) + d.flush()
+    assert text == tiny_tokenizer.decode(ids, skip_special_tokens=True)
+    # O(1) per token, not O(n): no decode call sees more than a few ids
+    assert max(tok.sizes) < 16, max(tok.sizes)
+
+
+def test_token_logprobs_only_for_rows_that_ask():
+    from rayserve.sampling import token_logprobs
+
+    logits = torch.tensor([[0.0, 2.0, 1.0], [1.0, 1.0, 1.0]])
+    out = token_logprobs(logits, [1, 0], [2, None])
+    lp = torch.log_softmax(logits[0], -1)
+    assert out[1] == (None, ())
+    chosen, top = out[0]
+    assert chosen == pytest.approx(float(lp[1]))
+    assert [t for t, _ in top] == [1, 2] and top[0][1] == pytest.approx(float(lp[1]))

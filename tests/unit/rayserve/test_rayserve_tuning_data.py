@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
-from rayserve.tuning.data import SUPPORTED_SUFFIXES, DatasetError, fetch, read_conversations
+from rayserve.tuning import netguard
+from rayserve.tuning.data import SUPPORTED_SUFFIXES, DatasetError, DownloadRefused, fetch, read_conversations
 
 
 def _msg(role: str, content: str) -> dict[str, str]:
@@ -195,12 +197,35 @@ def test_bad_jsonl_line_names_it(tmp_path: Path):
 # --- URLs ------------------------------------------------------------------------------------------
 
 
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Files, and ``/to/<url-quoted target>`` answered with a 302 to the target."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/to/"):
+            self.send_response(302)
+            self.send_header("Location", urllib.parse.unquote(self.path[4:]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _loopback_ok(url: str) -> str | None:
+    """The test server is on loopback: let it through, apply the real rules to any other host."""
+    if urllib.parse.urlsplit(url).hostname == "127.0.0.1":
+        return None
+    return netguard.url_problem(url, resolve=None)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(base URL, the directory it serves), on loopback only."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler = functools.partial(_Handler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -216,7 +241,7 @@ def test_url_path_suffix_decides_the_format(fmt: str, served, tmp_path: Path):
     name, write = WRITERS[fmt]
     write(root / name, CONVS)
     # the query string (Hugging Face's ?download=true) is not part of the suffix
-    path = fetch(f"{base}/{name}?download=true", workdir=str(tmp_path))
+    path = fetch(f"{base}/{name}?download=true", workdir=str(tmp_path), url_check=_loopback_ok)
     assert path.suffix == Path(name).suffix and path.parent == tmp_path
     assert read_conversations(path) == CONVS
 
@@ -225,7 +250,44 @@ def test_unsupported_url_suffix_fails_before_downloading(served):
     base, _ = served
     # the file does not exist: a download attempt would fail with HTTP 404 rather than this error
     with pytest.raises(DatasetError, match=r"missing\.txt\?x=1: unsupported dataset file type '\.txt'"):
-        fetch(f"{base}/missing.txt?x=1")
+        fetch(f"{base}/missing.txt?x=1", url_check=_loopback_ok)
+
+
+def _jsonl(root: Path) -> None:
+    (root / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(CONVS)))
+
+
+def test_a_download_from_a_private_address_is_refused(served):
+    """The trainer's own check: loopback (where this server is) is refused, and so is a public-looking
+    name that resolves to it, before anything is fetched."""
+    base, root = served
+    _jsonl(root)
+    with pytest.raises(DownloadRefused, match=r"127\.0\.0\.1"):
+        fetch(f"{base}/d.jsonl")
+    port = urllib.parse.urlsplit(base).port
+    rebind = functools.partial(netguard.url_problem, resolve=lambda host: ["93.184.216.34", "127.0.0.1"])
+    with pytest.raises(DownloadRefused, match=r"data\.example\.com, which resolves to .*127\.0\.0\.1"):
+        fetch(f"http://data.example.com:{port}/d.jsonl", url_check=rebind)
+
+
+def test_every_redirect_is_checked(served, tmp_path: Path):
+    base, root = served
+    _jsonl(root)
+    target = urllib.parse.quote(f"{base}/d.jsonl", safe="")
+    assert read_conversations(fetch(f"{base}/to/{target}#.jsonl", workdir=str(tmp_path),
+                                    url_check=_loopback_ok)) == CONVS
+    metadata = urllib.parse.quote("http://169.254.169.254/latest/meta-data.jsonl", safe="")
+    with pytest.raises(DownloadRefused, match=r"169\.254\.169\.254"):
+        fetch(f"{base}/to/{metadata}#.jsonl", url_check=_loopback_ok)
+    loop = urllib.parse.quote(f"{base}/to/" + urllib.parse.quote(f"{base}/d.jsonl", safe=""), safe="")
+    assert fetch(f"{base}/to/{loop}#.jsonl", url_check=_loopback_ok, workdir=str(tmp_path))
+
+
+def test_a_download_is_capped_in_bytes(served):
+    base, root = served
+    _jsonl(root)
+    with pytest.raises(DownloadRefused, match="over the limit of 10"):
+        fetch(f"{base}/d.jsonl", url_check=_loopback_ok, max_bytes=10)
 
 
 def test_reading_jsonl_does_not_import_pyarrow():

@@ -64,7 +64,40 @@ def test_service_port_80_to_serve_port() -> None:
     assert svc["spec"]["type"] == "ClusterIP"
     ws = workspace()
     ws.metadata.annotations = {"kaito.sh/enablelb": "True"}
-    assert build_service(ws)["spec"]["type"] == "LoadBalancer"
+    assert build_service(ws, allow_load_balancer=True)["spec"]["type"] == "LoadBalancer"
+
+
+def test_a_load_balancer_needs_the_operators_leave_and_honours_source_ranges() -> None:
+    """The annotation alone made a public LoadBalancer; now the operator must allow it, and the
+    Service admits only the workspace's (or the operator's) source ranges."""
+    ws = workspace()
+    ws.metadata.annotations = {"kaito.sh/enablelb": "True"}
+    assert build_service(ws)["spec"]["type"] == "ClusterIP"
+    spec = build_service(ws, allow_load_balancer=True, default_source_ranges=("10.0.0.0/8",))["spec"]
+    assert spec["type"] == "LoadBalancer" and spec["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+    ws.metadata.annotations["kaito.sh/loadbalancer-source-ranges"] = " 203.0.113.7/32, 198.51.100.0/24 "
+    spec = build_service(ws, allow_load_balancer=True, default_source_ranges=("10.0.0.0/8",))["spec"]
+    assert spec["loadBalancerSourceRanges"] == ["203.0.113.7/32", "198.51.100.0/24"]
+    ws.metadata.annotations["kaito.sh/loadbalancer-source-ranges"] = "203.0.113.7/32, everyone"
+    spec = build_service(ws, allow_load_balancer=True)["spec"]
+    assert spec["type"] == "ClusterIP" and "loadBalancerSourceRanges" not in spec  # a typo never opens it
+
+
+def test_an_api_key_secret_reaches_the_pods_env_and_the_serve_config() -> None:
+    from controller.workspace.serveconfig import serve_input
+
+    plain = build_rayservice(workspace(), PLAN, "x", "img")["spec"]["rayClusterConfig"]
+    env = plain["headGroupSpec"]["template"]["spec"]["containers"][0].get("env") or []
+    assert "KAITO_API_KEY" not in {e["name"] for e in env}
+    assert serve_input(workspace(), PLAN).serve_args().get("api_key_env") is None
+    ws = workspace()
+    assert ws.inference is not None
+    ws.inference.api_key_secret = "phi-key"
+    cluster = build_rayservice(ws, PLAN, "x", "img")["spec"]["rayClusterConfig"]
+    want = {"name": "KAITO_API_KEY", "valueFrom": {"secretKeyRef": {"name": "phi-key", "key": "API_KEY"}}}
+    assert want in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert want in cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"]
+    assert serve_input(ws, PLAN).serve_args()["api_key_env"] == "KAITO_API_KEY"
 
 
 def _rs(status: dict | None) -> dict:
@@ -298,3 +331,21 @@ def test_the_weights_cache_is_on_a_node_volume_nvme_where_the_sku_has_it() -> No
             container = spec["containers"][0]
             assert {"name": "HF_HOME", "value": "/mnt/model-cache"} in container["env"]
             assert {"name": "model-cache", "mountPath": "/mnt/model-cache"} in container["volumeMounts"]
+
+
+def test_adapter_image_pull_secrets_reach_the_worker_pods() -> None:
+    """They were accepted and never used, so a private adapter image could not be pulled."""
+    adapters = [
+        {"source": {"name": "a", "image": "reg.example.com/a:1", "imagePullSecrets": ["reg", "other"]}},
+        {"source": {"name": "b", "image": "reg.example.com/b:1", "imagePullSecrets": ["reg"]}},
+    ]
+    cluster = build_rayservice(workspace(adapters=adapters), PLAN, "x", "img")["spec"]["rayClusterConfig"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["imagePullSecrets"] == [{"name": "reg"}, {"name": "other"}]
+    plain = build_rayservice(workspace(), PLAN, "x", "img")["spec"]["rayClusterConfig"]
+    assert "imagePullSecrets" not in plain["workerGroupSpecs"][0]["template"]["spec"]
+    tuning = {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
+              "input": {"image": "reg.example.com/data:1", "imagePullSecrets": ["reg"]},
+              "output": {"volumeSource": {"emptyDir": {}}}}
+    pod = build_tuning_job(workspace(tuning=tuning), PLAN, "img:1")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "reg"}]

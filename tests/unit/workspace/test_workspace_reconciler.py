@@ -121,3 +121,18 @@ def test_stale_cache_after_deletion_creates_no_machine() -> None:
         assert rec.reconcile(Request("ns", "phi")).requeue  # look again once the cache has caught up
         assert not [c for c in client.calls if c[0] == "create"]
 
+
+
+def test_a_stored_workspace_labelling_nodes_in_a_kubernetes_domain_gets_no_machine() -> None:
+    """Stored while no webhook ran: the reconciler runs the same label rules, says so in
+    ResourceReady and creates no Machine (which would carry the label onto a Node)."""
+    bad = copy.deepcopy(WORKSPACE)
+    bad["resource"]["labelSelector"]["matchLabels"] = {"kubernetes.io/hostname": "victim"}
+    client = _client(bad)
+    rec, stores = _reconciler(client)
+    stores.workspaces.add(copy.deepcopy(bad))
+    rec.reconcile(Request("ns", "phi"))
+    assert not [c for c in client.calls if c[0] == "create"]
+    status = client.objects[(WORKSPACES.plural, "ns", "phi")]["status"]
+    (rr,) = [c for c in status["conditions"] if c["type"] == "ResourceReady"]
+    assert rr["status"] == "False" and "kubernetes.io/hostname" in rr["message"], rr

@@ -219,3 +219,36 @@ def test_the_samples_training_config_passes_the_check() -> None:
     check = check_training_config(ws, cm)
     assert check.problem is None and check.output_dir == "/mnt/results"
     assert parse_training_config(cm["data"]["training_config.yaml"]).overrides()["rank"] == 16
+
+
+def test_the_tuning_pod_gets_no_token_no_root_no_capabilities() -> None:
+    """It downloads and parses untrusted data: it must not hold the namespace's service account
+    token (it never calls the API) nor run as root, and every container, the image puller and the
+    pusher included, drops all capabilities."""
+    tuning = {**TUNING, "config": None, "input": {"image": "reg/data:1"},
+              "output": {"image": "reg/out:1", "imagePushSecret": "push"}}
+    pod = build_tuning_job(workspace(tuning=tuning), PLAN, "img:1")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    sec = pod["securityContext"]
+    assert sec["runAsNonRoot"] is True and sec["runAsUser"] == 1000
+    assert sec["seccompProfile"] == {"type": "RuntimeDefault"}
+    containers = pod["initContainers"] + pod["containers"]
+    assert [c["name"] for c in containers] == ["input-puller", "tuning", "adapter-pusher"]
+    for c in containers:
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_the_job_has_a_deadline_from_the_tuning_config() -> None:
+    """A run that hangs or loops ends: activeDeadlineSeconds is the config's max_runtime_seconds,
+    a day without one."""
+    plain = build_tuning_job(workspace(tuning={**TUNING, "config": None}), PLAN, "img:1")
+    assert plain["spec"]["activeDeadlineSeconds"] == 24 * 3600
+    text = QLORA.replace("max_steps: 10}", "max_steps: 10, max_runtime_seconds: 3600}")
+    check = _check(_cm(text))
+    assert check.problem is None and check.deadline_seconds == 3600
+    job = build_tuning_job(workspace(tuning=TUNING), PLAN, "img:1", check.output_dir, check.deadline_seconds)
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    assert "max_runtime_seconds" not in str(parse_training_config(text).overrides())  # not the trainer's
+    bad = _check(_cm(QLORA.replace("max_steps: 10}", "max_steps: 10, max_runtime_seconds: 5}")))
+    assert bad.problem is not None and bad.problem.reason == REASON_CONFIG_INVALID
+    assert "max_runtime_seconds" in bad.problem.message
