@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from rayserve.spec import AdapterSpec, ModelSpec
-from rayserve.stage import dropped_prefixes
+from rayserve.stage import decoder_layers, dropped_prefixes, layout_of
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
 
 def _stage_tensors(model: nn.Module, start: int, end: int) -> dict[str, torch.Tensor]:
     """Name -> (meta) tensor of every parameter and persistent buffer the stage keeps."""
-    dropped = dropped_prefixes(len(model.model.layers), start, end)
+    dropped = dropped_prefixes(len(decoder_layers(model)), start, end, layout_of(model))
     named = dict(model.named_parameters(remove_duplicate=False))
     for name, buf in model.named_buffers(remove_duplicate=False):
         owner, _, leaf = name.rpartition(".")

@@ -6,8 +6,10 @@ layers' KV cache, and only hidden states (``[batch, new_tokens, hidden]``) trave
 stages. With one stage this is simply the whole model, so the unsharded path and the sharded
 path run the same code and the same arithmetic.
 
-It works for the Llama-style layout transformers uses for Phi-3, Llama, Mistral and Qwen:
-``model.model.{embed_tokens, layers, norm, rotary_emb}`` and ``model.lm_head``.
+It works for the Llama-style layout transformers uses for Phi-3, Llama, Mistral, Qwen and
+Granite: ``model.model.{embed_tokens, layers, norm, rotary_emb}`` and ``model.lm_head``, and for
+the few decoders that name the same parts differently (``DecoderLayout``). Which architectures
+are proven to decode exactly through it: presets/catalog.yaml's ``architectures``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,45 @@ import torch
 from torch import nn
 
 from rayserve.kvcache import BatchKVCache, CacheOp, apply_ops, attention_bias
+
+
+@dataclass(frozen=True)
+class DecoderLayout:
+    """Where a causal LM keeps the parts a stage drives, and how its layers take the cache.
+
+    Why data and not a subclass per model: the forward is the same for every decoder-only model
+    that transformers builds as embedding -> layers -> norm -> head with one rotary embedding;
+    only the attribute names differ (Falcon: ``transformer.{word_embeddings, h, ln_f}``, its
+    layers take the cache as ``layer_past`` and an ``alibi`` argument).
+    """
+
+    core: str = "model"
+    embed: str = "embed_tokens"
+    layers: str = "layers"
+    norm: str = "norm"
+    cache_kwarg: str = "past_key_values"
+    extra_kwargs: tuple[tuple[str, object], ...] = ()
+
+    def prefix(self, part: str) -> str:
+        return f"{self.core}.{getattr(self, part)}."
+
+
+LAYOUTS: dict[str, DecoderLayout] = {
+    "falcon": DecoderLayout(
+        core="transformer", embed="word_embeddings", layers="h", norm="ln_f", cache_kwarg="layer_past",
+        extra_kwargs=(("alibi", None),),
+    ),
+}
+
+
+def layout_of(model: nn.Module) -> DecoderLayout:
+    """The layout of ``model`` (by its config's ``model_type``; Llama-style by default)."""
+    return LAYOUTS.get(getattr(model.config, "model_type", ""), DecoderLayout())
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    layout = layout_of(model)
+    return getattr(getattr(model, layout.core), layout.layers)
 
 
 def split_layers(num_layers: int, stages: int) -> list[tuple[int, int]]:
@@ -39,7 +80,9 @@ def split_layers(num_layers: int, stages: int) -> list[tuple[int, int]]:
     return out
 
 
-def dropped_prefixes(num_layers: int, start: int, end: int) -> tuple[str, ...]:
+def dropped_prefixes(
+    num_layers: int, start: int, end: int, layout: DecoderLayout = DecoderLayout()
+) -> tuple[str, ...]:
     """State-dict name prefixes of the parts stage ``[start, end)`` does not hold.
 
     Why a name rule next to the pruning: the partial loader
@@ -51,11 +94,11 @@ def dropped_prefixes(num_layers: int, start: int, end: int) -> tuple[str, ...]:
     >>> dropped_prefixes(4, 2, 4)
     ('model.layers.0.', 'model.layers.1.', 'model.embed_tokens.')
     """
-    out = [f"model.layers.{i}." for i in range(num_layers) if not start <= i < end]
+    out = [f"{layout.prefix('layers')}{i}." for i in range(num_layers) if not start <= i < end]
     if start > 0:
-        out.append("model.embed_tokens.")
+        out.append(layout.prefix("embed"))
     if end < num_layers:
-        out += ["model.norm.", "lm_head."]
+        out += [layout.prefix("norm"), "lm_head."]
     return tuple(out)
 
 
@@ -89,24 +132,27 @@ class PipelineStage:
     """
 
     def __init__(self, model: nn.Module, start: int, end: int, device: torch.device, prune: bool = False):
-        core = model.model
-        n = len(core.layers)
+        self.layout = lay = layout_of(model)
+        core = getattr(model, lay.core)
+        layers = getattr(core, lay.layers)
+        n = len(layers)
         self.model, self.start, self.end, self.device = model, start, end, device
         self.is_first, self.is_last = start == 0, end == n
         self.caches: dict[str, BatchKVCache] = {}
         if prune:
-            core.layers = nn.ModuleList(core.layers[start:end])
+            setattr(core, lay.layers, nn.ModuleList(layers[start:end]))
             if not self.is_first:
-                core.embed_tokens = None
+                setattr(core, lay.embed, None)
             if not self.is_last:
-                core.norm, model.lm_head = None, None
-            self.layers = list(core.layers)
+                setattr(core, lay.norm, None)
+                model.lm_head = None
+            self.layers = list(getattr(core, lay.layers))
             if missing := meta_tensors(model):
                 raise RuntimeError(f"stage [{start}, {end}) has tensors without data: {missing}")
         else:
-            self.layers = list(core.layers[start:end])
-        self.embed = core.embed_tokens if self.is_first else None
-        self.norm = core.norm if self.is_last else None
+            self.layers = list(layers[start:end])
+        self.embed = getattr(core, lay.embed) if self.is_first else None
+        self.norm = getattr(core, lay.norm) if self.is_last else None
         self.lm_head = model.lm_head if self.is_last else None
         self.rotary = core.rotary_emb
         self.dtype = next(model.parameters()).dtype
@@ -125,15 +171,16 @@ class PipelineStage:
         q_len = h.shape[1]
         bias = attention_bias(inp.mask, q_len, self.dtype, self.sliding_window).to(self.device)
         pos_emb = self.rotary(h, positions)
+        kwargs = {self.layout.cache_kwarg: cache, **dict(self.layout.extra_kwargs)}
         with adapter_rows(self.layers, inp.adapter_names):
             for layer in self.layers:
                 out = layer(
                     h,
                     attention_mask=bias,
                     position_ids=positions,
-                    past_key_values=cache,
                     use_cache=True,
                     position_embeddings=pos_emb,
+                    **kwargs,
                 )
                 h = out[0] if isinstance(out, tuple) else out
         if not self.is_last:

@@ -1,0 +1,71 @@
+"""Tiny random checkpoints of each architecture the catalog names, from transformers' own
+config classes (the text part of a multimodal model: what our engine would serve).
+
+Why transformers' config classes and not a hand-written config.json: the defaults (rope,
+norms, sliding-window patterns, MoE routing) are the architecture's, so a tiny model
+exercises the same code paths as the real one, only smaller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+VOCAB = 96
+COMMON: dict[str, Any] = {
+    "vocab_size": VOCAB,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "tie_word_embeddings": False,
+}
+
+
+def _cfg(cls_name: str, **overrides: Any):
+    import transformers
+
+    return getattr(transformers, cls_name)(**{**COMMON, **overrides})
+
+
+# proof case -> (the architecture it proves, a tiny config of that class); variants of one
+# architecture cover the shapes its presets use (Falcon-7B's multi-query vs Falcon-40B's grouped
+# KV heads; Mistral with a sliding window, which the engine's attention mask must honour)
+TINY_CONFIGS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "Phi3ForCausalLM": ("Phi3ForCausalLM", lambda: _cfg("Phi3Config", num_key_value_heads=4)),
+    "LlamaForCausalLM": ("LlamaForCausalLM", lambda: _cfg("LlamaConfig")),
+    "MistralForCausalLM": ("MistralForCausalLM", lambda: _cfg("MistralConfig", sliding_window=None)),
+    "MistralForCausalLM-sliding": ("MistralForCausalLM", lambda: _cfg("MistralConfig", sliding_window=5)),
+    "Qwen2ForCausalLM": ("Qwen2ForCausalLM", lambda: _cfg("Qwen2Config")),
+    "Qwen3ForCausalLM": ("Qwen3ForCausalLM", lambda: _cfg("Qwen3Config", head_dim=8)),
+    "GraniteForCausalLM": ("GraniteForCausalLM", lambda: _cfg("GraniteConfig")),
+    "FalconForCausalLM": (
+        "FalconForCausalLM",
+        lambda: _cfg("FalconConfig", new_decoder_architecture=False, multi_query=True, num_key_value_heads=1),
+    ),
+    "FalconForCausalLM-40b": (
+        "FalconForCausalLM",
+        lambda: _cfg("FalconConfig", new_decoder_architecture=True, num_kv_heads=2),
+    ),
+    # the text part of Mistral3ForConditionalGeneration (Ministral 3): decodes, but the multimodal
+    # checkpoint it ships in is not loadable yet (see the catalog), so it proves nothing served
+    "Ministral3ForCausalLM": ("Ministral3ForCausalLM", lambda: _cfg("Ministral3Config", head_dim=8)),
+}
+
+
+def build_tiny(arch: str, path: Path) -> Path:
+    """Save the random checkpoint of proof case ``arch`` (config + safetensors, seed 0) at ``path``."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(TINY_CONFIGS[arch][1](), dtype=torch.float32)
+    model.save_pretrained(path)
+    return path
