@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from presets.registry import default_catalog
 from rayserve.engine import Engine
 from rayserve.loading import load_model, load_stage_model
 from rayserve.params import SamplingParams
@@ -71,3 +72,15 @@ def test_architecture_decodes_like_generate(case: str, tmp_path: Path):
     ]
     assert _engine_tokens(LocalPipeline(stages)) == expected, "2 pipeline stages"
 
+
+def test_the_catalog_claims_support_only_for_proven_architectures():
+    catalog = default_catalog()
+    proven = {arch for arch, _ in TINY_CONFIGS.values()}
+    for arch in catalog.architectures.values():
+        if arch.supported:
+            assert arch.name in proven, f"{arch.name} is marked supported without a proof case"
+            assert arch.proof and arch.proof.split("[")[1].rstrip("]") in TINY_CONFIGS
+        else:
+            assert arch.why, f"{arch.name} is refused without saying why"
+    used = {p.architecture for p in catalog.presets.values()}
+    assert used <= set(catalog.architectures), "every preset's architecture is in the table"
