@@ -69,10 +69,11 @@ def load_model(
 
     device = device or pick_device()
     dtype = resolve_dtype(spec, device)
+    config, _ = load_config(spec)
     model = AutoModelForCausalLM.from_pretrained(
         spec.path,
         dtype=dtype,
-        attn_implementation=spec.attn_implementation,
+        attn_implementation=attention_implementation(spec, config),
         trust_remote_code=spec.trust_remote_code,
     )
     model = _finish(model, adapters)
@@ -120,8 +121,14 @@ def load_stage_model(
         log.warning("%s has no safetensors: stage [%d, %d) loads the whole model", spec.path, start, end)
         return load_model(spec, device, adapters, move=False)
     model = _skeleton(spec, resolve_dtype(spec, device))
+    renamed = checkpoint_renames(model, list(weights))
+    if renamed is None:
+        log.warning("%s needs transformers' tensor conversions: stage [%d, %d) loads the whole model",
+                    spec.path, start, end)
+        return load_model(spec, device, adapters, move=False)
     needed = _stage_tensors(model, start, end)
-    _load_tensors(model, needed, weights, device)
+    _load_tensors(model, needed, {renamed[k]: f for k, f in weights.items()}, device,
+                  {new: old for old, new in renamed.items()})
     log.info("stage [%d, %d) of %s: read %d of %d tensors", start, end, spec.name, len(needed), len(weights))
     return _finish(model, adapters)
 
@@ -187,7 +194,7 @@ def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
         return AutoModelForCausalLM.from_config(
             config,
             dtype=dtype,
-            attn_implementation=spec.attn_implementation,
+            attn_implementation=attention_implementation(spec, config),
             trust_remote_code=spec.trust_remote_code,
         )
 
@@ -203,15 +210,46 @@ def _stage_tensors(model: nn.Module, start: int, end: int) -> dict[str, torch.Te
     return {name: t for name, t in named.items() if not name.startswith(dropped)}
 
 
+def checkpoint_renames(model: nn.Module, keys: list[str]) -> dict[str, str] | None:
+    """Checkpoint key -> the model's name for it, as transformers renames keys on load (hub
+    checkpoints of multimodal models keep ``language_model.model.*``, which transformers 5
+    names ``model.language_model.*``); None when some key needs more than a rename (experts
+    fused into one tensor, quantized blocks), which only transformers' own loader does.
+
+    Why transformers' tables: they are the architecture's own record of its checkpoint
+    formats, so the partial loader reads what ``from_pretrained`` would, no per-model list.
+    """
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    transforms = get_model_conversion_mapping(model, add_legacy=True)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    out = {}
+    for key in keys:
+        new, converted = rename_source_key(key, renamings, converters)
+        if converted is not None:
+            return None
+        out[key] = new
+    return out
+
+
 def _load_tensors(
-    model: nn.Module, needed: dict[str, torch.Tensor], weights: dict[str, Path], device: torch.device
+    model: nn.Module,
+    needed: dict[str, torch.Tensor],
+    weights: dict[str, Path],
+    device: torch.device,
+    keys: dict[str, str] | None = None,
 ) -> None:
     """Read every ``needed`` tensor from its file onto ``device`` in the skeleton's dtype.
 
     Tied weights (``tie_word_embeddings``) are read under whichever name the checkpoint has
     and, when the stage holds both ends, tied again. A tensor the checkpoint lacks fails the
     load with its name: a stage with a randomly initialised weight would serve garbage.
+    ``weights`` is keyed by the model's names; ``keys`` maps those the checkpoint spells
+    differently back to its keys (``checkpoint_renames``).
     """
+    keys = keys or {}
     tied = _tied_pairs(model, needed)
     sources = {name: _checkpoint_key(model, name, weights) for name in needed if name not in tied}
     if missing := sorted(name for name, key in sources.items() if key is None):
@@ -221,7 +259,8 @@ def _load_tensors(
     for name, key in sources.items():
         by_file[weights[key]].append(name)
     for file, names in by_file.items():
-        _read_file(model, file, {name: sources[name] for name in names}, needed, device)
+        wanted = {name: keys.get(sources[name], sources[name]) for name in names}
+        _read_file(model, file, wanted, needed, device)
     for target, source in tied.items():
         _set_tensor(model, target, model.get_parameter(source))
 
@@ -272,6 +311,18 @@ def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
         owner._parameters[leaf] = value if isinstance(value, nn.Parameter) else nn.Parameter(value, False)
     else:
         owner._buffers[leaf] = value
+
+
+def attention_implementation(spec: ModelSpec, config) -> str:
+    """The spec's choice, or eager when the model class has no SDPA path (gpt-oss: its attention
+    sinks are an extra softmax column that only the eager kernel adds)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:  # remote code: let transformers decide with the spec's choice
+        return spec.attn_implementation
+    return spec.attn_implementation if getattr(cls, "_supports_sdpa", True) else "eager"
 
 
 def load_config(spec: ModelSpec):

@@ -14,6 +14,7 @@ are proven to decode exactly through it: presets/catalog.yaml's ``architectures`
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -34,21 +35,30 @@ class DecoderLayout:
     layers take the cache as ``layer_past`` and an ``alibi`` argument).
     """
 
-    core: str = "model"
+    core: str = "model"  # a dotted path for a text model inside a multimodal one
     embed: str = "embed_tokens"
     layers: str = "layers"
     norm: str = "norm"
     cache_kwarg: str = "past_key_values"
     extra_kwargs: tuple[tuple[str, object], ...] = ()
+    unused: tuple[str, ...] = ()  # submodules a text-only engine never runs (a vision tower)
 
     def prefix(self, part: str) -> str:
         return f"{self.core}.{getattr(self, part)}."
+
+    def core_of(self, model: nn.Module) -> nn.Module:
+        return model.get_submodule(self.core)
 
 
 LAYOUTS: dict[str, DecoderLayout] = {
     "falcon": DecoderLayout(
         core="transformer", embed="word_embeddings", layers="h", norm="ln_f", cache_kwarg="layer_past",
         extra_kwargs=(("alibi", None),),
+    ),
+    # Gemma 3's multimodal checkpoints (the 4B and 27B): the text model serves, the vision
+    # tower and its projector are never read
+    "gemma3": DecoderLayout(
+        core="model.language_model", unused=("model.vision_tower", "model.multi_modal_projector")
     ),
 }
 
@@ -60,7 +70,29 @@ def layout_of(model: nn.Module) -> DecoderLayout:
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     layout = layout_of(model)
-    return getattr(getattr(model, layout.core), layout.layers)
+    return getattr(layout.core_of(model), layout.layers)
+
+
+def layer_type_names(config) -> list[str]:
+    """Each layer's attention type (``config.layer_types``; all "full_attention" without one)."""
+    config = config.get_text_config()
+    return list(getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers)
+
+
+def layer_windows(config) -> list[int | None]:
+    """Each layer's sliding window, or None where it attends to every earlier token.
+
+    Why per layer: Gemma 3 and gpt-oss mix local (windowed) and global layers, named by
+    ``config.layer_types``; a config without that list (Mistral's) windows every layer when it
+    has a ``sliding_window``. A config that lists types but leaves a window unused (Qwen2 with
+    ``use_sliding_window: false`` marks every layer full) gets no window at all.
+    """
+    config = config.get_text_config()
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if not types:
+        return [window] * config.num_hidden_layers
+    return [window if t == "sliding_attention" else None for t in types]
 
 
 def split_layers(num_layers: int, stages: int) -> list[tuple[int, int]]:
@@ -99,6 +131,7 @@ def dropped_prefixes(
         out.append(layout.prefix("embed"))
     if end < num_layers:
         out += [layout.prefix("norm"), "lm_head."]
+    out += [f"{name}." for name in layout.unused]
     return tuple(out)
 
 
@@ -133,7 +166,7 @@ class PipelineStage:
 
     def __init__(self, model: nn.Module, start: int, end: int, device: torch.device, prune: bool = False):
         self.layout = lay = layout_of(model)
-        core = getattr(model, lay.core)
+        core = lay.core_of(model)
         layers = getattr(core, lay.layers)
         n = len(layers)
         self.model, self.start, self.end, self.device = model, start, end, device
@@ -146,6 +179,9 @@ class PipelineStage:
             if not self.is_last:
                 setattr(core, lay.norm, None)
                 model.lm_head = None
+            for name in lay.unused:
+                owner, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(owner), leaf, None)
             self.layers = list(getattr(core, lay.layers))
             if missing := meta_tensors(model):
                 raise RuntimeError(f"stage [{start}, {end}) has tensors without data: {missing}")
@@ -156,7 +192,9 @@ class PipelineStage:
         self.lm_head = model.lm_head if self.is_last else None
         self.rotary = core.rotary_emb
         self.dtype = next(model.parameters()).dtype
-        self.sliding_window = getattr(model.config, "sliding_window", None)
+        self.windows = layer_windows(model.config)[start:end]
+        self.rotary_per_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
+        self.layer_types = layer_type_names(model.config)[start:end]
         model.to(device)
 
     @torch.inference_mode()
@@ -169,17 +207,22 @@ class PipelineStage:
         h = self.embed(x.to(self.device)) if self.is_first else x.to(self.device, self.dtype)
         positions = inp.positions.to(self.device)
         q_len = h.shape[1]
-        bias = attention_bias(inp.mask, q_len, self.dtype, self.sliding_window).to(self.device)
-        pos_emb = self.rotary(h, positions)
+        biases = {
+            w: attention_bias(inp.mask, q_len, self.dtype, w).to(self.device) for w in set(self.windows)
+        }
+        if self.rotary_per_type:  # Gemma: local and global layers rotate with different bases
+            rotations = {t: self.rotary(h, positions, t) for t in set(self.layer_types)}
+        else:
+            rotations = dict.fromkeys(set(self.layer_types), self.rotary(h, positions))
         kwargs = {self.layout.cache_kwarg: cache, **dict(self.layout.extra_kwargs)}
         with adapter_rows(self.layers, inp.adapter_names):
-            for layer in self.layers:
+            for layer, window, kind in zip(self.layers, self.windows, self.layer_types, strict=True):
                 out = layer(
                     h,
-                    attention_mask=bias,
+                    attention_mask=biases[window],
                     position_ids=positions,
                     use_cache=True,
-                    position_embeddings=pos_emb,
+                    position_embeddings=rotations[kind],
                     **kwargs,
                 )
                 h = out[0] if isinstance(out, tuple) else out

@@ -30,6 +30,9 @@ COMMON: dict[str, Any] = {
 }
 
 
+LOCAL_GLOBAL = ["sliding_attention", "full_attention"] * 2
+
+
 def _cfg(cls_name: str, **overrides: Any):
     import transformers
 
@@ -55,10 +58,39 @@ TINY_CONFIGS: dict[str, tuple[str, Callable[[], Any]]] = {
         "FalconForCausalLM",
         lambda: _cfg("FalconConfig", new_decoder_architecture=True, num_kv_heads=2),
     ),
+    # local (windowed) and global layers in each of the 2 stages; their rotary bases differ
+    "Gemma3ForCausalLM": (
+        "Gemma3ForCausalLM",
+        lambda: _cfg("Gemma3TextConfig", head_dim=8, sliding_window=4, layer_types=LOCAL_GLOBAL),
+    ),
+    "GptOssForCausalLM": (
+        "GptOssForCausalLM",
+        lambda: _cfg(
+            "GptOssConfig", head_dim=8, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+            layer_types=LOCAL_GLOBAL,
+        ),
+    ),
+    # Gemma 3's multimodal checkpoint (what google/gemma-3-4b-it ships): the engine serves its
+    # text model; saved as transformers saves it (hub keys language_model.model.*)
+    "Gemma3ForConditionalGeneration": ("Gemma3ForConditionalGeneration", lambda: _gemma3_multimodal()),
     # the text part of Mistral3ForConditionalGeneration (Ministral 3): decodes, but the multimodal
     # checkpoint it ships in is not loadable yet (see the catalog), so it proves nothing served
     "Ministral3ForCausalLM": ("Ministral3ForCausalLM", lambda: _cfg("Ministral3Config", head_dim=8)),
 }
+
+
+def _gemma3_multimodal():
+    import transformers
+
+    text = _cfg("Gemma3TextConfig", head_dim=8, sliding_window=4, layer_types=LOCAL_GLOBAL)
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+        patch_size=8,
+    )
+    return transformers.Gemma3Config(
+        text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
+        image_token_index=VOCAB - 1, boi_token_index=VOCAB - 2, eoi_token_index=VOCAB - 3,
+    )
 
 
 def build_tiny(arch: str, path: Path) -> Path:
