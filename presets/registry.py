@@ -66,6 +66,15 @@ class Architecture(_Data):
     why: str | None = None
 
 
+class QuantizationFormat(_Data):
+    """A way of storing weights below the compute dtype, and what it needs (see catalog.yaml)."""
+
+    name: Quantization
+    supported: bool
+    min_cuda_compute: str
+    why: str | None = None
+
+
 class Preset(_Data):
     name: str
     hf_model_id: str | None = None
@@ -159,9 +168,14 @@ class Catalog:
     """Presets and SKUs, indexed for lookup."""
 
     def __init__(
-        self, presets: Iterable[Preset], skus: Iterable[GpuSku], architectures: Iterable[Architecture] = ()
+        self,
+        presets: Iterable[Preset],
+        skus: Iterable[GpuSku],
+        architectures: Iterable[Architecture] = (),
+        quantizations: Iterable[QuantizationFormat] = (),
     ) -> None:
         self.architectures: dict[str, Architecture] = {a.name: a for a in architectures}
+        self.quantizations: dict[str, QuantizationFormat] = {q.name: q for q in quantizations}
         self.presets: dict[str, Preset] = {}
         self._hf_index: dict[str, Preset] = {}  # lower-cased Hugging Face id -> preset
         for p in presets:
@@ -191,6 +205,7 @@ class Catalog:
             (Preset.model_validate(p) for p in data["presets"]),
             (GpuSku.model_validate(s) for s in skus),
             (Architecture.model_validate(a) for a in data.get("architectures", [])),
+            (QuantizationFormat.model_validate(q) for q in data.get("quantizations", [])),
         )
 
     def preset(self, name: str) -> Preset | None:

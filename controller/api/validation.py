@@ -264,19 +264,25 @@ def partition_problem(ws: Workspace) -> str | None:
 
 
 def serving_problem(preset: Preset, catalog: Catalog) -> str | None:
-    """Why our engine cannot serve ``preset`` (deprecated, or an architecture not proven through
-    it; see presets/catalog.yaml's ``architectures``), or None. Refused at admission rather than
-    failing on the GPUs after the nodes were bought."""
+    """Why our engine cannot serve ``preset`` (deprecated, an architecture or a weight format not
+    proven through it; see presets/catalog.yaml's ``architectures`` and ``quantizations``), or
+    None. Refused at admission rather than failing on the GPUs after the nodes were bought."""
     if preset.deprecated:
         return f"model {preset.name} is deprecated and no longer supported (as in Kaito); pick another preset"
     arch = catalog.architecture(preset.architecture)
-    if arch is None or arch.supported:
-        return None
-    supported = ", ".join(catalog.supported_architectures())
-    return (
-        f"preset {preset.name} is a {arch.name} model, which this operator's engine cannot serve yet: "
-        f"{arch.why}. Architectures it serves: {supported}"
-    )
+    if arch is not None and not arch.supported:
+        supported = ", ".join(catalog.supported_architectures())
+        return (
+            f"preset {preset.name} is a {arch.name} model, which this operator's engine cannot serve yet: "
+            f"{arch.why}. Architectures it serves: {supported}"
+        )
+    quant = catalog.quantizations.get(preset.quantization or "")
+    if quant is not None and not quant.supported:
+        return (
+            f"preset {preset.name} ships {quant.name} weights, which this operator's engine cannot "
+            f"serve yet: {quant.why}. Pick a preset with unquantized weights"
+        )
+    return None
 
 
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:

@@ -16,11 +16,16 @@ def ws(preset: str, instance_type: str = "Standard_NC24ads_A100_v4", **resource)
 
 
 def test_an_unproven_architecture_is_refused_naming_it_and_what_is_served():
-    result = validate_workspace_object(ws("gpt-oss-20b"))
+    result = validate_workspace_object(ws("deepseek-v3-0324", "Standard_ND96isr_H100_v5"))
     assert not result.allowed
     msg = result.message
-    assert msg.startswith("inference.preset.name: preset gpt-oss-20b is a GptOssForCausalLM model")
-    assert "Architectures it serves: FalconForCausalLM, GraniteForCausalLM, LlamaForCausalLM" in msg
+    assert msg.startswith("inference.preset.name: preset deepseek-v3-0324 is a DeepseekV3ForCausalLM model")
+    assert "it serves: FalconForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM" in msg
+
+
+def test_a_proven_architecture_in_an_unproven_weight_format_is_refused():
+    msg = validate_workspace_object(ws("gpt-oss-20b")).message
+    assert "preset gpt-oss-20b ships mxfp4 weights" in msg and "Pick a preset with unquantized weights" in msg
 
 
 def test_a_catalog_entry_named_by_its_hugging_face_id_is_found_and_judged():
