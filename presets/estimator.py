@@ -9,7 +9,14 @@ The arithmetic, which ``NodeEstimate.message`` spells out for the workspace stat
 4. pipeline parallel (pp) = ceil(GPUs needed / tp): stages of layers, placed ``GPUs per node // tp`` to a
    node; nodes = ceil(pp / stages per node);
 5. more than one node needs a preset that may be distributed; tuning is single-node; a workspace spans at
-   most MAX_NODES nodes; ``resource.count`` may ask for more nodes (extra nodes hold more replicas).
+   most MAX_NODES nodes; ``resource.count`` may ask for more nodes (extra nodes hold more replicas);
+6. quantized weights (FP8, MXFP4, ...) need a GPU generation that runs the format (the catalog's
+   ``quantizations``); their size is the checkpoint's, already at the quantized width.
+
+What the catalog adds beyond dense models: a mixture-of-experts model keeps all its experts in
+memory (``weights_gib`` is every expert, whatever ``experts.active`` is), an MLA model (DeepSeek V3)
+caches one latent per layer and token instead of keys and values per head, and a sliding-window
+layer attends to its window only (``kv_bytes_per_token`` counts what the engine's cache holds).
 """
 
 from __future__ import annotations
@@ -64,10 +71,29 @@ CONTEXT_STEP = 256  # a capped context is rounded down to a multiple of this
 
 
 def kv_bytes_per_token(preset: Preset, dtype: str) -> int | None:
-    """Keys and values of every layer for one token: 2 x layers x KV heads x head_dim x dtype."""
+    """KV cache bytes of one token over all layers: 2 x layers x KV heads x head_dim x dtype.
+
+    MLA (``kv_lora_rank``): one latent of kv_lora_rank + qk_rope_head_dim values per layer, shared
+    by all heads, as an MLA-aware cache holds it (DeepSeek V3: 61 x 576 x 2 = 70 KiB, not 2 x 61 x
+    128 x 192 x 2 = 5.7 MiB). Sliding-window layers are counted in full: the engine's cache keeps
+    every token of a row (the mask hides what lies outside the window), so that is what it holds.
+    """
     if preset.head_dim is None:
         return None
+    if preset.kv_lora_rank is not None:
+        return preset.num_layers * (preset.kv_lora_rank + (preset.qk_rope_head_dim or 0)) * DTYPE_BYTES[dtype]
     return 2 * preset.num_layers * preset.num_kv_heads * preset.head_dim * DTYPE_BYTES[dtype]
+
+
+def quantization_problem(preset: Preset, sku: GpuSku, catalog: Catalog) -> str | None:
+    """Why ``sku``'s GPUs cannot run ``preset``'s quantized weights, or None."""
+    quant = catalog.quantizations.get(preset.quantization or "")
+    if quant is None or sku.fake or float(sku.cuda_compute) >= float(quant.min_cuda_compute):
+        return None
+    return (
+        f"{preset.name} ships {quant.name} weights, which need GPUs of CUDA compute capability "
+        f"{quant.min_cuda_compute} or newer; {sku.name}'s {sku.gpu_model} is {sku.cuda_compute}"
+    )
 
 
 def kv_room_tokens(preset: Preset, dtype: str, replica_gib: float) -> int | None:
@@ -155,6 +181,13 @@ def estimate_nodes(
     else:
         needed = preset.gpu_memory_gib
         what = preset.name
+        catalog = catalog or default_catalog()
+        if problem := quantization_problem(preset, sku, catalog):
+            quant = catalog.quantizations[preset.quantization or ""]
+            newer = [s.name for s in skus_that_fit(needed, catalog)
+                     if float(s.cuda_compute) >= float(quant.min_cuda_compute)][:MAX_SUGGESTIONS]
+            hint = f". Use e.g. {_fmt_suggestions(newer, catalog)}" if newer else ""
+            raise EstimateError(problem + hint, newer)
     usable = usable_gib_per_gpu(sku)
     gpn = sku.gpu_count
     gpus_needed = max(1, math.ceil(needed / usable - 1e-9))

@@ -125,3 +125,35 @@ def test_pipeline_replicas_cap_the_context_to_one_batchs_share():
     assert est.pipeline_parallel == 2 and est.kv_budget_tokens
     assert est.max_context <= est.kv_budget_tokens // 2
     assert "shared by 2 batches in flight" in est.message
+
+
+def test_mla_caches_one_latent_per_layer_not_keys_and_values_per_head():
+    from presets.estimator import kv_bytes_per_token
+    from presets.registry import get_preset
+
+    deepseek = get_preset("deepseek-v3-0324")
+    assert kv_bytes_per_token(deepseek, "bfloat16") == 61 * (512 + 64) * 2  # 70 KiB, not 5.7 MiB
+    llama = get_preset("llama-3.3-70b-instruct")
+    assert kv_bytes_per_token(llama, "bfloat16") == 2 * 80 * 8 * 128 * 2  # Kaito's 327,680
+
+
+def test_moe_weights_hold_every_expert():
+    from presets.registry import get_preset
+
+    # gpt-oss-120b runs 4 of 128 experts per token, yet all 117B parameters sit in GPU memory
+    oss = get_preset("gpt-oss-120b")
+    assert oss.experts is not None and (oss.experts.total, oss.experts.active) == (128, 4)
+    assert oss.weights_gib > 100 and oss.gpu_memory_gib > oss.weights_gib
+
+
+def test_unquantized_weights_run_on_old_gpus():
+    assert estimate_for("deepseek-r1-distill-llama-8b", "Standard_NC24s_v3").node_count == 1  # V100s
+
+
+def test_fp8_on_an_a100_is_refused_naming_newer_gpus():
+    with pytest.raises(EstimateError) as err:
+        estimate_for("ministral-3-8b-instruct", "Standard_NC24ads_A100_v4")
+    msg = str(err.value)
+    assert "ships fp8 weights, which need GPUs of CUDA compute capability 8.9 or newer" in msg
+    assert "Standard_NC24ads_A100_v4's A100 is 8.0" in msg and "Standard_NC40ads_H100_v5" in msg
+    assert estimate_for("ministral-3-8b-instruct", "Standard_NC40ads_H100_v5").node_count == 1
