@@ -42,6 +42,9 @@ class DecoderLayout:
     cache_kwarg: str = "past_key_values"
     extra_kwargs: tuple[tuple[str, object], ...] = ()
     unused: tuple[str, ...] = ()  # submodules a text-only engine never runs (a vision tower)
+    # config attributes a model's own forward applies around the modules (Granite's scalars)
+    embed_multiplier: str | None = None
+    logits_divisor: str | None = None
 
     def prefix(self, part: str) -> str:
         return f"{self.core}.{getattr(self, part)}."
@@ -55,6 +58,8 @@ LAYOUTS: dict[str, DecoderLayout] = {
         core="transformer", embed="word_embeddings", layers="h", norm="ln_f", cache_kwarg="layer_past",
         extra_kwargs=(("alibi", None),),
     ),
+    # Granite scales the embeddings up and the logits down outside any module
+    "granite": DecoderLayout(embed_multiplier="embedding_multiplier", logits_divisor="logits_scaling"),
     # Gemma 3's multimodal checkpoints (the 4B and 27B): the text model serves, the vision
     # tower and its projector are never read
     "gemma3": DecoderLayout(
@@ -192,6 +197,9 @@ class PipelineStage:
         self.lm_head = model.lm_head if self.is_last else None
         self.rotary = core.rotary_emb
         self.dtype = next(model.parameters()).dtype
+        text = model.config.get_text_config()
+        self.embed_multiplier = getattr(text, lay.embed_multiplier) if lay.embed_multiplier else None
+        self.logits_divisor = getattr(text, lay.logits_divisor) if lay.logits_divisor else None
         self.windows = layer_windows(model.config)[start:end]
         self.rotary_per_type = "layer_type" in inspect.signature(self.rotary.forward).parameters
         self.layer_types = layer_type_names(model.config)[start:end]
@@ -204,7 +212,12 @@ class PipelineStage:
         from rayserve.adapters import adapter_rows
 
         cache = apply_ops(self.caches, inp.cache_key, inp.ops)
-        h = self.embed(x.to(self.device)) if self.is_first else x.to(self.device, self.dtype)
+        if self.is_first:
+            h = self.embed(x.to(self.device))
+            if self.embed_multiplier is not None:
+                h = h * self.embed_multiplier
+        else:
+            h = x.to(self.device, self.dtype)
         positions = inp.positions.to(self.device)
         q_len = h.shape[1]
         biases = {
@@ -230,7 +243,10 @@ class PipelineStage:
             return h if h.device.type == "cpu" else h.cpu()
         if inp.last_only:
             h = h[:, -1:]
-        logits = self.lm_head(self.norm(h)).float()
+        logits = self.lm_head(self.norm(h))
+        if self.logits_divisor is not None:
+            logits = logits / self.logits_divisor
+        logits = logits.float()
         return (logits[:, -1] if inp.last_only else logits).cpu()
 
     def drop(self, key: str) -> None:

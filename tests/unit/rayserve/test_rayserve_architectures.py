@@ -22,7 +22,7 @@ from rayserve.loading import load_model, load_stage_model
 from rayserve.params import SamplingParams
 from rayserve.pipeline import LocalPipeline
 from rayserve.spec import ModelSpec
-from rayserve.stage import PipelineStage, split_layers
+from rayserve.stage import PipelineStage, StageInput, split_layers
 from tests.unit.rayserve.tiny_archs import COMMON, TINY_CONFIGS, build_tiny
 
 CPU = torch.device("cpu")
@@ -71,6 +71,22 @@ def test_architecture_decodes_like_generate(case: str, tmp_path: Path):
         for a, b in split_layers(layers, 2)
     ]
     assert _engine_tokens(LocalPipeline(stages)) == expected, "2 pipeline stages"
+
+
+@pytest.mark.parametrize("case", sorted(TINY_CONFIGS))
+def test_architecture_logits_match_the_models_forward(case: str, tmp_path: Path):
+    """Greedy tokens survive a monotone slip (logits scaled, soft-capped); sampling does not: the
+    stages' last-position logits must be the model's own."""
+    spec = ModelSpec(name=case, path=str(build_tiny(case, tmp_path / case)))
+    model = load_model(spec, CPU)
+    ids = torch.tensor([PROMPTS[2]])
+    with torch.inference_mode():
+        want = model(input_ids=ids).logits[:, -1].float()
+    pipe = LocalPipeline.load(spec, stages=1, gpus=0)
+    mask, positions = torch.ones_like(ids, dtype=torch.bool), torch.arange(ids.shape[1])[None]
+    inp = StageInput(mask=mask, positions=positions, cache_key="t")
+    got = pipe.stages[0].forward(ids, inp)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_the_catalog_claims_support_only_for_proven_architectures():

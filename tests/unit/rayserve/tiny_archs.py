@@ -49,7 +49,15 @@ TINY_CONFIGS: dict[str, tuple[str, Callable[[], Any]]] = {
     "MistralForCausalLM-sliding": ("MistralForCausalLM", lambda: _cfg("MistralConfig", sliding_window=5)),
     "Qwen2ForCausalLM": ("Qwen2ForCausalLM", lambda: _cfg("Qwen2Config")),
     "Qwen3ForCausalLM": ("Qwen3ForCausalLM", lambda: _cfg("Qwen3Config", head_dim=8)),
-    "GraniteForCausalLM": ("GraniteForCausalLM", lambda: _cfg("GraniteConfig")),
+    # Granite's real configs scale embeddings, residuals, attention and logits (granite-3: 12, 0.22,
+    # 1/128, 16); the defaults are all 1, which would hide a stage that skipped them
+    "GraniteForCausalLM": (
+        "GraniteForCausalLM",
+        lambda: _cfg(
+            "GraniteConfig", embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.125,
+            logits_scaling=16.0,
+        ),
+    ),
     "FalconForCausalLM": (
         "FalconForCausalLM",
         lambda: _cfg("FalconConfig", new_decoder_architecture=False, multi_query=True, num_key_value_heads=1),
