@@ -121,9 +121,12 @@ def load_stage_model(
         log.warning("%s has no safetensors: stage [%d, %d) loads the whole model", spec.path, start, end)
         return load_model(spec, device, adapters, move=False)
     model = _skeleton(spec, resolve_dtype(spec, device))
-    renamed = checkpoint_renames(model, list(weights))
+    # quantized weights come with scales only transformers' quantizer applies: read as plain
+    # tensors they would load without error and decode garbage
+    quantized = getattr(model.config, "quantization_config", None) is not None
+    renamed = None if quantized else checkpoint_renames(model, list(weights))
     if renamed is None:
-        log.warning("%s needs transformers' tensor conversions: stage [%d, %d) loads the whole model",
+        log.warning("%s needs transformers' conversions or quantizer: stage [%d, %d) loads it all",
                     spec.path, start, end)
         return load_model(spec, device, adapters, move=False)
     needed = _stage_tensors(model, start, end)
