@@ -22,8 +22,8 @@ CRD = ROOT / "config/crd/kaito.sh_workspaces.yaml"
 # refused examples -> a phrase of the message saying what to change (everything else is accepted)
 REFUSED = {
     "kaito_workspace_accelerator.yaml": "remove resource.partition and set resource.instanceType",
-    "kaito_workspace_deepseek_r1.yaml": "DeepseekV3ForCausalLM model, which this operator's engine",
-    "kaito_workspace_deepseek_v3.yaml": "DeepseekV3ForCausalLM model, which this operator's engine",
+    "kaito_workspace_deepseek_r1.yaml": "ships fp8 weights",
+    "kaito_workspace_deepseek_v3.yaml": "ships fp8 weights",
     "kaito_workspace_gpt_oss_120b.yaml": "ships mxfp4 weights",
     "kaito_workspace_gpt_oss_20b.yaml": "ships mxfp4 weights",
     "kaito_workspace_ministral_3_14b_instruct.yaml": "Mistral3ForConditionalGeneration model",

@@ -81,6 +81,13 @@ TINY_CONFIGS: dict[str, tuple[str, Callable[[], Any]]] = {
     # Gemma 3's multimodal checkpoint (what google/gemma-3-4b-it ships): the engine serves its
     # text model; saved as transformers saves it (hub keys language_model.model.*)
     "Gemma3ForConditionalGeneration": ("Gemma3ForConditionalGeneration", lambda: _gemma3_multimodal()),
+    # MLA + MoE; as in DeepSeek's config, KV heads = heads (transformers expands the latent to
+    # every head, and a smaller count sends SDPA's decode path down a GQA packing that breaks)
+    "DeepseekV3ForCausalLM": ("DeepseekV3ForCausalLM", lambda: _cfg(
+        "DeepseekV3Config", n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=1, moe_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16,
+        qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, head_dim=4, num_key_value_heads=4,
+    )),
     # the text part of Mistral3ForConditionalGeneration (Ministral 3): decodes, but the multimodal
     # checkpoint it ships in is not loadable yet (see the catalog), so it proves nothing served
     "Ministral3ForCausalLM": ("Ministral3ForCausalLM", lambda: _cfg("Ministral3Config", head_dim=8)),
