@@ -65,12 +65,10 @@ def load_model(
     adapters, the returned module is the base model whose linear layers peft wrapped; rows
     of a batch choose their adapter at forward time (see ``rayserve.adapters``).
     """
-    from transformers import AutoModelForCausalLM
-
     device = device or pick_device()
     dtype = resolve_dtype(spec, device)
     config, _ = load_config(spec)
-    model = AutoModelForCausalLM.from_pretrained(
+    model = auto_class(config).from_pretrained(
         spec.path,
         dtype=dtype,
         attn_implementation=attention_implementation(spec, config),
@@ -187,14 +185,13 @@ def _download_checkpoint(repo: str) -> str:
 def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
     """The full model from its config, parameters on meta, in ``dtype`` like ``load_model``."""
     from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
 
     config, _ = load_config(spec)
     # parameters on meta (no memory; the checkpoint fills them), buffers for real: non-persistent
     # ones computed at init (rotary inv_freq) are not in the checkpoint. The patch accelerate
     # applies is process-wide while it lasts; a stage actor builds its model before serving.
     with init_empty_weights(include_buffers=False):
-        return AutoModelForCausalLM.from_config(
+        return auto_class(config).from_config(
             config,
             dtype=dtype,
             attn_implementation=attention_implementation(spec, config),
@@ -316,13 +313,22 @@ def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
         owner._buffers[leaf] = value
 
 
+def auto_class(config):
+    """AutoModelForCausalLM, or AutoModelForImageTextToText for a multimodal checkpoint that
+    transformers does not list as a causal LM (Mistral 3): the engine serves its text model."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING or not hasattr(config, "text_config"):
+        return AutoModelForCausalLM
+    return AutoModelForImageTextToText
+
+
 def attention_implementation(spec: ModelSpec, config) -> str:
     """The spec's choice, or eager when the model class has no SDPA path (gpt-oss: its attention
     sinks are an extra softmax column that only the eager kernel adds)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
     try:
-        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        cls = auto_class(config)._model_mapping[type(config)]
     except KeyError:  # remote code: let transformers decide with the spec's choice
         return spec.attn_implementation
     return spec.attn_implementation if getattr(cls, "_supports_sdpa", True) else "eager"

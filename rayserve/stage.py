@@ -65,6 +65,10 @@ LAYOUTS: dict[str, DecoderLayout] = {
     "gemma3": DecoderLayout(
         core="model.language_model", unused=("model.vision_tower", "model.multi_modal_projector")
     ),
+    # Ministral 3 / Mistral Small 4 / Medium 3.5: the same shape around a Mistral text model
+    "mistral3": DecoderLayout(
+        core="model.language_model", unused=("model.vision_tower", "model.multi_modal_projector")
+    ),
 }
 
 

@@ -26,9 +26,9 @@ REFUSED = {
     "kaito_workspace_deepseek_v3.yaml": "ships fp8 weights",
     "kaito_workspace_gpt_oss_120b.yaml": "ships mxfp4 weights",
     "kaito_workspace_gpt_oss_20b.yaml": "ships mxfp4 weights",
-    "kaito_workspace_ministral_3_14b_instruct.yaml": "Mistral3ForConditionalGeneration model",
-    "kaito_workspace_ministral_3_3b_instruct.yaml": "Mistral3ForConditionalGeneration model",
-    "kaito_workspace_ministral_3_8b_instruct.yaml": "Mistral3ForConditionalGeneration model",
+    "kaito_workspace_ministral_3_14b_instruct.yaml": "ships fp8 weights",
+    "kaito_workspace_ministral_3_3b_instruct.yaml": "ships fp8 weights",
+    "kaito_workspace_ministral_3_8b_instruct.yaml": "ships fp8 weights",
     "kaito_workspace_mistral_large_3_675b_instruct.yaml": "MistralLarge3ForCausalLM model",
 }
 

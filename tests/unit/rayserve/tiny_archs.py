@@ -88,9 +88,8 @@ TINY_CONFIGS: dict[str, tuple[str, Callable[[], Any]]] = {
         first_k_dense_replace=1, moe_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16,
         qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, head_dim=4, num_key_value_heads=4,
     )),
-    # the text part of Mistral3ForConditionalGeneration (Ministral 3): decodes, but the multimodal
-    # checkpoint it ships in is not loadable yet (see the catalog), so it proves nothing served
-    "Ministral3ForCausalLM": ("Ministral3ForCausalLM", lambda: _cfg("Ministral3Config", head_dim=8)),
+    # Ministral 3's multimodal checkpoint around its Ministral3 text model
+    "Mistral3ForConditionalGeneration": ("Mistral3ForConditionalGeneration", lambda: _mistral3_multimodal()),
 }
 
 
@@ -108,11 +107,26 @@ def _gemma3_multimodal():
     )
 
 
+def _mistral3_multimodal():
+    import transformers
+
+    text = _cfg("Ministral3Config", head_dim=8)
+    vision = transformers.PixtralVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=8,
+        image_size=16, patch_size=8,
+    )
+    return transformers.Mistral3Config(
+        text_config=text.to_dict(), vision_config=vision.to_dict(), image_token_index=VOCAB - 1,
+        tie_word_embeddings=False,
+    )
+
+
 def build_tiny(arch: str, path: Path) -> Path:
     """Save the random checkpoint of proof case ``arch`` (config + safetensors, seed 0) at ``path``."""
-    from transformers import AutoModelForCausalLM
+    from rayserve.loading import auto_class
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(TINY_CONFIGS[arch][1](), dtype=torch.float32)
+    config = TINY_CONFIGS[arch][1]()
+    model = auto_class(config).from_config(config, dtype=torch.float32)
     model.save_pretrained(path)
     return path
