@@ -64,6 +64,9 @@ class Architecture(_Data):
     supported: bool
     proof: str | None = None
     why: str | None = None
+    loads_whole: bool = Field(
+        False, description="each pipeline stage reads the whole checkpoint (tensors transformers converts)"
+    )
 
 
 class QuantizationFormat(_Data):
@@ -71,7 +74,11 @@ class QuantizationFormat(_Data):
 
     name: Quantization
     supported: bool
-    min_cuda_compute: str
+    min_cuda_compute: str = Field(description="the oldest GPU that runs the format natively")
+    older_gpus: Literal["refuse", "dequantize"] = Field(
+        "refuse", description="below min_cuda_compute: refused, or dequantized to bf16 when loaded"
+    )
+    proof: str | None = None
     why: str | None = None
 
 

@@ -98,5 +98,8 @@ def test_the_catalog_claims_support_only_for_proven_architectures():
             assert arch.proof and arch.proof.split("[")[1].rstrip("]") in TINY_CONFIGS
         else:
             assert arch.why, f"{arch.name} is refused without saying why"
+    for quant in catalog.quantizations.values():
+        if quant.supported:
+            assert quant.proof and quant.proof.split("[")[1].rstrip("]") in TINY_CONFIGS, quant.name
     used = {p.architecture for p in catalog.presets.values()}
     assert used <= set(catalog.architectures), "every preset's architecture is in the table"

@@ -88,8 +88,12 @@ TINY_CONFIGS: dict[str, tuple[str, Callable[[], Any]]] = {
         first_k_dense_replace=1, moe_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16,
         qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, head_dim=4, num_key_value_heads=4,
     )),
-    # Ministral 3's multimodal checkpoint around its Ministral3 text model
+    # Ministral 3's multimodal checkpoint around its Ministral3 text model; "-fp8": stored as
+    # Kaito's Ministral 3 checkpoints are (block-wise FP8 weights + scales, see to_fp8)
     "Mistral3ForConditionalGeneration": ("Mistral3ForConditionalGeneration", lambda: _mistral3_multimodal()),
+    "Mistral3ForConditionalGeneration-fp8": (
+        "Mistral3ForConditionalGeneration", lambda: _mistral3_multimodal()
+    ),
 }
 
 
@@ -121,6 +125,36 @@ def _mistral3_multimodal():
     )
 
 
+FP8_BLOCK = 8
+
+
+def to_fp8(path: Path) -> None:
+    """Rewrite the checkpoint at ``path`` in transformers' fine-grained FP8 format (DeepSeek's and
+    Mistral's): every projection weight as float8_e4m3fn in FP8_BLOCK x FP8_BLOCK blocks, each with
+    its ``weight_scale_inv``, and ``quantization_config`` in config.json."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path / "model.safetensors")
+    out: dict[str, torch.Tensor] = {}
+    for key, w in tensors.items():
+        if not (key.endswith("proj.weight") and w.dim() == 2 and all(n % FP8_BLOCK == 0 for n in w.shape)):
+            out[key] = w
+            continue
+        rows, cols = w.shape
+        blocks = w.reshape(rows // FP8_BLOCK, FP8_BLOCK, cols // FP8_BLOCK, FP8_BLOCK)
+        scale = blocks.abs().amax(dim=(1, 3)).clamp(min=1e-12) / torch.finfo(torch.float8_e4m3fn).max
+        out[key] = (blocks / scale[:, None, :, None]).reshape(rows, cols).to(torch.float8_e4m3fn)
+        out[key.removesuffix("weight") + "weight_scale_inv"] = scale.float()
+    save_file(out, path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config["quantization_config"] = {
+        "quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [FP8_BLOCK, FP8_BLOCK],
+    }
+    (path / "config.json").write_text(json.dumps(config))
+
+
 def build_tiny(arch: str, path: Path) -> Path:
     """Save the random checkpoint of proof case ``arch`` (config + safetensors, seed 0) at ``path``."""
     from rayserve.loading import auto_class
@@ -129,4 +163,6 @@ def build_tiny(arch: str, path: Path) -> Path:
     config = TINY_CONFIGS[arch][1]()
     model = auto_class(config).from_config(config, dtype=torch.float32)
     model.save_pretrained(path)
+    if arch.endswith("-fp8"):
+        to_fp8(path)
     return path
