@@ -332,7 +332,11 @@ def unknown_preset_message(name: str, catalog: Catalog | None = None) -> str:
     catalog = catalog or default_catalog()
     similar = catalog.similar_presets(name)
     hint = f"Did you mean {' or '.join(similar)}? " if similar else ""
-    return f"unknown preset {name!r}. {hint}Supported presets: {', '.join(sorted(catalog.presets))}"
+    # the catalog's Hugging Face ids (Kaito's model catalog) would triple the list: name them by count
+    short = sorted(p for p in catalog.presets if "/" not in p)
+    by_id = len(catalog.presets) - len(short)
+    more = f", or one of the {by_id} Hugging Face ids in presets/catalog.yaml" if by_id else ""
+    return f"unknown preset {name!r}. {hint}Supported presets: {', '.join(short)}{more}"
 
 
 def unknown_sku_message(name: str, catalog: Catalog | None = None) -> str:
