@@ -364,5 +364,5 @@ def eos_token_ids(config, generation_config, tokenizer) -> set[int]:
 def context_limit(spec: ModelSpec, config) -> int:
     """The smaller of what the spec allows and what the model's positions support."""
     limit = spec.max_context
-    max_pos = getattr(config, "max_position_embeddings", None)
+    max_pos = getattr(config.get_text_config(), "max_position_embeddings", None)  # multimodal: its text model
     return min(limit, max_pos) if max_pos else limit

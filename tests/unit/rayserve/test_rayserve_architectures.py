@@ -89,6 +89,18 @@ def test_architecture_logits_match_the_models_forward(case: str, tmp_path: Path)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_a_multimodal_config_is_read_through_its_text_model():
+    """Gemma 3's and Mistral 3's configs keep layers and positions in text_config; the serve path
+    (layer count for the stage split, context limit) must read them there."""
+    from rayserve.loading import context_limit
+
+    for case in ("Gemma3ForConditionalGeneration", "Mistral3ForConditionalGeneration"):
+        config = TINY_CONFIGS[case][1]()
+        assert config.get_text_config().num_hidden_layers == COMMON["num_hidden_layers"]
+        spec = ModelSpec(name=case, path="unused", max_context=4096)
+        assert context_limit(spec, config) == COMMON["max_position_embeddings"]
+
+
 def test_the_catalog_claims_support_only_for_proven_architectures():
     catalog = default_catalog()
     proven = {arch for arch, _ in TINY_CONFIGS.values()}
