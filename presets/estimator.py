@@ -9,7 +9,14 @@ The arithmetic, which ``NodeEstimate.message`` spells out for the workspace stat
 4. pipeline parallel (pp) = ceil(GPUs needed / tp): stages of layers, placed ``GPUs per node // tp`` to a
    node; nodes = ceil(pp / stages per node);
 5. more than one node needs a preset that may be distributed; tuning is single-node; a workspace spans at
-   most MAX_NODES nodes; ``resource.count`` may ask for more nodes (extra nodes hold more replicas).
+   most MAX_NODES nodes; ``resource.count`` may ask for more nodes (extra nodes hold more replicas);
+6. quantized weights (FP8, MXFP4, ...) need a GPU generation that runs the format (the catalog's
+   ``quantizations``); their size is the checkpoint's, already at the quantized width.
+
+What the catalog adds beyond dense models: a mixture-of-experts model keeps all its experts in
+memory (``weights_gib`` is every expert, whatever ``experts.active`` is), an MLA model (DeepSeek V3)
+caches one latent per layer and token instead of keys and values per head, and a sliding-window
+layer attends to its window only (``kv_bytes_per_token`` counts what the engine's cache holds).
 """
 
 from __future__ import annotations
@@ -64,10 +71,70 @@ CONTEXT_STEP = 256  # a capped context is rounded down to a multiple of this
 
 
 def kv_bytes_per_token(preset: Preset, dtype: str) -> int | None:
-    """Keys and values of every layer for one token: 2 x layers x KV heads x head_dim x dtype."""
+    """KV cache bytes of one token over all layers: 2 x layers x KV heads x head_dim x dtype.
+
+    MLA (``kv_lora_rank``): one latent of kv_lora_rank + qk_rope_head_dim values per layer, shared
+    by all heads, as an MLA-aware cache holds it (DeepSeek V3: 61 x 576 x 2 = 70 KiB, not 2 x 61 x
+    128 x 192 x 2 = 5.7 MiB). Sliding-window layers are counted in full: the engine's cache keeps
+    every token of a row (the mask hides what lies outside the window), so that is what it holds.
+    """
     if preset.head_dim is None:
         return None
+    if preset.kv_lora_rank is not None:
+        return preset.num_layers * (preset.kv_lora_rank + (preset.qk_rope_head_dim or 0)) * DTYPE_BYTES[dtype]
     return 2 * preset.num_layers * preset.num_kv_heads * preset.head_dim * DTYPE_BYTES[dtype]
+
+
+def _native(quant, sku: GpuSku) -> bool:
+    return sku.fake or float(sku.cuda_compute) >= float(quant.min_cuda_compute)
+
+
+def dequantized_gib(preset: Preset, sku: GpuSku, catalog: Catalog) -> float:
+    """Extra GPU memory when ``sku`` runs ``preset``'s weights dequantized to bf16 (FP8 on a
+    pre-Ada GPU: 2 bytes a weight instead of 1, so one more copy of the checkpoint's size)."""
+    quant = catalog.quantizations.get(preset.quantization or "")
+    if quant is None or _native(quant, sku) or quant.older_gpus != "dequantize":
+        return 0.0
+    return preset.weights_gib
+
+
+def quantization_problem(preset: Preset, sku: GpuSku, catalog: Catalog) -> str | None:
+    """Why ``sku``'s GPUs cannot run ``preset``'s quantized weights, or None."""
+    quant = catalog.quantizations.get(preset.quantization or "")
+    if quant is None or _native(quant, sku) or quant.older_gpus == "dequantize":
+        return None
+    return (
+        f"{preset.name} ships {quant.name} weights, which need GPUs of CUDA compute capability "
+        f"{quant.min_cuda_compute} or newer; {sku.name}'s {sku.gpu_model} is {sku.cuda_compute}"
+    )
+
+
+def _host_memory_problem(
+    preset: Preset, sku: GpuSku, pp: int, stages_per_node: int, catalog: Catalog | None
+) -> str | None:
+    """A checkpoint each stage reads whole (quantized, or tensors transformers converts) is in
+    every stage process's host memory at once while it loads: refuse what a node cannot hold."""
+    catalog = catalog or default_catalog()
+    arch = catalog.architecture(preset.architecture)
+    if not (preset.quantization or (arch and arch.loads_whole)) or sku.fake:
+        return None
+    stages = min(pp, stages_per_node)
+    whole = preset.weights_gib + dequantized_gib(preset, sku, catalog)
+    if whole * stages <= sku.memory_gib:
+        return None
+    return (
+        f"each stage loads the whole {_num(round(whole, 2))} GiB checkpoint through transformers (its "
+        f"tensors are quantized or converted at load), {stages} on a node: more than the "
+        f"{_num(sku.memory_gib)} GiB of host memory of {sku.name}"
+    )
+
+
+def _fits(preset: Preset, sku: GpuSku, catalog: Catalog | None) -> bool:
+    try:
+        estimate_nodes(preset, sku, catalog=catalog)
+    except EstimateError:
+        return False
+    return True
 
 
 def kv_room_tokens(preset: Preset, dtype: str, replica_gib: float) -> int | None:
@@ -155,6 +222,16 @@ def estimate_nodes(
     else:
         needed = preset.gpu_memory_gib
         what = preset.name
+        catalog = catalog or default_catalog()
+        if problem := quantization_problem(preset, sku, catalog):
+            quant = catalog.quantizations[preset.quantization or ""]
+            newer = [s.name for s in skus_that_fit(needed, catalog)
+                     if float(s.cuda_compute) >= float(quant.min_cuda_compute)][:MAX_SUGGESTIONS]
+            hint = f". Use e.g. {_fmt_suggestions(newer, catalog)}" if newer else ""
+            raise EstimateError(problem + hint, newer)
+        if extra := dequantized_gib(preset, sku, catalog):
+            needed = round(needed + extra, 2)
+            what += f" ({preset.quantization} weights dequantized to bf16 on {sku.gpu_model})"
     usable = usable_gib_per_gpu(sku)
     gpn = sku.gpu_count
     gpus_needed = max(1, math.ceil(needed / usable - 1e-9))
@@ -191,6 +268,12 @@ def estimate_nodes(
             suggestions,
         )
 
+    if tuning_method is None and (problem := _host_memory_problem(preset, sku, pp, gpn // tp, catalog)):
+        working = [s.name for s in (catalog or default_catalog()).real_skus()
+                   if s.memory_gib > sku.memory_gib and _fits(preset, s, catalog)][:MAX_SUGGESTIONS]
+        hint = f". Use an instance type with more host memory, e.g. {_fmt_suggestions(working, catalog)}"
+        raise EstimateError(f"{head} -> {pp} pipeline stage{'s' if pp > 1 else ''}; {problem}"
+                            f"{hint if working else ''}", working)
     plural = "s" if gpus_needed > 1 else ""
     message = f"{head} -> {gpus_needed} GPU{plural} -> {nodes} node{'s' if nodes > 1 else ''}"
     if tp * pp > 1:
@@ -205,8 +288,10 @@ def estimate_nodes(
     max_context = kv_budget = None
     if tuning_method is None:
         # the engine keeps one batch per pipeline stage in flight (rayserve EngineSpec.microbatches)
-        max_context, note = served_context(preset, dtype, tp * pp * usable, batches=pp)
-        kv_budget = kv_room_tokens(preset, dtype, tp * pp * usable)
+        # dequantized weights take their bf16 size out of the room for the KV cache
+        room = tp * pp * usable - dequantized_gib(preset, sku, catalog or default_catalog())
+        max_context, note = served_context(preset, dtype, room, batches=pp)
+        kv_budget = kv_room_tokens(preset, dtype, room)
         message += note
     return NodeEstimate(
         node_count=final,
@@ -247,7 +332,11 @@ def unknown_preset_message(name: str, catalog: Catalog | None = None) -> str:
     catalog = catalog or default_catalog()
     similar = catalog.similar_presets(name)
     hint = f"Did you mean {' or '.join(similar)}? " if similar else ""
-    return f"unknown preset {name!r}. {hint}Supported presets: {', '.join(sorted(catalog.presets))}"
+    # the catalog's Hugging Face ids (Kaito's model catalog) would triple the list: name them by count
+    short = sorted(p for p in catalog.presets if "/" not in p)
+    by_id = len(catalog.presets) - len(short)
+    more = f", or one of the {by_id} Hugging Face ids in presets/catalog.yaml" if by_id else ""
+    return f"unknown preset {name!r}. {hint}Supported presets: {', '.join(short)}{more}"
 
 
 def unknown_sku_message(name: str, catalog: Catalog | None = None) -> str:

@@ -43,6 +43,45 @@ class TuningRequirements(_Data):
         return self.qlora_gpu_memory_gib if method.lower() == "qlora" else self.lora_gpu_memory_gib
 
 
+class Experts(_Data):
+    """A mixture-of-experts model's experts: every one sits in GPU memory, ``active`` run per token."""
+
+    total: int = Field(gt=0)
+    active: int = Field(gt=0)
+
+
+Quantization = Literal["fp8", "mxfp4", "nvfp4", "int4", "awq", "gptq"]
+
+
+class Architecture(_Data):
+    """A model class (config.json's ``architectures[0]``) and whether our engine serves it.
+
+    Why a table: the engine is ours (its own KV cache, stage split and batching), so a model runs
+    only when its architecture has been proven through it; the webhook refuses the rest with ``why``.
+    """
+
+    name: str
+    supported: bool
+    proof: str | None = None
+    why: str | None = None
+    loads_whole: bool = Field(
+        False, description="each pipeline stage reads the whole checkpoint (tensors transformers converts)"
+    )
+
+
+class QuantizationFormat(_Data):
+    """A way of storing weights below the compute dtype, and what it needs (see catalog.yaml)."""
+
+    name: Quantization
+    supported: bool
+    min_cuda_compute: str = Field(description="the oldest GPU that runs the format natively")
+    older_gpus: Literal["refuse", "dequantize"] = Field(
+        "refuse", description="below min_cuda_compute: refused, or dequantized to bf16 when loaded"
+    )
+    proof: str | None = None
+    why: str | None = None
+
+
 class Preset(_Data):
     name: str
     hf_model_id: str | None = None
@@ -58,9 +97,16 @@ class Preset(_Data):
     num_attention_heads: int = Field(gt=0)
     num_kv_heads: int = Field(gt=0)
     head_dim: int | None = Field(None, gt=0, description="None: the KV cache size is unknown, no context cap")
+    quantization: Quantization | None = None
+    kv_lora_rank: int | None = Field(None, gt=0, description="MLA: the latent the KV cache holds per token")
+    qk_rope_head_dim: int | None = Field(None, gt=0, description="MLA: the rotary part cached beside it")
+    sliding_window: int | None = Field(None, gt=0)
+    sliding_window_layers: int | None = Field(None, ge=0, description="how many layers use the window")
+    experts: Experts | None = None
     layout: Layout = Layout()
     tuning: TuningRequirements | None = None
     hf_auth_required: bool = False
+    deprecated: bool = False
 
     @property
     def supports_tuning(self) -> bool:
@@ -128,7 +174,15 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]
 class Catalog:
     """Presets and SKUs, indexed for lookup."""
 
-    def __init__(self, presets: Iterable[Preset], skus: Iterable[GpuSku]) -> None:
+    def __init__(
+        self,
+        presets: Iterable[Preset],
+        skus: Iterable[GpuSku],
+        architectures: Iterable[Architecture] = (),
+        quantizations: Iterable[QuantizationFormat] = (),
+    ) -> None:
+        self.architectures: dict[str, Architecture] = {a.name: a for a in architectures}
+        self.quantizations: dict[str, QuantizationFormat] = {q.name: q for q in quantizations}
         self.presets: dict[str, Preset] = {}
         self._hf_index: dict[str, Preset] = {}  # lower-cased Hugging Face id -> preset
         for p in presets:
@@ -139,6 +193,8 @@ class Catalog:
                 if p.hf_model_id.lower() in self._hf_index:
                     raise ValueError(f"Hugging Face id {p.hf_model_id} is the model of two presets")
                 self._hf_index[p.hf_model_id.lower()] = p
+            if self.architectures and p.architecture not in self.architectures:
+                raise ValueError(f"preset {p.name}: {p.architecture} is not in the architectures table")
         self.skus: dict[str, GpuSku] = {}
         self._sku_index: dict[str, GpuSku] = {}
         for s in skus:
@@ -150,9 +206,14 @@ class Catalog:
 
     @classmethod
     def from_files(cls, catalog_file: Path = CATALOG_FILE, sku_file: Path = SKU_FILE) -> Catalog:
-        presets = yaml.safe_load(catalog_file.read_text())["presets"]
+        data = yaml.safe_load(catalog_file.read_text())
         skus = yaml.safe_load(sku_file.read_text())["skus"]
-        return cls((Preset.model_validate(p) for p in presets), (GpuSku.model_validate(s) for s in skus))
+        return cls(
+            (Preset.model_validate(p) for p in data["presets"]),
+            (GpuSku.model_validate(s) for s in skus),
+            (Architecture.model_validate(a) for a in data.get("architectures", [])),
+            (QuantizationFormat.model_validate(q) for q in data.get("quantizations", [])),
+        )
 
     def preset(self, name: str) -> Preset | None:
         """The preset called ``name`` in the catalog, or whose Hugging Face id ``name`` is."""
@@ -160,6 +221,12 @@ class Catalog:
 
     def sku(self, name: str) -> GpuSku | None:
         return self._sku_index.get(name.lower())
+
+    def architecture(self, name: str) -> Architecture | None:
+        return self.architectures.get(name)
+
+    def supported_architectures(self) -> list[str]:
+        return sorted(a.name for a in self.architectures.values() if a.supported)
 
     def similar_presets(self, name: str) -> list[str]:
         if "/" in name:  # it looks like a Hugging Face id: suggest ids

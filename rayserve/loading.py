@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from rayserve.spec import AdapterSpec, ModelSpec
-from rayserve.stage import dropped_prefixes
+from rayserve.stage import decoder_layers, dropped_prefixes, layout_of
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,13 @@ def load_model(
     adapters, the returned module is the base model whose linear layers peft wrapped; rows
     of a batch choose their adapter at forward time (see ``rayserve.adapters``).
     """
-    from transformers import AutoModelForCausalLM
-
     device = device or pick_device()
     dtype = resolve_dtype(spec, device)
-    model = AutoModelForCausalLM.from_pretrained(
+    config, _ = load_config(spec)
+    model = auto_class(config).from_pretrained(
         spec.path,
         dtype=dtype,
-        attn_implementation=spec.attn_implementation,
+        attn_implementation=attention_implementation(spec, config),
         trust_remote_code=spec.trust_remote_code,
     )
     model = _finish(model, adapters)
@@ -120,8 +119,17 @@ def load_stage_model(
         log.warning("%s has no safetensors: stage [%d, %d) loads the whole model", spec.path, start, end)
         return load_model(spec, device, adapters, move=False)
     model = _skeleton(spec, resolve_dtype(spec, device))
+    # quantized weights come with scales only transformers' quantizer applies: read as plain
+    # tensors they would load without error and decode garbage
+    quantized = getattr(model.config, "quantization_config", None) is not None
+    renamed = None if quantized else checkpoint_renames(model, list(weights))
+    if renamed is None:
+        log.warning("%s needs transformers' conversions or quantizer: stage [%d, %d) loads it all",
+                    spec.path, start, end)
+        return load_model(spec, device, adapters, move=False)
     needed = _stage_tensors(model, start, end)
-    _load_tensors(model, needed, weights, device)
+    _load_tensors(model, needed, {renamed[k]: f for k, f in weights.items()}, device,
+                  {new: old for old, new in renamed.items()})
     log.info("stage [%d, %d) of %s: read %d of %d tensors", start, end, spec.name, len(needed), len(weights))
     return _finish(model, adapters)
 
@@ -177,24 +185,23 @@ def _download_checkpoint(repo: str) -> str:
 def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
     """The full model from its config, parameters on meta, in ``dtype`` like ``load_model``."""
     from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
 
     config, _ = load_config(spec)
     # parameters on meta (no memory; the checkpoint fills them), buffers for real: non-persistent
     # ones computed at init (rotary inv_freq) are not in the checkpoint. The patch accelerate
     # applies is process-wide while it lasts; a stage actor builds its model before serving.
     with init_empty_weights(include_buffers=False):
-        return AutoModelForCausalLM.from_config(
+        return auto_class(config).from_config(
             config,
             dtype=dtype,
-            attn_implementation=spec.attn_implementation,
+            attn_implementation=attention_implementation(spec, config),
             trust_remote_code=spec.trust_remote_code,
         )
 
 
 def _stage_tensors(model: nn.Module, start: int, end: int) -> dict[str, torch.Tensor]:
     """Name -> (meta) tensor of every parameter and persistent buffer the stage keeps."""
-    dropped = dropped_prefixes(len(model.model.layers), start, end)
+    dropped = dropped_prefixes(len(decoder_layers(model)), start, end, layout_of(model))
     named = dict(model.named_parameters(remove_duplicate=False))
     for name, buf in model.named_buffers(remove_duplicate=False):
         owner, _, leaf = name.rpartition(".")
@@ -203,15 +210,46 @@ def _stage_tensors(model: nn.Module, start: int, end: int) -> dict[str, torch.Te
     return {name: t for name, t in named.items() if not name.startswith(dropped)}
 
 
+def checkpoint_renames(model: nn.Module, keys: list[str]) -> dict[str, str] | None:
+    """Checkpoint key -> the model's name for it, as transformers renames keys on load (hub
+    checkpoints of multimodal models keep ``language_model.model.*``, which transformers 5
+    names ``model.language_model.*``); None when some key needs more than a rename (experts
+    fused into one tensor, quantized blocks), which only transformers' own loader does.
+
+    Why transformers' tables: they are the architecture's own record of its checkpoint
+    formats, so the partial loader reads what ``from_pretrained`` would, no per-model list.
+    """
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    transforms = get_model_conversion_mapping(model, add_legacy=True)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    out = {}
+    for key in keys:
+        new, converted = rename_source_key(key, renamings, converters)
+        if converted is not None:
+            return None
+        out[key] = new
+    return out
+
+
 def _load_tensors(
-    model: nn.Module, needed: dict[str, torch.Tensor], weights: dict[str, Path], device: torch.device
+    model: nn.Module,
+    needed: dict[str, torch.Tensor],
+    weights: dict[str, Path],
+    device: torch.device,
+    keys: dict[str, str] | None = None,
 ) -> None:
     """Read every ``needed`` tensor from its file onto ``device`` in the skeleton's dtype.
 
     Tied weights (``tie_word_embeddings``) are read under whichever name the checkpoint has
     and, when the stage holds both ends, tied again. A tensor the checkpoint lacks fails the
     load with its name: a stage with a randomly initialised weight would serve garbage.
+    ``weights`` is keyed by the model's names; ``keys`` maps those the checkpoint spells
+    differently back to its keys (``checkpoint_renames``).
     """
+    keys = keys or {}
     tied = _tied_pairs(model, needed)
     sources = {name: _checkpoint_key(model, name, weights) for name in needed if name not in tied}
     if missing := sorted(name for name, key in sources.items() if key is None):
@@ -221,7 +259,8 @@ def _load_tensors(
     for name, key in sources.items():
         by_file[weights[key]].append(name)
     for file, names in by_file.items():
-        _read_file(model, file, {name: sources[name] for name in names}, needed, device)
+        wanted = {name: keys.get(sources[name], sources[name]) for name in names}
+        _read_file(model, file, wanted, needed, device)
     for target, source in tied.items():
         _set_tensor(model, target, model.get_parameter(source))
 
@@ -274,6 +313,27 @@ def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
         owner._buffers[leaf] = value
 
 
+def auto_class(config):
+    """AutoModelForCausalLM, or AutoModelForImageTextToText for a multimodal checkpoint that
+    transformers does not list as a causal LM (Mistral 3): the engine serves its text model."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING or not hasattr(config, "text_config"):
+        return AutoModelForCausalLM
+    return AutoModelForImageTextToText
+
+
+def attention_implementation(spec: ModelSpec, config) -> str:
+    """The spec's choice, or eager when the model class has no SDPA path (gpt-oss: its attention
+    sinks are an extra softmax column that only the eager kernel adds)."""
+    try:
+        cls = auto_class(config)._model_mapping[type(config)]
+    except KeyError:  # remote code: let transformers decide with the spec's choice
+        return spec.attn_implementation
+    return spec.attn_implementation if getattr(cls, "_supports_sdpa", True) else "eager"
+
+
 def load_config(spec: ModelSpec):
     """The model's config and generation config (None when absent), without the weights."""
     from transformers import AutoConfig, GenerationConfig
@@ -304,5 +364,5 @@ def eos_token_ids(config, generation_config, tokenizer) -> set[int]:
 def context_limit(spec: ModelSpec, config) -> int:
     """The smaller of what the spec allows and what the model's positions support."""
     limit = spec.max_context
-    max_pos = getattr(config, "max_position_embeddings", None)
+    max_pos = getattr(config.get_text_config(), "max_position_embeddings", None)  # multimodal: its text model
     return min(limit, max_pos) if max_pos else limit

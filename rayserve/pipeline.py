@@ -18,7 +18,7 @@ import torch
 
 from rayserve.loading import load_model, load_stage_model, pick_device
 from rayserve.spec import AdapterSpec, ModelSpec, ParallelSpec
-from rayserve.stage import PipelineStage, StageInput, split_layers
+from rayserve.stage import PipelineStage, StageInput, decoder_layers, split_layers
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class LocalPipeline:
     ) -> LocalPipeline:
         device = pick_device(gpus)
         model = load_model(spec, device, adapters)
-        n = len(model.model.layers)
+        n = len(decoder_layers(model))
         return cls([PipelineStage(model, a, b, device) for a, b in split_layers(n, stages)])
 
     @property

@@ -152,7 +152,7 @@ class LLMService:
         self.tokenizer = load_tokenizer(args.model)
         config, gen = load_config(args.model)
         self.context = context_limit(args.model, config)
-        self.pipeline = pipeline or build_pipeline(args, config.num_hidden_layers)
+        self.pipeline = pipeline or build_pipeline(args, config.get_text_config().num_hidden_layers)
         self.engine: EngineClient = EngineGroup(
             self.pipeline,
             eos_token_ids(config, gen, self.tokenizer),

@@ -236,6 +236,8 @@ def validate_spec(
             "(split the load over several workspaces)",
         )
     validate_node_labels(ws.resource.label_selector, result)
+    if problem := partition_problem(ws):
+        result.error("resource.partition", problem)
     bypass = bypasses_resource_checks(ws)
     if ws.inference is not None:
         inf = ws.inference
@@ -246,7 +248,9 @@ def validate_spec(
         preset = _known_preset(
             inf.preset.name if inf.preset else None, "inference.preset.name", catalog, result
         )
-        if preset is not None:
+        if preset is not None and (problem := serving_problem(preset, catalog)):
+            result.error("inference.preset.name", problem)
+        elif preset is not None:
             if preset.hf_auth_required and not (
                 inf.preset and inf.preset.preset_options and inf.preset.preset_options.model_access_secret
             ):
@@ -269,6 +273,43 @@ def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> N
         problem = label_key_problem(key) or node_label_problem(key) or label_value_problem(key, value)
         if problem:
             result.error(path, problem)
+
+
+def partition_problem(ws: Workspace) -> str | None:
+    """Kaito v0.12's ``resource.partition`` (MIG / accelerator partitions of BYO nodes): admitted by
+    the schema so a Kaito manifest decodes, refused here with what to change, since this operator
+    provisions whole GPU nodes per workspace and has no bring-your-own-node mode yet."""
+    part = ws.resource.partition
+    if part is None:
+        return None
+    what = f"MIG profile {part.profile}" if part.mode == "mig" and part.profile else f"mode {part.mode}"
+    return (
+        f"GPU partitioning ({what}) needs bring-your-own nodes, which this operator does not support yet: "
+        "remove resource.partition and set resource.instanceType to the GPU VM size to provision "
+        "(a whole node per replica), e.g. Standard_NC24ads_A100_v4"
+    )
+
+
+def serving_problem(preset: Preset, catalog: Catalog) -> str | None:
+    """Why our engine cannot serve ``preset`` (deprecated, an architecture or a weight format not
+    proven through it; see presets/catalog.yaml's ``architectures`` and ``quantizations``), or
+    None. Refused at admission rather than failing on the GPUs after the nodes were bought."""
+    if preset.deprecated:
+        return f"model {preset.name} is deprecated and no longer supported (as in Kaito); pick another preset"
+    arch = catalog.architecture(preset.architecture)
+    if arch is not None and not arch.supported:
+        supported = ", ".join(catalog.supported_architectures())
+        return (
+            f"preset {preset.name} is a {arch.name} model, which this operator's engine cannot serve yet: "
+            f"{arch.why}. Architectures it serves: {supported}"
+        )
+    quant = catalog.quantizations.get(preset.quantization or "")
+    if quant is not None and not quant.supported:
+        return (
+            f"preset {preset.name} ships {quant.name} weights, which this operator's engine cannot "
+            f"serve yet: {quant.why}. Pick a preset with unquantized weights"
+        )
+    return None
 
 
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:

@@ -75,6 +75,19 @@ def immutable(what: str) -> dict[str, Any]:
     return cel(("self == oldSelf", f"{what} is immutable"))
 
 
+class PartitionSpec(K8sModel):
+    """Kaito v0.12's GPU partitioning (MIG slices or whole accelerators of BYO nodes).
+
+    Why the field exists though nothing here builds it: a Kaito manifest that sets it must get a
+    webhook message saying what to change (``validation.partition_problem``), not an "unknown
+    field" decoding error from the API server.
+    """
+
+    mode: Literal["mig", "accelerator"] = Field(description="mig: MIG slices; accelerator: whole GPUs.")
+    profile: str | None = Field(default=None, max_length=64, description="MIG profile, e.g. 1g.10gb.")
+    count: int | None = Field(default=None, ge=1, le=64, description="Slices or GPUs per replica.")
+
+
 class ResourceSpec(K8sModel):
     """The GPU nodes to run on."""
 
@@ -94,6 +107,11 @@ class ResourceSpec(K8sModel):
     preferred_nodes: list[str] | None = Field(
         default=None, description="Existing nodes to use first.",
         json_schema_extra=bounded_strings(MAX_PREFERRED_NODES, MAX_NAME),
+    )
+    partition: PartitionSpec | None = Field(
+        default=None,
+        description="GPU partitioning of BYO nodes (Kaito v0.12); the webhook refuses it. Immutable.",
+        json_schema_extra=immutable("resource.partition"),
     )
 
     model_config = ConfigDict(

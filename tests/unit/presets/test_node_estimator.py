@@ -125,3 +125,55 @@ def test_pipeline_replicas_cap_the_context_to_one_batchs_share():
     assert est.pipeline_parallel == 2 and est.kv_budget_tokens
     assert est.max_context <= est.kv_budget_tokens // 2
     assert "shared by 2 batches in flight" in est.message
+
+
+def test_mla_caches_one_latent_per_layer_not_keys_and_values_per_head():
+    from presets.estimator import kv_bytes_per_token
+    from presets.registry import get_preset
+
+    deepseek = get_preset("deepseek-v3-0324")
+    assert kv_bytes_per_token(deepseek, "bfloat16") == 61 * (512 + 64) * 2  # 70 KiB, not 5.7 MiB
+    llama = get_preset("llama-3.3-70b-instruct")
+    assert kv_bytes_per_token(llama, "bfloat16") == 2 * 80 * 8 * 128 * 2  # Kaito's 327,680
+
+
+def test_moe_weights_hold_every_expert():
+    from presets.registry import get_preset
+
+    # gpt-oss-120b runs 4 of 128 experts per token, yet all 117B parameters sit in GPU memory
+    oss = get_preset("gpt-oss-120b")
+    assert oss.experts is not None and (oss.experts.total, oss.experts.active) == (128, 4)
+    assert oss.weights_gib > 100 and oss.gpu_memory_gib > oss.weights_gib
+
+
+def test_unquantized_weights_run_on_old_gpus():
+    assert estimate_for("deepseek-r1-distill-llama-8b", "Standard_NC24s_v3").node_count == 1  # V100s
+
+
+def test_fp8_before_ada_is_planned_dequantized_to_bf16():
+    a100 = estimate_for("ministral-3-8b-instruct", "Standard_NC24ads_A100_v4")
+    h100 = estimate_for("ministral-3-8b-instruct", "Standard_NC40ads_H100_v5")
+    # 9.7 GiB of FP8 weights: 11.7 GiB on a GPU that runs FP8, one more copy where transformers
+    # dequantizes them (compute capability below 8.9)
+    assert h100.needed_gib == 11.7 and a100.needed_gib == 21.4
+    assert "(fp8 weights dequantized to bf16 on A100) needs 21.4 GiB" in a100.message
+
+
+def test_a_format_without_a_fallback_is_refused_on_older_gpus_naming_newer_ones():
+    from presets.registry import default_catalog
+
+    catalog = default_catalog()
+    nvfp4 = catalog.quantizations["nvfp4"]
+    assert nvfp4.older_gpus == "refuse"
+    with pytest.raises(EstimateError) as err:
+        estimate_for("mistralai/Mistral-Small-4-119B-2603-NVFP4", "Standard_ND96isr_H100_v5")
+    assert "ships nvfp4 weights, which need GPUs of CUDA compute capability 10.0 or newer" in str(err.value)
+
+
+def test_a_checkpoint_each_stage_reads_whole_must_fit_the_nodes_host_memory():
+    with pytest.raises(EstimateError) as err:
+        estimate_for("deepseek-v3-0324", "Standard_NC80adis_H100_v5")
+    msg = str(err.value)
+    assert "each stage loads the whole 641.3 GiB checkpoint through transformers" in msg
+    assert "more than the 640 GiB of host memory" in msg and "Standard_ND96isr_H100_v5" in msg
+    assert estimate_for("deepseek-v3-0324", "Standard_ND96isr_H100_v5").node_count == 2
