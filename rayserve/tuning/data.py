@@ -61,15 +61,15 @@ def fetch(
     source: str,
     workdir: str | None = None,
     *,
-    url_check: Callable[[str], str | None] = netguard.url_problem,
+    url_check: Callable[[str], str | None] | None = None,
     max_bytes: int = MAX_DOWNLOAD_BYTES,
     deadline_s: float = DOWNLOAD_DEADLINE_S,
 ) -> Path:
     """A local path for ``source``: itself when it is a path (a file or a directory), else a download
     (http/https) named by the URL path's suffix, which is checked before anything is downloaded.
 
-    A download checks the host of the URL and of every redirect with ``url_check`` (by default
-    ``netguard.url_problem``: every address the name resolves to, now), follows at most
+    A download checks the host of the URL and of every redirect with ``url_check`` (None: the
+    module's ``netguard.url_problem`` at call time, every address the name resolves to), follows at most
     ``MAX_REDIRECTS``, and stops past ``max_bytes`` or ``deadline_s`` in all."""
     url = urllib.parse.urlparse(source)
     if url.scheme in ("", "file"):
@@ -84,10 +84,11 @@ def fetch(
     suffix = dataset_suffix(urllib.parse.unquote(url.path), source)
     target = Path(workdir or tempfile.mkdtemp(prefix="kaito-data-")) / f"dataset{suffix}"
     deadline = time.monotonic() + deadline_s
+    check = url_check or netguard.url_problem
     current = source
     with httpx.Client(follow_redirects=False, timeout=60) as http:
         for _ in range(MAX_REDIRECTS + 1):
-            problem = url_check(current)
+            problem = check(current)
             if problem:
                 raise DownloadRefused(f"dataset {source}: {problem}")
             with http.stream("GET", current) as r:
