@@ -27,10 +27,18 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _META_COPY_WARNING = r".*copying from a non-meta parameter .* to a meta parameter"
 
 
-def pick_device(gpus: float | None = None) -> torch.device:
-    """CUDA when this process was given a GPU (or any is visible and ``gpus`` is None)."""
+def pick_device(gpus: float | None = None, index: int = 0) -> torch.device:
+    """CUDA when this process was given a GPU (or any is visible and ``gpus`` is None).
+
+    ``index`` counts among the *visible* devices: in a Ray actor Ray sets
+    ``CUDA_VISIBLE_DEVICES`` to the GPUs it assigned (``ray.get_gpu_ids()``), so ``cuda:i`` is
+    the i-th of those, not the node's i-th GPU. A tensor-parallel rank is one actor with one
+    GPU (index 0 = its own); a process given several uses ``index`` to pick one per rank.
+    """
     if torch.cuda.is_available() and (gpus is None or gpus > 0):
-        return torch.device("cuda", 0)
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {index} asked for, {torch.cuda.device_count()} visible")
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
