@@ -14,18 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import tempfile
 from pathlib import Path
 
 PROMPTS = [[5, 9, 23, 7], [11, 3, 42, 8, 19, 27, 6, 2, 31], [14, 15, 16], [40, 41, 12, 13, 25]]
 LENGTHS = [5, 14, 9, 11]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def generate(pipeline, prompts=PROMPTS, lengths=LENGTHS, batch: int = 2) -> list[list[int]]:
@@ -84,6 +77,8 @@ def _rank(rank: int, world: int, pp: int, port: int, model: str, out: str) -> No
 def run_group(model: str | Path, tp: int, pp: int = 1) -> list[dict]:
     """Spawn ``tp`` ranks (each holding all ``pp`` stages' shares); one report per rank."""
     import torch.multiprocessing as mp
+
+    from rayserve.tensor_parallel import free_port
 
     with tempfile.TemporaryDirectory() as out:
         mp.start_processes(

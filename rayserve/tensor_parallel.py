@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from collections.abc import Iterable
 
 import torch
@@ -35,6 +36,13 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now, for a group's rendezvous (rank 0 listens on it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def init_group(rank: int, world: int, address: str, port: int, device: torch.device) -> None:
     """Join this process to its stage's tensor-parallel group (the default process group).
 
@@ -44,6 +52,8 @@ def init_group(rank: int, world: int, address: str, port: int, device: torch.dev
     if dist.is_initialized():
         return
     os.environ.setdefault("MASTER_ADDR", address)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dist.init_process_group(
         backend_for(device),
         init_method=f"tcp://{address}:{port}",
