@@ -20,7 +20,7 @@ from rayserve.loading import load_stage_model, resolve_dtype
 from rayserve.pipeline import LocalPipeline
 from rayserve.spec import AdapterSpec, ModelSpec
 from rayserve.stage import PipelineStage, StageInput
-from rayserve.tensor_parallel import shard_ends, shard_layers
+from rayserve.tensor_parallel import param_bytes, shard_ends, shard_layers
 
 CPU = torch.device("cpu")
 
@@ -75,3 +75,93 @@ def follow(stages: list[PipelineStage]) -> int:
         for stage in stages:
             x = stage.forward(x, inp)
         done += 1
+
+
+class TPStageWorker:
+    """Ray actor body of one tensor-parallel rank of one stage.
+
+    Why two steps (construct, then ``load``): the ranks must agree on a rendezvous address
+    before any of them can join the group, and only rank 0, on its node, can pick a free
+    port there (``rendezvous``). The actor places itself on the GPU Ray assigned it: with one
+    GPU per rank Ray makes only that one visible, so ``pick_device`` gives it as ``cuda:0``.
+    """
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+        self.stage: PipelineStage | None = None
+
+    def rendezvous(self) -> tuple[str, int]:
+        import ray
+
+        from rayserve.tensor_parallel import free_port
+
+        host = ray.util.get_node_ip_address()
+        return host, free_port(host)
+
+    def load(
+        self, spec: dict, adapters: list[dict], start: int, end: int, gpus: float, address: str, port: int
+    ) -> None:
+        from rayserve.loading import pick_device
+        from rayserve.tensor_parallel import init_group
+
+        device = pick_device(gpus)
+        init_group(self.rank, self.world, address, port, device)
+        model_spec = ModelSpec.model_validate(spec)
+        adapter_specs = [AdapterSpec.model_validate(a) for a in adapters]
+        self.stage = load_tp_stage(model_spec, start, end, self.rank, self.world, device, adapter_specs)
+
+    def forward(self, x: torch.Tensor, inp: StageInput) -> torch.Tensor | None:
+        """Every rank computes the same output; only rank 0's travels on."""
+        out = self.stage.forward(x, inp)
+        return out if self.rank == 0 else None
+
+    def info(self) -> dict:
+        import ray
+
+        return {
+            "start": self.stage.start,
+            "end": self.stage.end,
+            "rank": self.rank,
+            "world": self.world,
+            "device": str(self.stage.device),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "param_bytes": param_bytes(self.stage.model),
+            "cache_bytes": self.stage.cache_bytes(),
+        }
+
+
+def start_tp_stages(
+    spec: ModelSpec, adapters: Sequence[AdapterSpec], ranges: list[tuple[int, int]], parallel, pg
+) -> list[list]:
+    """``parallel.tensor_parallel`` rank actors per stage, all in that stage's bundle of ``pg``;
+    returns them per stage once every rank has loaded (rank 0 first)."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    tp = parallel.tensor_parallel
+    actor_cls = ray.remote(TPStageWorker)
+    stages = [
+        [
+            actor_cls.options(
+                num_cpus=parallel.cpus_per_worker / tp,
+                num_gpus=parallel.gpus_per_worker / tp,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=pg, placement_group_bundle_index=i
+                ),
+            ).remote(rank, tp)
+            for rank in range(tp)
+        ]
+        for i in range(len(ranges))
+    ]
+    addresses = ray.get([ranks[0].rendezvous.remote() for ranks in stages], timeout=120)
+    args = (spec.model_dump(), [a.model_dump() for a in adapters])
+    gpus = parallel.gpus_per_worker / tp
+    ray.get(
+        [
+            w.load.remote(*args, a, b, gpus, host, port)
+            for ranks, (a, b), (host, port) in zip(stages, ranges, addresses, strict=True)
+            for w in ranks
+        ],
+        timeout=600,
+    )
+    return stages
