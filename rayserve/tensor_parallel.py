@@ -22,6 +22,7 @@ attention gets a shallow copy of the config with the local counts.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import socket
 from collections.abc import Iterable
@@ -29,6 +30,8 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def backend_for(device: torch.device) -> str:
@@ -185,9 +188,14 @@ def shard_ends(model: nn.Module, first: bool, last: bool, rank: int, world: int,
     Why: Phi-3-mini's two 32064 x 3072 tables are 197M of its 3.8B parameters, and in a small
     model most of them; left whole on every rank they keep the first and last stages' ranks
     well above half of their stage. A tied head is split like an untied one (the tie is lost,
-    not the values).
+    not the values). A vocabulary that does not split evenly leaves both whole on every rank.
     """
-    if world == 1:
+    vocab = model.config.vocab_size
+    if world == 1 or vocab % world:
+        if world > 1:
+            log.warning(
+                "vocabulary %d does not split over %d ranks: embedding and LM head stay whole", vocab, world
+            )
         return
     if first:
         model.model.embed_tokens = VocabParallelEmbedding(model.model.embed_tokens, rank, world, group)

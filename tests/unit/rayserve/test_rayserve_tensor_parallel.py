@@ -51,3 +51,18 @@ def test_uneven_heads_are_refused():
         model = Phi3ForCausalLM(cfg)
     with pytest.raises(ValueError, match="attention heads"):
         shard_layers(model.model.layers, 0, 2)
+
+
+def test_a_vocabulary_that_does_not_split_stays_whole():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from rayserve.tensor_parallel import shard_ends
+
+    emb, head = nn.Embedding(63, 8), nn.Linear(8, 63)
+    model = SimpleNamespace(
+        config=SimpleNamespace(vocab_size=63), model=SimpleNamespace(embed_tokens=emb), lm_head=head
+    )
+    shard_ends(model, True, True, 0, 2)  # no group needed: nothing is split
+    assert model.model.embed_tokens is emb and model.lm_head is head
