@@ -16,10 +16,10 @@ from rayserve.sampling import SamplingParams
 from rayserve.spec import ModelSpec, ParallelSpec
 from rayserve.stage import PipelineStage, split_layers
 from rayserve.tensor_parallel import param_bytes
+from tests.serve.conftest import tiny_args
+from tests.serve.test_serve_sharded import LENGTHS, PROMPTS, _reference
 
 pytestmark = pytest.mark.serve
-
-from test_serve_sharded import LENGTHS, PROMPTS, _reference  # noqa: E402
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["tp2", "tp2xpp2"])
@@ -56,3 +56,34 @@ def test_tensor_parallel_greedy_equals_unsharded(ray_serve, tiny_model, workers)
     for s in info:
         stage = [a for a, _ in split_layers(4, workers)].index(s["start"])
         assert 0.49 < s["param_bytes"] / whole[stage] < 0.52
+
+
+def test_served_replica_with_tensor_parallel_answers_the_unsharded_text(ray_serve, tiny_model):
+    """The whole served path: a Serve replica whose one stage is two rank actors (ParallelSpec
+    from the serve args, as the controller writes them) answers /v1/completions, concurrently,
+    with the unsharded model's greedy text; its health check reaches both ranks."""
+    import concurrent.futures as cf
+
+    import httpx
+    from ray import serve
+
+    from rayserve.app import LLMServer
+
+    spec = ModelSpec(name="tiny", path=str(tiny_model))
+    tok = load_tokenizer(spec)
+    expected = [tok.decode(t, skip_special_tokens=True) for t in _reference(spec)]
+    args = tiny_args(tiny_model, parallel={"workers": 1, "tensor_parallel": 2, "cpus_per_worker": 0.2})
+    app = LLMServer.options(ray_actor_options={"num_cpus": 0.1}, health_check_period_s=1).bind(args)
+    serve.run(app, name="tp2", route_prefix="/tp2")
+    try:
+
+        def complete(i: int) -> str:
+            body = {"prompt": PROMPTS[i], "max_tokens": LENGTHS[i], "temperature": 0, "ignore_eos": True}
+            r = httpx.post(f"{ray_serve.http_url}/tp2/v1/completions", json=body, timeout=120)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["text"]
+
+        with cf.ThreadPoolExecutor(len(PROMPTS)) as pool:
+            assert list(pool.map(complete, range(len(PROMPTS)))) == expected
+    finally:
+        serve.delete("tp2")
