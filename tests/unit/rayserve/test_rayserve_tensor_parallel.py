@@ -66,3 +66,12 @@ def test_a_vocabulary_that_does_not_split_stays_whole():
     )
     shard_ends(model, True, True, 0, 2)  # no group needed: nothing is split
     assert model.model.embed_tokens is emb and model.lm_head is head
+
+
+def test_a_rank_finds_the_gpu_ray_assigned_it():
+    from rayserve.loading import ray_gpu_index
+
+    assert ray_gpu_index(0, ["3"], "3") == 0  # Ray narrowed CUDA_VISIBLE_DEVICES: its own is cuda:0
+    assert ray_gpu_index(1, ["2", "5"], "0,2,5") == 2
+    assert ray_gpu_index(0, ["6"], None) == 6  # RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES
+    assert ray_gpu_index(1, [], None) == 1  # outside Ray: among the visible devices
