@@ -24,6 +24,8 @@ Layout of one replica:
   of the pipeline is an actor in bundle ``i`` with ``gpus_per_worker`` GPUs. Bundle 0 thus
   holds the replica's CPUs plus stage 0's CPUs and GPUs. ``PACK`` lets stages spill over
   nodes (one GPU per pod works); ``STRICT_PACK`` keeps them on one node.
+* ``tensor_parallel == T > 1`` (any ``N``): the same placement group; stage ``i`` is ``T``
+  rank actors in bundle ``i``, ``gpus_per_worker / T`` GPUs each.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class ServeConfigInput(BaseModel):
     workers_per_replica: int = Field(1, ge=1, description="pipeline stages (GPU workers) per model replica")
     gpus_per_worker: float = Field(1, ge=0, description="0 for CPU-only clusters")
     cpus_per_worker: float = Field(1, ge=0)
+    tensor_parallel: int = Field(
+        1, ge=1, description="rank actors per stage, sharing its bundle's GPUs (rayserve.tensor_parallel)"
+    )
     replica_cpus: float = Field(1, ge=0, description="the coordinator replica's own CPUs")
     placement_strategy: Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
     engine: EngineSpec = Field(default_factory=EngineSpec)
@@ -112,11 +117,21 @@ class ServeConfigInput(BaseModel):
                 workers=self.workers_per_replica,
                 gpus_per_worker=self.gpus_per_worker,
                 cpus_per_worker=self.cpus_per_worker,
+                tensor_parallel=self.tensor_parallel,
             ),
             engine=self.engine,
             api_key_env=self.api_key_env,
-        ).model_dump(mode="json", exclude={"api_key_env"} if self.api_key_env is None else None)
-        # (no key, no field: a workspace without one keeps the serve config it always had)
+        ).model_dump(mode="json", exclude=self._defaults_left_out())
+
+    def _defaults_left_out(self) -> dict[str, Any]:
+        """Fields newer than a workspace's serve config, left out at their defaults: no key and
+        no tensor parallelism keep the serve config (bytes) a workspace always had."""
+        out: dict[str, Any] = {}
+        if self.api_key_env is None:
+            out["api_key_env"] = True
+        if self.tensor_parallel == 1:
+            out["parallel"] = {"tensor_parallel"}
+        return out
 
 
 def _bundle(cpus: float, gpus: float) -> dict[str, float]:
@@ -124,6 +139,11 @@ def _bundle(cpus: float, gpus: float) -> dict[str, float]:
     if gpus:
         b["GPU"] = gpus
     return b
+
+
+def _in_replica(spec: ServeConfigInput) -> bool:
+    """Whether the replica holds the model itself (no stage actors, no placement group)."""
+    return spec.workers_per_replica == 1 and spec.tensor_parallel == 1
 
 
 def deployment_config(spec: ServeConfigInput) -> dict[str, Any]:
@@ -147,12 +167,12 @@ def deployment_config(spec: ServeConfigInput) -> dict[str, Any]:
         # Serve health-checks a replica only once its constructor (the model load) is done. A
         # sharded replica's check pings every stage actor, so a dead stage is found within the
         # period: short for sharded replicas (each failed request until then is a 503)
-        "health_check_period_s": 10 if spec.workers_per_replica == 1 else SHARDED_HEALTH_CHECK_PERIOD_S,
+        "health_check_period_s": 10 if _in_replica(spec) else SHARDED_HEALTH_CHECK_PERIOD_S,
         "health_check_timeout_s": 60,
         "graceful_shutdown_timeout_s": 30,
     }
     n, g = spec.workers_per_replica, spec.gpus_per_worker
-    if n == 1:
+    if _in_replica(spec):
         dep["ray_actor_options"] = {"num_cpus": spec.replica_cpus, "num_gpus": g}
     else:
         dep["ray_actor_options"] = {"num_cpus": spec.replica_cpus, "num_gpus": 0}

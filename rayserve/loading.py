@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,11 +28,46 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _META_COPY_WARNING = r".*copying from a non-meta parameter .* to a meta parameter"
 
 
-def pick_device(gpus: float | None = None) -> torch.device:
-    """CUDA when this process was given a GPU (or any is visible and ``gpus`` is None)."""
+def pick_device(gpus: float | None = None, index: int = 0) -> torch.device:
+    """CUDA when this process was given a GPU (or any is visible and ``gpus`` is None).
+
+    ``index`` counts among the GPUs Ray assigned this process (``ray.get_gpu_ids()``, mapped
+    to a local CUDA index by ``ray_gpu_index``), or among the visible ones outside Ray; never
+    the node's first GPU by default. A tensor-parallel rank is one actor with one GPU (index 0
+    = its own); a process given several uses ``index`` to pick one per rank.
+    """
     if torch.cuda.is_available() and (gpus is None or gpus > 0):
-        return torch.device("cuda", 0)
+        local = ray_gpu_index(index, _ray_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(f"device {local} asked for, {torch.cuda.device_count()} visible")
+        return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def ray_gpu_index(index: int, assigned: list[str], visible: str | None) -> int:
+    """The local CUDA index of the ``index``-th GPU Ray assigned this process.
+
+    Ray normally narrows ``CUDA_VISIBLE_DEVICES`` to the assigned GPUs, so the i-th assigned
+    one is at the position of its id in that list (``cuda:i`` when Ray set it). With
+    ``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES`` every GPU stays visible and the id itself
+    is the index. Outside Ray (``assigned`` empty) it is ``index`` among the visible devices.
+
+    >>> ray_gpu_index(0, ["3"], "3"), ray_gpu_index(1, ["2", "5"], "0,2,5"), ray_gpu_index(0, ["6"], None)
+    (0, 2, 6)
+    """
+    if not assigned:
+        return index
+    gpu = str(assigned[index])
+    return visible.split(",").index(gpu) if visible else int(gpu)
+
+
+def _ray_gpu_ids() -> list[str]:
+    """GPUs Ray assigned to this worker; empty outside a Ray worker (or without Ray)."""
+    try:
+        import ray
+    except ImportError:
+        return []
+    return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
 def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:

@@ -4,7 +4,9 @@ Why two backends behind one interface: with one worker per replica the model liv
 the Serve replica (no hop, lowest latency); with N workers each stage is a Ray actor pinned
 to one bundle of the replica's placement group (one GPU each), and the coordinator chains
 the calls - stage i's output ObjectRef is stage i+1's argument, so hidden states go actor
-to actor without a round trip through the coordinator. The engine only sees ``forward``.
+to actor without a round trip through the coordinator. With tensor parallelism a stage is
+several rank actors in its bundle (``rayserve.tp_group``); each gets every forward of its
+stage. The engine only sees ``forward``.
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ class RayPipeline:
     on close.
     """
 
-    def __init__(self, workers: list, owned_pg=None) -> None:
-        self.workers = workers
+    def __init__(self, workers: list, owned_pg=None, stages: list[list] | None = None) -> None:
+        self.workers = workers  # every actor (health checks, kill)
+        self.stages = stages or [[w] for w in workers]  # per stage, its tensor-parallel ranks
         self._owned_pg = owned_pg
 
     @classmethod
@@ -118,6 +121,11 @@ class RayPipeline:
                 bundle["GPU"] = parallel.gpus_per_worker
             pg = owned = placement_group([dict(bundle) for _ in ranges], strategy="PACK")
             ray.get(pg.ready(), timeout=120)
+        if parallel.tensor_parallel > 1:
+            from rayserve.tp_group import start_tp_stages
+
+            stages = start_tp_stages(spec, adapters, ranges, parallel, pg)
+            return cls([w for ranks in stages for w in ranks], owned, stages)
         actor_cls = ray.remote(StageWorker)
         workers = [
             actor_cls.options(
@@ -134,8 +142,10 @@ class RayPipeline:
 
     async def forward(self, x: torch.Tensor, inp: StageInput) -> torch.Tensor:
         ref = x
-        for w in self.workers:
-            ref = w.forward.remote(ref, inp)
+        for ranks in self.stages:
+            # every rank runs the forward, all submitted now so their order agrees; rank 0's goes on
+            refs = [w.forward.remote(ref, inp) for w in ranks]
+            ref = refs[0]
         return await ref
 
     async def info(self) -> list[dict]:

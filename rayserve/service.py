@@ -139,7 +139,7 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Completion:
 
 def build_pipeline(args: ServeArgs, num_layers: int) -> Pipeline:
     """In-process for one worker; Ray actors in the replica's placement group for more."""
-    if args.parallel.workers == 1:
+    if args.parallel.workers == 1 and args.parallel.tensor_parallel == 1:
         return LocalPipeline.load(args.model, args.adapters, stages=1, gpus=args.parallel.gpus_per_worker)
     return RayPipeline.start(args.model, args.adapters, args.parallel, num_layers)
 

@@ -57,8 +57,9 @@ class AdapterSpec(BaseModel):
 class ParallelSpec(BaseModel):
     """How one model replica is split: ``workers`` pipeline stages, ``gpus_per_worker`` each.
 
-    ``workers == 1`` runs the model inside the Serve replica itself; more spawns one Ray
-    actor per stage inside the replica's placement group.
+    ``workers == 1`` (and ``tensor_parallel == 1``) runs the model inside the Serve replica
+    itself; otherwise each stage is ``tensor_parallel`` Ray actors in its bundle of the
+    replica's placement group.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -66,6 +67,24 @@ class ParallelSpec(BaseModel):
     workers: int = Field(1, ge=1, le=64)
     gpus_per_worker: float = Field(0, ge=0)
     cpus_per_worker: float = Field(0.25, ge=0)
+    tensor_parallel: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="ranks per stage (rayserve.tensor_parallel), one Ray actor each, sharing the "
+        "stage's bundle: gpus_per_worker / tensor_parallel GPUs and cpus_per_worker / "
+        "tensor_parallel CPUs each",
+    )
+
+    @model_validator(mode="after")
+    def _whole_gpus_per_rank(self) -> ParallelSpec:
+        per_rank = self.gpus_per_worker / self.tensor_parallel
+        if self.tensor_parallel > 1 and self.gpus_per_worker and (per_rank < 1 or per_rank != int(per_rank)):
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker} must be a whole number of GPUs per "
+                f"tensor-parallel rank ({self.tensor_parallel} ranks): NCCL ranks cannot share a GPU"
+            )
+        return self
 
 
 class EngineSpec(BaseModel):

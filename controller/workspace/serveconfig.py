@@ -42,6 +42,8 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
         autoscaling=AutoscalingSpec(min_replicas=1, initial_replicas=1, max_replicas=plan.max_replicas),
         workers_per_replica=plan.pipeline_parallel,
         gpus_per_worker=0 if fake else plan.tensor_parallel,
+        # each stage's GPUs as that many rank actors, one GPU each (on the fake SKU: one CPU stage)
+        tensor_parallel=1 if fake else plan.tensor_parallel,
         cpus_per_worker=FAKE_CPUS if fake else 1,
         replica_cpus=FAKE_CPUS if fake else 1,
         placement_strategy="PACK" if spans_nodes else "STRICT_PACK",

@@ -191,15 +191,15 @@ def render(cases: list[Case], stages: int, load: tuple[float, float]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (up to the next ``## `` heading), or
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replace the section under ``heading`` of ``path`` (up to the next ``## `` heading), or
     append it; everything else in the file stays as it was."""
     text = path.read_text() if path.exists() else ""
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section if text else section
     else:
-        nxt = text.find("\n## ", start + len(SECTION))
+        nxt = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[nxt + 1 :] if nxt >= 0 else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -119,3 +119,18 @@ def test_cli_prints_the_same_config(capsys):
     app = cfg["applications"][0]
     assert app["args"]["adapters"] == [{"name": "qa", "path": "/a", "strength": 0.5}]
     assert app["deployments"][0]["placement_group_bundles"] == [{"CPU": 2.0}, {"CPU": 1.0}]
+
+
+def test_tensor_parallel_replica_gets_a_bundle_per_stage_and_keeps_old_configs():
+    spec = ServeConfigInput(model=PHI, workers_per_replica=1, gpus_per_worker=2, tensor_parallel=2)
+    dep = serve_config(spec)["applications"][0]["deployments"][0]
+    assert dep["ray_actor_options"]["num_gpus"] == 0
+    assert dep["placement_group_bundles"] == [{"CPU": 2, "GPU": 2}]  # stage 0's two ranks
+    assert dep["health_check_period_s"] == SHARDED_HEALTH_CHECK_PERIOD_S
+    args = ServeArgs.model_validate(serve_config(spec)["applications"][0]["args"])
+    assert (args.parallel.workers, args.parallel.tensor_parallel, args.parallel.gpus_per_worker) == (1, 2, 2)
+    # without tensor parallelism the field is left out: existing serve configs keep their bytes
+    plain = serve_config(ServeConfigInput(model=PHI, workers_per_replica=2))["applications"][0]["args"]
+    assert "tensor_parallel" not in plain["parallel"]
+    with pytest.raises(ValidationError, match="whole number of GPUs"):
+        ServeConfigInput(model=PHI, gpus_per_worker=1, tensor_parallel=2)

@@ -269,6 +269,7 @@ def test_serve_config_sizes_placement_bundles_to_one_replica() -> None:
     assert dep["autoscaling_config"]["max_replicas"] == 2
     assert app["args"]["adapters"] == [{"name": "fr", "path": "/mnt/adapter/fr", "strength": 0.5}]
     assert app["args"]["parallel"]["workers"] == 2 and app["args"]["parallel"]["gpus_per_worker"] == 2
+    assert app["args"]["parallel"]["tensor_parallel"] == 2  # two rank actors per stage, one GPU each
     # a replica larger than a node spreads its stages over nodes
     big = Plan(
         "phi-3-mini-4k-instruct",
