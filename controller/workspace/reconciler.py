@@ -16,11 +16,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NodeAPI
+from controller.api.pod import LABEL_RAY_NODE_TYPE
 from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
     CONDITION_WORKSPACE_DELETING,
@@ -50,7 +51,7 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
-from controller.workspace import metrics, names, probe, timeline
+from controller.workspace import diagnosis, metrics, names, probe, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
@@ -88,12 +89,15 @@ log = logging.getLogger(__name__)
 ANNOTATION_SPEC_HASH = "kaito.sh/spec-hash"
 DEFAULT_SERVE_IMAGE = "ghcr.io/kaito-py/rayserve:0.1.0"
 MACHINE_INDEX = "label:" + LABEL_WORKSPACE
+POD_INDEX = MACHINE_INDEX  # the Ray pods carry the same label (inference.pod_labels)
+# which pods the controller caches: Ray pods (KubeRay labels their node type) of Workspaces
+RAY_POD_SELECTOR = f"{LABEL_WORKSPACE},{LABEL_RAY_NODE_TYPE}"
 
 # Condition reasons that are worth a Warning event (something failed, a person should look).
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
-    REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND,
+    REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND, *diagnosis.REASONS,
 })
 
 
@@ -106,6 +110,7 @@ class Stores:
     rayservices: Store
     services: Store
     jobs: Store
+    pods: Store = field(default_factory=Store)  # the Ray pods (RAY_POD_SELECTOR)
 
 
 @dataclass
@@ -157,6 +162,7 @@ class WorkspaceReconciler:
         self.node_api = node_api  # Machines or NodeClaims (controller.api.nodeapi)
         self.client = client
         self.stores = stores
+        stores.pods.add_label_index(LABEL_WORKSPACE)  # POD_INDEX (idempotent)
         self.recorder = recorder
         self.options = options or Options()
         self.planner = planner
@@ -307,7 +313,11 @@ class WorkspaceReconciler:
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
                                   f"Service: {exc.message}", failed=True)
-        return rayservice_state(rs)
+        return diagnosis.explain(rayservice_state(rs), rs, self._ray_pods(ws))
+
+    def _ray_pods(self, ws: Workspace) -> list[dict]:
+        return [p for p in self.stores.pods.by_index(POD_INDEX, ws.name)
+                if p.get("metadata", {}).get("namespace") == ws.namespace]
 
     def _job_of(self, ws: Workspace) -> dict | None:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")

@@ -9,8 +9,16 @@ from controller.api.kinds import RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.workspace import GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from controller.runtime import Controller, Manager, Request
+from controller.runtime.kinds import PODS
 from controller.workspace import metrics
-from controller.workspace.reconciler import JOBS, SERVICES, Options, Stores, WorkspaceReconciler
+from controller.workspace.reconciler import (
+    JOBS,
+    RAY_POD_SELECTOR,
+    SERVICES,
+    Options,
+    Stores,
+    WorkspaceReconciler,
+)
 
 CONTROLLER_NAME = "workspace"
 
@@ -19,6 +27,13 @@ def machine_to_workspace(machine: dict) -> Iterable[Request]:
     """A Machine event wakes the workspace its owner labels name (Machines have no ownerReference)."""
     labels = (machine.get("metadata") or {}).get("labels") or {}
     name, namespace = labels.get(LABEL_WORKSPACE), labels.get(LABEL_WORKSPACE_NAMESPACE)
+    return [Request(namespace, name)] if name and namespace else []
+
+
+def pod_to_workspace(pod: dict) -> Iterable[Request]:
+    """A Ray pod's event wakes the workspace its template label names (in the pod's namespace)."""
+    meta = pod.get("metadata") or {}
+    name, namespace = (meta.get("labels") or {}).get(LABEL_WORKSPACE), meta.get("namespace")
     return [Request(namespace, name)] if name and namespace else []
 
 
@@ -35,14 +50,19 @@ def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options 
     rs_inf = mgr.informer(RAYSERVICES)
     svc_inf = mgr.informer(SERVICES)
     job_inf = mgr.informer(JOBS)
+    # the Ray pods of Workspaces only (KubeRay's node-type label, our template label), so the
+    # controller caches no other Pod of the cluster: it reads them to say why inference is not up
+    pod_inf = mgr.informer(PODS, label_selector=RAY_POD_SELECTOR)
     machine_inf.store.add_label_index(LABEL_WORKSPACE)
-    stores = Stores(ws_inf.store, machine_inf.store, rs_inf.store, svc_inf.store, job_inf.store)
+    stores = Stores(ws_inf.store, machine_inf.store, rs_inf.store, svc_inf.store, job_inf.store,
+                    pod_inf.store)
     metrics.register_collector(ws_inf.store.list)
     reconciler = WorkspaceReconciler(mgr.client, stores, mgr.event_recorder("kaito-controller"), options,
                                      node_api=node_api, **overrides)
     ctrl = Controller(CONTROLLER_NAME, reconciler, workers=workers)
     ctrl.watch(ws_inf)
     ctrl.watch_mapped(machine_inf, machine_to_workspace)
+    ctrl.watch_mapped(pod_inf, pod_to_workspace)
     for inf in (rs_inf, svc_inf, job_inf):
         ctrl.watch_owned(inf, owner_kind="Workspace", owner_group=GROUP)
     mgr.add_controller(ctrl)
