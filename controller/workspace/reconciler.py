@@ -51,7 +51,7 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
-from controller.workspace import diagnosis, metrics, names, probe, timeline
+from controller.workspace import byo, diagnosis, metrics, names, probe, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
@@ -111,6 +111,7 @@ class Stores:
     services: Store
     jobs: Store
     pods: Store = field(default_factory=Store)  # the Ray pods (RAY_POD_SELECTOR)
+    nodes: Store = field(default_factory=Store)  # for bring-your-own nodes (byo.py)
 
 
 @dataclass
@@ -131,6 +132,9 @@ class Options:
     # kaito.sh/enablelb makes a LoadBalancer only when the operator allows it (--allow-load-balancer)
     allow_load_balancer: bool = False
     load_balancer_source_ranges: tuple[str, ...] = ()
+    # "gpu-provisioner": Machines/NodeClaims for what preferredNodes do not cover; "byo": nothing is
+    # provisioned, the workspace waits for existing matching nodes (controller/workspace/byo.py)
+    node_provisioner: str = byo.PROVISION
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -228,7 +232,7 @@ class WorkspaceReconciler:
             elif ws.tuning is not None:
                 obs.job = self._ensure_job(ws, plan, config)
             else:
-                obs.inference = self._ensure_inference(ws, plan)
+                obs.inference = self._ensure_inference(ws, plan, summary)
                 if not obs.inference.ready and not obs.inference.failed:
                     requeue = self.options.inference_poll_seconds
         phases, retry = self._timeline(ws, plan, obs) if plan is not None else (None, False)
@@ -251,7 +255,25 @@ class WorkspaceReconciler:
         ]
 
     def _ensure_machines(self, ws: Workspace, plan: Plan) -> MachineSummary:
-        desired = desired_machine_names(ws, plan.node_count)
+        """Existing nodes first (preferredNodes; every matching node in BYO mode), Machines for the rest."""
+        provisions = self.options.node_provisioner != byo.BYO
+        existing = byo.usable_nodes(ws, self.stores.nodes.list(), plan.gpus_per_node,
+                                    any_matching=not provisions)[: plan.node_count]
+        if not provisions:
+            hint = (f"Ready nodes with labels {byo.selector_text(ws)} and {plan.gpus_per_node} "
+                    f"allocatable nvidia.com/gpu")
+            return summarize_machines([], [], self.node_api).with_existing(
+                existing, plan.node_count, provisions=False, wait_hint=hint)
+        # Machines that exist stay in use (a preferred node that turns up later must not leave a GPU
+        # VM idling, nor one that flaps make Machines come and go): existing nodes fill what is left
+        have = sum(1 for m in self._machines_of(ws) if not m["metadata"].get("deletionTimestamp"))
+        count = min(plan.node_count, max(plan.node_count - len(existing), have))
+        existing = existing[: plan.node_count - count]
+        summary = self._ensure_machine_objects(ws, plan, count)
+        return summary.with_existing(existing, plan.node_count) if existing else summary
+
+    def _ensure_machine_objects(self, ws: Workspace, plan: Plan, count: int) -> MachineSummary:
+        desired = desired_machine_names(ws, count)
         observed = self._machines_of(ws)
         have = {m["metadata"]["name"] for m in observed}
         if set(desired) - have and not self._still_wanted(ws):
@@ -291,7 +313,8 @@ class WorkspaceReconciler:
         return meta.get("uid") == ws.metadata.uid and not meta.get("deletionTimestamp")
 
     # --- inference ----------------------------------------------------------------------------------
-    def _ensure_inference(self, ws: Workspace, plan: Plan) -> InferenceState:
+    def _ensure_inference(self, ws: Workspace, plan: Plan, nodes: MachineSummary | None = None
+                          ) -> InferenceState:
         try:
             serve_config = self.serve_config(ws, plan)
         except Exception as exc:  # the builder rejected our inputs: say so, do not crash-loop
@@ -299,6 +322,8 @@ class WorkspaceReconciler:
             return InferenceState(False, "ServeConfigFailed", f"building the Ray Serve config failed: {exc}",
                                   failed=True)
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
+        if nodes is not None and nodes.existing_nodes:  # nodes we did not label: pinned by name
+            desired = byo.pin_to_nodes(desired, ws, nodes.worker_nodes)
         try:
             rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, ws)
             service = build_service(ws, allow_load_balancer=self.options.allow_load_balancer,
@@ -444,7 +469,9 @@ class WorkspaceReconciler:
         if names.FINALIZER not in (ws.metadata.finalizers or []):
             return Result()
         selector = names.owner_selector(ws.namespace or "", ws.name)
-        machines, _ = self.client.list(self.node_api.kind, label_selector=selector)  # not the cache
+        machines: list[dict] = []
+        if self.options.node_provisioner != byo.BYO:  # BYO: nothing was provisioned, nothing to delete
+            machines, _ = self.client.list(self.node_api.kind, label_selector=selector)  # not the cache
         remaining = []
         for m in machines:
             name = m["metadata"]["name"]
