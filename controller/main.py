@@ -30,6 +30,7 @@ from controller.webhook import (
 )
 from controller.webhook.certwatch import CertDir, CertWatcher
 from controller.webhook.config import CONFIGURATION_NAME, WEBHOOK_CONFIGS, patch_ca_bundle
+from controller.workspace import byo
 from controller.workspace.probe import URL_SOURCES
 from controller.workspace.reconciler import DEFAULT_SERVE_IMAGE, Options
 from controller.workspace.setup import setup_workspace_controller
@@ -61,6 +62,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="concurrent reconciles")
     p.add_argument("--node-api", choices=nodeapi.CHOICES, default="auto",
                    help="create NodeClaims (karpenter.sh/v1) or Machines (v1alpha5); auto: the served one")
+    p.add_argument("--node-provisioner", choices=byo.NODE_PROVISIONERS, default=byo.PROVISION,
+                   help="gpu-provisioner: Machines/NodeClaims for what resource.preferredNodes do not "
+                        "cover; byo: provision nothing, wait for existing nodes matching the labelSelector")
     p.add_argument("--serve-image", default=os.environ.get("KAITO_SERVE_IMAGE", DEFAULT_SERVE_IMAGE),
                    help="image of the Ray head/worker pods (contains the rayserve package)")
     p.add_argument("--tuning-image", default=os.environ.get("KAITO_TUNING_IMAGE", DEFAULT_SERVE_IMAGE),
@@ -173,14 +177,15 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
         metrics_port=args.metrics_port,
         bind_host=args.bind_host,
     )
-    api = nodeapi.resolve(client, args.node_api)
+    # with bring-your-own nodes only, no node-object CRD need be installed
+    api = nodeapi.MACHINE_API if args.node_provisioner == byo.BYO else nodeapi.resolve(client, args.node_api)
     log.info("node objects: %s", api.kind)
     setup_workspace_controller(
         mgr, workers=args.workers,
         options=Options(
             serve_image=args.serve_image, tuning_image=args.tuning_image,
             first_request_url=args.first_request_url,
-            allow_load_balancer=args.allow_load_balancer,
+            allow_load_balancer=args.allow_load_balancer, node_provisioner=args.node_provisioner,
             load_balancer_source_ranges=tuple(
                 r.strip() for r in args.load_balancer_source_ranges.split(",") if r.strip()),
         ),

@@ -271,21 +271,25 @@ class Informer:
 
 
 class SharedInformerFactory:
-    """One Informer per (kind, namespace), shared by every controller that asks for it."""
+    """One Informer per (kind, namespace, label selector), shared by every controller that asks for it."""
 
     def __init__(self, client: Client, resync_period: float | None = 300) -> None:
         self.client = client
         self.resync_period = resync_period
-        self._informers: dict[tuple[ResourceKind, str | None], Informer] = {}
+        self._informers: dict[tuple[ResourceKind, str | None, str | None], Informer] = {}
         self._lock = threading.Lock()
         self._started = False
 
-    def informer(self, kind: ResourceKind, namespace: str | None = None) -> Informer:
+    def informer(self, kind: ResourceKind, namespace: str | None = None,
+                 label_selector: str | None = None) -> Informer:
+        """``label_selector`` narrows what is listed and cached (a Pod informer for one app's pods,
+        not every Pod of the cluster); informers with different selectors are different caches."""
         with self._lock:
-            key = (kind, namespace)
+            key = (kind, namespace, label_selector)
             inf = self._informers.get(key)
             if inf is None:
-                inf = Informer(self.client, kind, namespace, resync_period=self.resync_period)
+                inf = Informer(self.client, kind, namespace, label_selector=label_selector,
+                               resync_period=self.resync_period)
                 self._informers[key] = inf
                 if self._started:
                     inf.start()

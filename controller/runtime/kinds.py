@@ -48,6 +48,7 @@ class ResourceKind:
 NAMESPACES = ResourceKind(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
 NODES = ResourceKind(group="", version="v1", plural="nodes", kind="Node", namespaced=False)
 SERVICES = ResourceKind(group="", version="v1", plural="services", kind="Service")
+PODS = ResourceKind(group="", version="v1", plural="pods", kind="Pod")
 CONFIGMAPS = ResourceKind(group="", version="v1", plural="configmaps", kind="ConfigMap")
 EVENTS = ResourceKind(group="", version="v1", plural="events", kind="Event")
 SECRETS = ResourceKind(group="", version="v1", plural="secrets", kind="Secret")

@@ -96,9 +96,10 @@ class Manager:
             )
 
     # --- registration -------------------------------------------------------------------------
-    def informer(self, kind: ResourceKind, namespace: str | None = None) -> Informer:
-        """The shared informer for (kind, namespace); started with the manager."""
-        return self.factory.informer(kind, namespace)
+    def informer(self, kind: ResourceKind, namespace: str | None = None,
+                 label_selector: str | None = None) -> Informer:
+        """The shared informer for (kind, namespace, label selector); started with the manager."""
+        return self.factory.informer(kind, namespace, label_selector)
 
     def add_controller(self, ctrl: Controller) -> None:
         self._controllers.append(ctrl)

@@ -137,14 +137,41 @@ class MachineSummary:
     deleting: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # machine -> "Reason: message"
     worker_nodes: list[str] = field(default_factory=list)
+    # bring-your-own nodes (controller/workspace/byo.py): existing nodes used before Machines, and
+    # how many nodes the workspace needs in all; with ``provisions`` False nothing is provisioned
+    existing_nodes: list[str] = field(default_factory=list)
+    node_target: int | None = None  # None: ``desired`` (no existing nodes in the count)
+    provisions: bool = True
+    wait_hint: str = ""  # which nodes are waited for (BYO mode), for the message
+
+    @property
+    def target(self) -> int:
+        return self.desired if self.node_target is None else self.node_target
 
     @property
     def all_ready(self) -> bool:
-        return self.desired > 0 and len(self.ready) >= self.desired
+        return self.target > 0 and len(self.ready) + len(self.existing_nodes) >= self.target
+
+    def with_existing(self, nodes: list[str], target: int, provisions: bool = True,
+                      wait_hint: str = "") -> MachineSummary:
+        """This summary, counting the existing ``nodes`` towards ``target`` nodes in all."""
+        self.existing_nodes, self.node_target = list(nodes), target
+        self.provisions, self.wait_hint = provisions, wait_hint
+        self.worker_nodes = sorted({*self.worker_nodes, *nodes})
+        return self
 
     def describe(self) -> str:
         """One line a person can act on: counts, then what is waited on or what failed."""
+        if not self.provisions:
+            have = len(self.existing_nodes)
+            line = f"{have}/{self.target} matching nodes ready"
+            if have < self.target:
+                line += (f"; waiting for {self.target - have} more: {self.wait_hint} (--node-provisioner="
+                         f"byo provisions nothing)")
+            return line
         parts = [f"{len(self.ready)}/{self.desired} machines ready"]
+        if self.existing_nodes:
+            parts.insert(0, f"existing nodes used: {', '.join(self.existing_nodes)}")
         if self.failures:
             parts.append("failed: " + "; ".join(f"{m}: {msg}" for m, msg in sorted(self.failures.items())))
         waiting = [m for m in self.pending if m not in self.failures]

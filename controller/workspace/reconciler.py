@@ -16,11 +16,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from controller.api.kinds import RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NodeAPI
+from controller.api.pod import LABEL_RAY_NODE_TYPE
 from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
     CONDITION_WORKSPACE_DELETING,
@@ -50,7 +51,7 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
-from controller.workspace import metrics, names, probe, timeline
+from controller.workspace import byo, diagnosis, metrics, names, probe, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
@@ -88,12 +89,15 @@ log = logging.getLogger(__name__)
 ANNOTATION_SPEC_HASH = "kaito.sh/spec-hash"
 DEFAULT_SERVE_IMAGE = "ghcr.io/kaito-py/rayserve:0.1.0"
 MACHINE_INDEX = "label:" + LABEL_WORKSPACE
+POD_INDEX = MACHINE_INDEX  # the Ray pods carry the same label (inference.pod_labels)
+# which pods the controller caches: Ray pods (KubeRay labels their node type) of Workspaces
+RAY_POD_SELECTOR = f"{LABEL_WORKSPACE},{LABEL_RAY_NODE_TYPE}"
 
 # Condition reasons that are worth a Warning event (something failed, a person should look).
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
-    REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND,
+    REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND, *diagnosis.REASONS,
 })
 
 
@@ -106,6 +110,8 @@ class Stores:
     rayservices: Store
     services: Store
     jobs: Store
+    pods: Store = field(default_factory=Store)  # the Ray pods (RAY_POD_SELECTOR)
+    nodes: Store = field(default_factory=Store)  # for bring-your-own nodes (byo.py)
 
 
 @dataclass
@@ -126,6 +132,9 @@ class Options:
     # kaito.sh/enablelb makes a LoadBalancer only when the operator allows it (--allow-load-balancer)
     allow_load_balancer: bool = False
     load_balancer_source_ranges: tuple[str, ...] = ()
+    # "gpu-provisioner": Machines/NodeClaims for what preferredNodes do not cover; "byo": nothing is
+    # provisioned, the workspace waits for existing matching nodes (controller/workspace/byo.py)
+    node_provisioner: str = byo.PROVISION
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -157,6 +166,7 @@ class WorkspaceReconciler:
         self.node_api = node_api  # Machines or NodeClaims (controller.api.nodeapi)
         self.client = client
         self.stores = stores
+        stores.pods.add_label_index(LABEL_WORKSPACE)  # POD_INDEX (idempotent)
         self.recorder = recorder
         self.options = options or Options()
         self.planner = planner
@@ -222,7 +232,7 @@ class WorkspaceReconciler:
             elif ws.tuning is not None:
                 obs.job = self._ensure_job(ws, plan, config)
             else:
-                obs.inference = self._ensure_inference(ws, plan)
+                obs.inference = self._ensure_inference(ws, plan, summary)
                 if not obs.inference.ready and not obs.inference.failed:
                     requeue = self.options.inference_poll_seconds
         phases, retry = self._timeline(ws, plan, obs) if plan is not None else (None, False)
@@ -245,7 +255,25 @@ class WorkspaceReconciler:
         ]
 
     def _ensure_machines(self, ws: Workspace, plan: Plan) -> MachineSummary:
-        desired = desired_machine_names(ws, plan.node_count)
+        """Existing nodes first (preferredNodes; every matching node in BYO mode), Machines for the rest."""
+        provisions = self.options.node_provisioner != byo.BYO
+        existing = byo.usable_nodes(ws, self.stores.nodes.list(), plan.gpus_per_node,
+                                    any_matching=not provisions)[: plan.node_count]
+        if not provisions:
+            hint = (f"Ready nodes with labels {byo.selector_text(ws)} and {plan.gpus_per_node} "
+                    f"allocatable nvidia.com/gpu")
+            return summarize_machines([], [], self.node_api).with_existing(
+                existing, plan.node_count, provisions=False, wait_hint=hint)
+        # Machines that exist stay in use (a preferred node that turns up later must not leave a GPU
+        # VM idling, nor one that flaps make Machines come and go): existing nodes fill what is left
+        have = sum(1 for m in self._machines_of(ws) if not m["metadata"].get("deletionTimestamp"))
+        count = min(plan.node_count, max(plan.node_count - len(existing), have))
+        existing = existing[: plan.node_count - count]
+        summary = self._ensure_machine_objects(ws, plan, count)
+        return summary.with_existing(existing, plan.node_count) if existing else summary
+
+    def _ensure_machine_objects(self, ws: Workspace, plan: Plan, count: int) -> MachineSummary:
+        desired = desired_machine_names(ws, count)
         observed = self._machines_of(ws)
         have = {m["metadata"]["name"] for m in observed}
         if set(desired) - have and not self._still_wanted(ws):
@@ -285,7 +313,8 @@ class WorkspaceReconciler:
         return meta.get("uid") == ws.metadata.uid and not meta.get("deletionTimestamp")
 
     # --- inference ----------------------------------------------------------------------------------
-    def _ensure_inference(self, ws: Workspace, plan: Plan) -> InferenceState:
+    def _ensure_inference(self, ws: Workspace, plan: Plan, nodes: MachineSummary | None = None
+                          ) -> InferenceState:
         try:
             serve_config = self.serve_config(ws, plan)
         except Exception as exc:  # the builder rejected our inputs: say so, do not crash-loop
@@ -293,6 +322,8 @@ class WorkspaceReconciler:
             return InferenceState(False, "ServeConfigFailed", f"building the Ray Serve config failed: {exc}",
                                   failed=True)
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
+        if nodes is not None and nodes.existing_nodes:  # nodes we did not label: pinned by name
+            desired = byo.pin_to_nodes(desired, ws, nodes.worker_nodes)
         try:
             rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, ws)
             service = build_service(ws, allow_load_balancer=self.options.allow_load_balancer,
@@ -307,7 +338,11 @@ class WorkspaceReconciler:
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
                                   f"Service: {exc.message}", failed=True)
-        return rayservice_state(rs)
+        return diagnosis.explain(rayservice_state(rs), rs, self._ray_pods(ws))
+
+    def _ray_pods(self, ws: Workspace) -> list[dict]:
+        return [p for p in self.stores.pods.by_index(POD_INDEX, ws.name)
+                if p.get("metadata", {}).get("namespace") == ws.namespace]
 
     def _job_of(self, ws: Workspace) -> dict | None:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
@@ -434,7 +469,9 @@ class WorkspaceReconciler:
         if names.FINALIZER not in (ws.metadata.finalizers or []):
             return Result()
         selector = names.owner_selector(ws.namespace or "", ws.name)
-        machines, _ = self.client.list(self.node_api.kind, label_selector=selector)  # not the cache
+        machines: list[dict] = []
+        if self.options.node_provisioner != byo.BYO:  # BYO: nothing was provisioned, nothing to delete
+            machines, _ = self.client.list(self.node_api.kind, label_selector=selector)  # not the cache
         remaining = []
         for m in machines:
             name = m["metadata"]["name"]

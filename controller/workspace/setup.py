@@ -8,9 +8,17 @@ from collections.abc import Iterable
 from controller.api.kinds import RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.workspace import GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
-from controller.runtime import Controller, Manager, Request
-from controller.workspace import metrics
-from controller.workspace.reconciler import JOBS, SERVICES, Options, Stores, WorkspaceReconciler
+from controller.runtime import Controller, Manager, Request, Store
+from controller.runtime.kinds import NODES, PODS
+from controller.workspace import byo, metrics
+from controller.workspace.reconciler import (
+    JOBS,
+    RAY_POD_SELECTOR,
+    SERVICES,
+    Options,
+    Stores,
+    WorkspaceReconciler,
+)
 
 CONTROLLER_NAME = "workspace"
 
@@ -22,6 +30,29 @@ def machine_to_workspace(machine: dict) -> Iterable[Request]:
     return [Request(namespace, name)] if name and namespace else []
 
 
+def pod_to_workspace(pod: dict) -> Iterable[Request]:
+    """A Ray pod's event wakes the workspace its template label names (in the pod's namespace)."""
+    meta = pod.get("metadata") or {}
+    name, namespace = (meta.get("labels") or {}).get(LABEL_WORKSPACE), meta.get("namespace")
+    return [Request(namespace, name)] if name and namespace else []
+
+
+def node_to_workspaces(node: dict, workspaces: Iterable[dict]) -> Iterable[Request]:
+    """A Node event wakes the workspaces that may use it: those naming it in preferredNodes or
+    whose labelSelector's matchLabels it carries (BYO mode); our own nodes wake theirs through
+    their Machines."""
+    meta = node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    out = []
+    for ws in workspaces:
+        resource, wmeta = ws.get("resource") or {}, ws.get("metadata") or {}
+        match = (resource.get("labelSelector") or {}).get("matchLabels") or {}
+        named = meta.get("name") in (resource.get("preferredNodes") or [])
+        if named or (match and all(labels.get(k) == v for k, v in match.items())):
+            out.append(Request(wmeta.get("namespace"), wmeta.get("name")))
+    return out
+
+
 def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options | None = None,
                                node_api: NodeAPI = MACHINE_API, **overrides
                                ) -> tuple[Controller, WorkspaceReconciler]:
@@ -31,18 +62,28 @@ def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options 
     ``overrides`` replace the reconciler's planner / validator / serve_config (tests, experiments).
     """
     ws_inf = mgr.informer(WORKSPACES)
-    machine_inf = mgr.informer(node_api.kind)
+    provisions = (options or Options()).node_provisioner != byo.BYO
+    machine_inf = mgr.informer(node_api.kind) if provisions else None  # BYO: no node objects at all
+    node_inf = mgr.informer(NODES)  # existing nodes: resource.preferredNodes, BYO mode
     rs_inf = mgr.informer(RAYSERVICES)
     svc_inf = mgr.informer(SERVICES)
     job_inf = mgr.informer(JOBS)
-    machine_inf.store.add_label_index(LABEL_WORKSPACE)
-    stores = Stores(ws_inf.store, machine_inf.store, rs_inf.store, svc_inf.store, job_inf.store)
+    # the Ray pods of Workspaces only (KubeRay's node-type label, our template label), so the
+    # controller caches no other Pod of the cluster: it reads them to say why inference is not up
+    pod_inf = mgr.informer(PODS, label_selector=RAY_POD_SELECTOR)
+    machine_store = machine_inf.store if machine_inf is not None else Store()
+    machine_store.add_label_index(LABEL_WORKSPACE)
+    stores = Stores(ws_inf.store, machine_store, rs_inf.store, svc_inf.store, job_inf.store,
+                    pod_inf.store, node_inf.store)
     metrics.register_collector(ws_inf.store.list)
     reconciler = WorkspaceReconciler(mgr.client, stores, mgr.event_recorder("kaito-controller"), options,
                                      node_api=node_api, **overrides)
     ctrl = Controller(CONTROLLER_NAME, reconciler, workers=workers)
     ctrl.watch(ws_inf)
-    ctrl.watch_mapped(machine_inf, machine_to_workspace)
+    if machine_inf is not None:
+        ctrl.watch_mapped(machine_inf, machine_to_workspace)
+    ctrl.watch_mapped(node_inf, lambda node: node_to_workspaces(node, ws_inf.store.list()))
+    ctrl.watch_mapped(pod_inf, pod_to_workspace)
     for inf in (rs_inf, svc_inf, job_inf):
         ctrl.watch_owned(inf, owner_kind="Workspace", owner_group=GROUP)
     mgr.add_controller(ctrl)

@@ -77,7 +77,10 @@ def resource_condition(obs: Observation) -> Cond:
         return Cond(CONDITION_RESOURCE_READY, "False", "MachinesPending", f"creating machines.{plan}")
     if m.all_ready:
         nodes = f" on nodes {', '.join(m.worker_nodes)}" if m.worker_nodes else ""
-        return Cond(CONDITION_RESOURCE_READY, "True", "MachinesReady", f"{m.describe()}{nodes}.{plan}")
+        reason = "MachinesReady" if m.provisions else "NodesReady"
+        return Cond(CONDITION_RESOURCE_READY, "True", reason, f"{m.describe()}{nodes}.{plan}")
+    if not m.provisions:  # --node-provisioner=byo: only existing nodes can come
+        return Cond(CONDITION_RESOURCE_READY, "False", "WaitingForNodes", f"{m.describe()}.{plan}")
     reason = "MachineLaunchFailed" if m.failures else "MachinesNotReady"
     return Cond(CONDITION_RESOURCE_READY, "False", reason, f"{m.describe()}.{plan}")
 

@@ -31,6 +31,7 @@ from controller.runtime import Client
 from controller.runtime.client import ResourceKind
 from controller.runtime.kinds import NAMESPACES, NODES, SERVICES
 from controller.workspace import names
+from controller.workspace.reconciler import RAY_POD_SELECTOR
 from hack.controlplane.local import bin_dir, free_port
 from hack.kuberay_standin.serveconfig import parse_serve_config
 from hack.procs import ManagedProcess, http_ok
@@ -152,6 +153,19 @@ def test_kuberay_turns_the_workspace_rayservice_into_a_gpu_ray_cluster(
         assert now["metadata"]["generation"] == generation, f"spec rewritten over 20 s: {writes}"
         assert len(client.list(RAYCLUSTERS, ns)[0]) == 1, "KubeRay made a second RayCluster (spec drift)"
         assert conditions(client, ns, "phi")["ResourceReady"]["status"] == "True"
+
+        # --- KubeRay's pods are the ones the controller watches, and their failures reach the Workspace
+        seen = {p["metadata"]["name"] for p in pods(client, ns, RAY_POD_SELECTOR)}
+        assert seen == {p["metadata"]["name"] for p in [*head, *workers]}
+        stuck = client.get(PODS, workers[0]["metadata"]["name"], ns)
+        why = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+        stuck["status"] = {"phase": "Pending", "conditions": [{  # play the scheduler
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why,
+            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]}
+        client.update_status(PODS, stuck)
+        inference = wait_for(lambda: (c := conditions(client, ns, "phi")["InferenceReady"])["reason"] ==
+                             "Unschedulable" and c, 30, "InferenceReady from the scheduler's words")
+        assert f"pod {stuck['metadata']['name']}: Unschedulable: {why}" in inference["message"]
     client.delete(NAMESPACES, inventory)
 
 

@@ -6,7 +6,7 @@ import time
 
 from rt_unit_helpers import event, list_calls, obj, scripted, watch_rvs
 
-from controller.runtime import DeletedFinalStateUnknown, Gone, Informer, object_key
+from controller.runtime import DeletedFinalStateUnknown, Gone, Informer, SharedInformerFactory, object_key
 from controller.runtime.fake import FakeClient
 from controller.runtime.kinds import CONFIGMAPS
 
@@ -138,3 +138,13 @@ def test_a_failing_handler_does_not_stop_the_others():
     assert inf.wait_for_sync(5)
     inf.stop()
     assert seen == ["ns/a"]
+
+
+def test_the_factory_keeps_one_cache_per_label_selector() -> None:
+    """A selected informer (a controller's own pods) is not the kind's whole cache, and is shared."""
+    factory = SharedInformerFactory(FakeClient())
+    everything = factory.informer(CONFIGMAPS)
+    selected = factory.informer(CONFIGMAPS, label_selector="app=x")
+    assert selected is not everything and selected.label_selector == "app=x"
+    assert factory.informer(CONFIGMAPS, label_selector="app=x") is selected
+    assert everything.label_selector is None

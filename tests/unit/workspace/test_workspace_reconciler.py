@@ -136,3 +136,35 @@ def test_a_stored_workspace_labelling_nodes_in_a_kubernetes_domain_gets_no_machi
     status = client.objects[(WORKSPACES.plural, "ns", "phi")]["status"]
     (rr,) = [c for c in status["conditions"] if c["type"] == "ResourceReady"]
     assert rr["status"] == "False" and "kubernetes.io/hostname" in rr["message"], rr
+
+
+def _gpu_node(name: str) -> dict:
+    return {"metadata": {"name": name, "labels": {"a": "b"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "allocatable": {"nvidia.com/gpu": "2"}}}
+
+
+def test_a_preferred_node_stands_in_for_a_machine_but_never_idles_one() -> None:
+    ws = copy.deepcopy(WORKSPACE)
+    ws["resource"]["preferredNodes"] = ["byo-a"]
+    client = _client(ws)
+    rec, stores = _reconciler(client)
+    stores.workspaces.add(copy.deepcopy(ws))
+    stores.nodes.add(_gpu_node("byo-a"))
+    rec.reconcile(Request("ns", "phi"))
+    machines = [k[1:] for k in client.objects if k[0] == "machines"]
+    assert machines == [(None, names.machine_name("ns", "phi", 0))]  # the preferred node is the other
+
+    # a preferred node turning up after both Machines exist takes nothing over: they stay in use
+    client2 = _client(ws)
+    rec2, stores2 = _reconciler(client2)
+    stores2.workspaces.add(copy.deepcopy(ws))
+    for i in range(2):
+        stores2.machines.add({"metadata": {"name": names.machine_name("ns", "phi", i), "labels": {
+            LABEL_WORKSPACE: "phi", names.LABEL_WORKSPACE_NAMESPACE: "ns"}}, "spec": {}})
+    stores2.nodes.add(_gpu_node("byo-a"))
+    rec2.reconcile(Request("ns", "phi"))
+    assert not [c for c in client2.calls if c[0] == "create"]
+    status = client2.objects[("workspaces", "ns", "phi")]["status"]
+    rr = next(c for c in status["conditions"] if c["type"] == "ResourceReady")
+    assert "existing nodes used" not in rr["message"] and "0/2 machines ready" in rr["message"]
