@@ -74,6 +74,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--load-balancer-source-ranges", default="",
                    help="comma-separated CIDRs a LoadBalancer admits when the workspace names none "
                         "(kaito.sh/loadbalancer-source-ranges)")
+    p.add_argument("--orphan-grace-seconds", type=float, default=300.0,
+                   help="delete a NodeClaim/Machine whose Workspace is gone (its finalizer never ran) "
+                        "once it is this old, after an authoritative read")
+    p.add_argument("--orphan-interval-seconds", type=float, default=60.0,
+                   help="how often to look for such orphans (0: never)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -183,6 +188,8 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
             allow_load_balancer=args.allow_load_balancer,
             load_balancer_source_ranges=tuple(
                 r.strip() for r in args.load_balancer_source_ranges.split(",") if r.strip()),
+            orphan_grace_seconds=args.orphan_grace_seconds,
+            orphan_interval_seconds=args.orphan_interval_seconds,
         ),
         node_api=api,
     )

@@ -126,6 +126,10 @@ class Options:
     # kaito.sh/enablelb makes a LoadBalancer only when the operator allows it (--allow-load-balancer)
     allow_load_balancer: bool = False
     load_balancer_source_ranges: tuple[str, ...] = ()
+    # node objects whose Workspace is gone (finalizer stripped) are deleted this long after their
+    # creation, checked this often (controller/workspace/orphans.py); interval 0 turns it off
+    orphan_grace_seconds: float = 300.0
+    orphan_interval_seconds: float = 60.0
 
 
 def reference(ws: Workspace) -> ObjectReference:

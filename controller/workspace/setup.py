@@ -10,6 +10,7 @@ from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.workspace import GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from controller.runtime import Controller, Manager, Request
 from controller.workspace import metrics
+from controller.workspace.orphans import OrphanSweeper
 from controller.workspace.reconciler import JOBS, SERVICES, Options, Stores, WorkspaceReconciler
 
 CONTROLLER_NAME = "workspace"
@@ -46,4 +47,9 @@ def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options 
     for inf in (rs_inf, svc_inf, job_inf):
         ctrl.watch_owned(inf, owner_kind="Workspace", owner_group=GROUP)
     mgr.add_controller(ctrl)
+    opts = reconciler.options
+    if opts.orphan_interval_seconds > 0:
+        sweeper = OrphanSweeper(mgr.client, node_api, machine_inf.store, ws_inf.store, reconciler.recorder,
+                                grace=opts.orphan_grace_seconds, interval=opts.orphan_interval_seconds)
+        mgr.add_runnable(sweeper.run, needs_leader=True)  # deletes: the leader only
     return ctrl, reconciler

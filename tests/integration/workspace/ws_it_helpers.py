@@ -44,6 +44,7 @@ def make_namespace(client: Client) -> str:
 
 @contextlib.contextmanager
 def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer: bool = False,
+                       orphan_grace_seconds: float = 300.0, orphan_interval_seconds: float = 60.0,
                        **overrides: Any) -> Iterator[Manager]:
     """A Manager with the workspace controller, on free ports, without leader election."""
     client = RestClient.from_kubeconfig(kubeconfig)
@@ -56,7 +57,8 @@ def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer
         bind_host="127.0.0.1",
     )
     options = Options(machine_poll_seconds=1.0, inference_poll_seconds=5.0, deletion_poll_seconds=0.5,
-                      allow_load_balancer=allow_load_balancer)
+                      allow_load_balancer=allow_load_balancer, orphan_grace_seconds=orphan_grace_seconds,
+                      orphan_interval_seconds=orphan_interval_seconds)
     setup_workspace_controller(mgr, workers=workers, options=options, **overrides)
     mgr.start()
     try:
