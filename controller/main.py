@@ -79,6 +79,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "once it is this old, after an authoritative read")
     p.add_argument("--orphan-interval-seconds", type=float, default=60.0,
                    help="how often to look for such orphans (0: never)")
+    p.add_argument("--machine-relaunch-limit", type=int, default=3,
+                   help="re-create a Machine that went away before it was Ready (its Node never "
+                        "registered) at most this many times in a row, then stop and say why")
+    p.add_argument("--machine-relaunch-backoff-seconds", type=float, default=60.0,
+                   help="wait before the first such re-creation; doubles each time, up to 15 minutes")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -190,6 +195,8 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
                 r.strip() for r in args.load_balancer_source_ranges.split(",") if r.strip()),
             orphan_grace_seconds=args.orphan_grace_seconds,
             orphan_interval_seconds=args.orphan_interval_seconds,
+            relaunch_limit=args.machine_relaunch_limit,
+            relaunch_backoff_seconds=args.machine_relaunch_backoff_seconds,
         ),
         node_api=api,
     )

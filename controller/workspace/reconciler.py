@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +51,7 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
-from controller.workspace import metrics, names, probe, timeline
+from controller.workspace import metrics, names, probe, relaunch, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
@@ -72,7 +73,7 @@ from controller.workspace.runtime_config import (
     check_inference_config,
 )
 from controller.workspace.serveconfig import build_serve_config
-from controller.workspace.status import Observation, apply_observation, served_before
+from controller.workspace.status import REASON_RELAUNCH_LIMIT, Observation, apply_observation, served_before
 from controller.workspace.tuning import (
     REASON_CONFIG_NOT_FOUND,
     ConfigCheck,
@@ -92,6 +93,7 @@ MACHINE_INDEX = "label:" + LABEL_WORKSPACE
 # Condition reasons that are worth a Warning event (something failed, a person should look).
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
+    REASON_RELAUNCH_LIMIT,
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
     REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND,
 })
@@ -130,6 +132,11 @@ class Options:
     # creation, checked this often (controller/workspace/orphans.py); interval 0 turns it off
     orphan_grace_seconds: float = 300.0
     orphan_interval_seconds: float = 60.0
+    # a Machine that went away before it was Ready (the provisioner's registration timeout) is
+    # re-created after a backoff that doubles, at most this many times in a row (relaunch.py)
+    relaunch_limit: int = 3
+    relaunch_backoff_seconds: float = 60.0
+    relaunch_backoff_max_seconds: float = 900.0
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -221,8 +228,10 @@ class WorkspaceReconciler:
             summary = self._ensure_machines(ws, plan)
             obs.machines = summary
             worker_nodes = summary.worker_nodes
-            if not summary.all_ready:
-                requeue = self.options.machine_poll_seconds
+            if summary.gave_up and not summary.pending:
+                requeue = None  # stopped: a Machine event or an edit of the record wakes it
+            elif not summary.all_ready:
+                requeue = min(self.options.machine_poll_seconds, summary.relaunch_in or float("inf"))
             elif ws.tuning is not None:
                 obs.job = self._ensure_job(ws, plan, config)
             else:
@@ -252,24 +261,71 @@ class WorkspaceReconciler:
         desired = desired_machine_names(ws, plan.node_count)
         observed = self._machines_of(ws)
         have = {m["metadata"]["name"] for m in observed}
-        if set(desired) - have and not self._still_wanted(ws):
+        missing = [n for n in desired if n not in have]
+        if missing and not self._still_wanted(ws):
             raise Conflict(409, "Conflict", f"workspace {ws.key} is deleted or replaced; the cache is behind")
-        for index, name in enumerate(desired):
-            if name in have:
-                continue
-            machine = build_node_request(self.node_api, ws, index, plan.instance_type, plan.disk_gib)
-            try:
-                created = self.client.create(self.node_api.kind, machine)
-            except AlreadyExists:
-                continue  # the cache has not seen our earlier create yet
-            except ApiError as exc:
-                self._event(ws, "Warning", "MachineCreationFailed",
-                            f"creating Machine {name}: {exc.message}")
-                continue
-            observed.append(created)
+        before = summarize_machines(desired, observed, self.node_api)
+        record = relaunch.parse(ws.metadata.annotations)
+        reasons = (*before.gone_reasons.values(), *before.failures.values())
+        dirty = any([record.note_reason(r) for r in reasons])
+        if before.all_ready:
+            dirty |= record.reset(desired)
+        noticed = record.noticed
+        decision = relaunch.decide(record, missing, time.time(), self._relaunch_policy())
+        dirty |= record.noticed != noticed
+        again = {n for n in decision.create if record.launches.get(n, 0) > 0}
+        for name in decision.create:
+            record.launched(name)
+        if dirty or decision.create:
+            # counted before the create: a crash in between over-counts by one, never forgets one
+            self._store_record(ws, record)
+        for name in decision.create:
+            created = self._create_machine(ws, plan, desired.index(name), name in again, record)
+            if created is not None:
+                observed.append(created)
+        summary = summarize_machines(desired, observed, self.node_api)
+        summary.relaunch_in, summary.gave_up = decision.wait_seconds, decision.gave_up
+        return summary
+
+    def _create_machine(self, ws: Workspace, plan: Plan, index: int, again: bool,
+                        record: relaunch.LaunchRecord) -> dict | None:
+        """Create the ``index``-th Machine (``again``: a re-creation); None if nothing was created."""
+        name = desired_machine_names(ws, index + 1)[index]
+        machine = build_node_request(self.node_api, ws, index, plan.instance_type, plan.disk_gib)
+        try:
+            created = self.client.create(self.node_api.kind, machine)
+        except AlreadyExists:
+            return None  # the cache has not seen our earlier create yet
+        except ApiError as exc:
+            self._event(ws, "Warning", "MachineCreationFailed", f"creating Machine {name}: {exc.message}")
+            return None
+        if again:
+            self._event(ws, "Warning", "MachineRecreated",
+                        f"re-created Machine {name} ({record.failures}/{self.options.relaunch_limit} "
+                        f"re-creations in a row; last failure: {record.reason or 'unknown'})")
+        else:
             self._event(ws, "Normal", "MachineCreated",
                         f"created Machine {name} ({plan.instance_type}, {index + 1}/{plan.node_count})")
-        return summarize_machines(desired, observed, self.node_api)
+        return created
+
+    def _relaunch_policy(self) -> relaunch.Policy:
+        o = self.options
+        return relaunch.Policy(o.relaunch_limit, o.relaunch_backoff_seconds, o.relaunch_backoff_max_seconds)
+
+    def _store_record(self, ws: Workspace, record: relaunch.LaunchRecord) -> None:
+        """The launch record, durably on the Workspace: a merge patch of one annotation, on the
+        resourceVersion this pass read (a pass on a stale cache gets a Conflict and is requeued, so it
+        cannot write back an older count); ``ws`` takes the new resourceVersion, so this pass's
+        status write does not conflict with our own patch."""
+        value = record.dump()
+        if (ws.metadata.annotations or {}).get(relaunch.ANNOTATION) == value:
+            return
+        patch = {"metadata": {"annotations": {relaunch.ANNOTATION: value},
+                              "resourceVersion": ws.metadata.resource_version}}
+        patched = self.client.patch(WORKSPACES, ws.name, patch, namespace=ws.namespace)
+        meta = patched.get("metadata") or {}
+        ws.metadata.annotations = meta.get("annotations")
+        ws.metadata.resource_version = meta.get("resourceVersion")
 
     def _still_wanted(self, ws: Workspace) -> bool:
         """An authoritative read before creating Machines: the cached Workspace may be stale.

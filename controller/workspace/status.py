@@ -23,6 +23,8 @@ from controller.workspace.machines import MachineSummary
 from controller.workspace.runtime_config import ConfigProblem
 from controller.workspace.tuning import JobState
 
+# ResourceReady once the workspace stopped re-creating machines that never became ready
+REASON_RELAUNCH_LIMIT = "MachineRelaunchLimitReached"
 MAX_MESSAGE = 1024  # keep `kubectl describe` readable; the Event carries the same text
 
 
@@ -78,6 +80,8 @@ def resource_condition(obs: Observation) -> Cond:
     if m.all_ready:
         nodes = f" on nodes {', '.join(m.worker_nodes)}" if m.worker_nodes else ""
         return Cond(CONDITION_RESOURCE_READY, "True", "MachinesReady", f"{m.describe()}{nodes}.{plan}")
+    if m.gave_up:
+        return Cond(CONDITION_RESOURCE_READY, "False", REASON_RELAUNCH_LIMIT, f"{m.describe()}.{plan}")
     reason = "MachineLaunchFailed" if m.failures else "MachinesNotReady"
     return Cond(CONDITION_RESOURCE_READY, "False", reason, f"{m.describe()}.{plan}")
 
@@ -90,7 +94,8 @@ def _blocked(type_: str, resource: Cond) -> Cond:
 def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
     """Every condition of the workspace, and its ``status.state``."""
     resource = resource_condition(obs)
-    failed = resource.reason in ("InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed")
+    failed = resource.reason in ("InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed",
+                                 REASON_RELAUNCH_LIMIT)
     if obs.tuning:
         return _tuning_conditions(obs, resource, failed)
     if resource.status != "True":

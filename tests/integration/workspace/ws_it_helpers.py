@@ -28,6 +28,7 @@ from controller.runtime.client import ResourceKind
 from controller.workspace import names
 from controller.workspace.reconciler import Options
 from controller.workspace.setup import setup_workspace_controller
+from provisioner.machine_controller import Options as ProvisionerOptions
 from provisioner.main import Config, Provisioner, build
 
 REPO = Path(__file__).resolve().parents[3]
@@ -45,6 +46,7 @@ def make_namespace(client: Client) -> str:
 @contextlib.contextmanager
 def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer: bool = False,
                        orphan_grace_seconds: float = 300.0, orphan_interval_seconds: float = 60.0,
+                       relaunch: tuple[int, float] = (3, 60.0),
                        **overrides: Any) -> Iterator[Manager]:
     """A Manager with the workspace controller, on free ports, without leader election."""
     client = RestClient.from_kubeconfig(kubeconfig)
@@ -58,7 +60,8 @@ def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer
     )
     options = Options(machine_poll_seconds=1.0, inference_poll_seconds=5.0, deletion_poll_seconds=0.5,
                       allow_load_balancer=allow_load_balancer, orphan_grace_seconds=orphan_grace_seconds,
-                      orphan_interval_seconds=orphan_interval_seconds)
+                      orphan_interval_seconds=orphan_interval_seconds,
+                      relaunch_limit=relaunch[0], relaunch_backoff_seconds=relaunch[1])
     setup_workspace_controller(mgr, workers=workers, options=options, **overrides)
     mgr.start()
     try:
@@ -69,8 +72,8 @@ def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer
 
 
 @contextlib.contextmanager
-def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "machine"
-                        ) -> Iterator[Provisioner]:
+def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "machine",
+                        registration_ttl: float = 15 * 60.0) -> Iterator[Provisioner]:
     """The real provisioner with its fake cloud (Nodes appear in ``inventory_ns``'s bookkeeping),
     serving ``node_api``'s objects (the controller's ``node_api`` must be the same)."""
     client = RestClient.from_kubeconfig(kubeconfig)
@@ -84,6 +87,7 @@ def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "mac
         fake_delay=0.3,
         fake_ready_delay=0.3,
         fake_tick=0.2,
+        options=ProvisionerOptions(registration_ttl=registration_ttl),
     )
     prov = build(client, config)
     prov.start()
