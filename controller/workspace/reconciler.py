@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from controller.api.kinds import RAYSERVICES, WORKSPACES
+from controller.api.kinds import RAYCLUSTERS, RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.validation import reconcile_problem
 from controller.api.workspace import (
@@ -51,7 +51,7 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
-from controller.workspace import metrics, names, probe, relaunch, timeline
+from controller.workspace import cluster_rollout, metrics, names, probe, relaunch, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
@@ -355,6 +355,7 @@ class WorkspaceReconciler:
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
         try:
             rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, ws)
+            self._replace_stale_clusters(ws, rs)
             service = build_service(ws, allow_load_balancer=self.options.allow_load_balancer,
                                     default_source_ranges=self.options.load_balancer_source_ranges)
             if wants_load_balancer(ws) and service["spec"]["type"] != "LoadBalancer":
@@ -368,6 +369,19 @@ class WorkspaceReconciler:
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
                                   f"Service: {exc.message}", failed=True)
         return rayservice_state(rs)
+
+    def _replace_stale_clusters(self, ws: Workspace, rs: dict | None) -> None:
+        """Delete the RayClusters made from an earlier cluster spec: KubeRay makes a new one in
+        their place on the same nodes (``cluster_rollout``; a second beside them would never
+        schedule). A GET per cluster the status names: no informer caches the cluster's pods'
+        specs for this one comparison."""
+        for name in cluster_rollout.cluster_names(rs):
+            cluster = self._get_or_none(RAYCLUSTERS, name, ws.namespace)
+            if cluster is not None and rs is not None and cluster_rollout.is_stale(cluster, rs):
+                self.client.delete(RAYCLUSTERS, name, ws.namespace)
+                self._event(ws, "Normal", "RayClusterReplaced",
+                            f"deleted RayCluster {name}: its spec is an earlier one; KubeRay makes the "
+                            "new one on the same nodes")
 
     def _job_of(self, ws: Workspace) -> dict | None:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
@@ -424,7 +438,7 @@ class WorkspaceReconciler:
         updated = copy.deepcopy(existing)
         spec = desired["spec"]
         updated["spec"] = merge_spec(updated.get("spec") or {}, spec) if merge_spec else spec
-        updated["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash
+        updated["metadata"].setdefault("annotations", {}).update(meta.get("annotations") or {})
         updated["metadata"].setdefault("labels", {}).update(meta.get("labels") or {})
         result = self.client.update(kind, updated)  # Conflict propagates -> requeue
         self._event(owner, "Normal", f"{kind.kind}Updated", f"updated {kind.kind} {meta['name']}")
