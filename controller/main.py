@@ -79,6 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "once it is this old, after an authoritative read")
     p.add_argument("--orphan-interval-seconds", type=float, default=60.0,
                    help="how often to look for such orphans (0: never)")
+    p.add_argument("--network-policy", action=argparse.BooleanOptionalAction, default=True,
+                   help="a NetworkPolicy per inference workspace admitting clients to the serve port only")
     p.add_argument("--machine-relaunch-limit", type=int, default=3,
                    help="re-create a Machine that went away before it was Ready (its Node never "
                         "registered) at most this many times in a row, then stop and say why")
@@ -199,6 +201,7 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
             relaunch_backoff_seconds=args.machine_relaunch_backoff_seconds,
         ),
         node_api=api,
+        network_policies=args.network_policy,
     )
     return mgr
 

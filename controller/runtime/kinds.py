@@ -50,6 +50,8 @@ NODES = ResourceKind(group="", version="v1", plural="nodes", kind="Node", namesp
 SERVICES = ResourceKind(group="", version="v1", plural="services", kind="Service")
 CONFIGMAPS = ResourceKind(group="", version="v1", plural="configmaps", kind="ConfigMap")
 EVENTS = ResourceKind(group="", version="v1", plural="events", kind="Event")
+NETWORKPOLICIES = ResourceKind(group="networking.k8s.io", version="v1", plural="networkpolicies",
+                               kind="NetworkPolicy")
 SECRETS = ResourceKind(group="", version="v1", plural="secrets", kind="Secret")
 
 # --- other built-in groups --------------------------------------------------------------------------

@@ -50,13 +50,14 @@ from controller.runtime import (
     Store,
 )
 from controller.runtime.events import ObjectReference
-from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
+from controller.runtime.kinds import CONFIGMAPS, JOBS, NETWORKPOLICIES, SERVICES
 from controller.workspace import cluster_rollout, metrics, names, probe, relaunch, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
     build_service,
     merged_service_spec,
+    pod_labels,
     rayservice_state,
     wants_load_balancer,
 )
@@ -66,6 +67,7 @@ from controller.workspace.machines import (
     desired_machine_names,
     summarize_machines,
 )
+from controller.workspace.netpol import build_network_policy
 from controller.workspace.plan import Plan, PlanError, plan_for
 from controller.workspace.runtime_config import (
     REASON_INFERENCE_CONFIG_NOT_FOUND,
@@ -108,6 +110,7 @@ class Stores:
     rayservices: Store
     services: Store
     jobs: Store
+    network_policies: Store | None = None  # None: the operator ships no NetworkPolicy
 
 
 @dataclass
@@ -365,6 +368,9 @@ class WorkspaceReconciler:
                             "is not a comma-separated list of CIDRs")
             self._create_or_update(SERVICES, self.stores.services, service, ws,
                                    merge_spec=merged_service_spec)
+            if self.stores.network_policies is not None:
+                policy = build_network_policy(ws, pod_labels(ws))
+                self._create_or_update(NETWORKPOLICIES, self.stores.network_policies, policy, ws)
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
                                   f"Service: {exc.message}", failed=True)

@@ -26,7 +26,7 @@ from ws_it_helpers import (
 from controller.api.kinds import MACHINES, NODECLAIMS, RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NODECLAIM_API, NodeAPI
 from controller.runtime import Client
-from controller.runtime.kinds import NODES
+from controller.runtime.kinds import NETWORKPOLICIES, NODES
 from controller.workspace import names
 
 pytestmark = pytest.mark.integration
@@ -65,6 +65,11 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
                         t["key"] == taint["key"] and t["effect"] == taint["effect"]
                         for t in pod["tolerations"]
                     ), taint
+        # the Ray pods admit clients on the serve port only (the API server accepts the policy)
+        policy = wait_for(lambda: client.get(NETWORKPOLICIES, names.service_name("phi"), ns), 30, "policy")
+        assert policy["spec"]["podSelector"]["matchLabels"] == {names.LABEL_WORKSPACE: "phi"}
+        open_ports = [r["ports"] for r in policy["spec"]["ingress"] if "from" not in r]
+        assert open_ports == [[{"protocol": "TCP", "port": names.SERVE_PORT}]], policy["spec"]
         set_rayservice_running(client, ns, rs["metadata"]["name"])
         wait_for(lambda: conditions(client, ns, "phi")["WorkspaceReady"]["status"] == "True", what="ready")
 
