@@ -78,6 +78,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--load-balancer-source-ranges", default="",
                    help="comma-separated CIDRs a LoadBalancer admits when the workspace names none "
                         "(kaito.sh/loadbalancer-source-ranges)")
+    p.add_argument("--orphan-grace-seconds", type=float, default=300.0,
+                   help="delete a NodeClaim/Machine whose Workspace is gone (its finalizer never ran) "
+                        "once it is this old, after an authoritative read")
+    p.add_argument("--orphan-interval-seconds", type=float, default=60.0,
+                   help="how often to look for such orphans (0: never)")
+    p.add_argument("--network-policy", action=argparse.BooleanOptionalAction, default=True,
+                   help="a NetworkPolicy per inference workspace admitting clients to the serve port only")
+    p.add_argument("--machine-relaunch-limit", type=int, default=3,
+                   help="re-create a Machine that went away before it was Ready (its Node never "
+                        "registered) at most this many times in a row, then stop and say why")
+    p.add_argument("--machine-relaunch-backoff-seconds", type=float, default=60.0,
+                   help="wait before the first such re-creation; doubles each time, up to 15 minutes")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -188,8 +200,13 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
             allow_load_balancer=args.allow_load_balancer, node_provisioner=args.node_provisioner,
             load_balancer_source_ranges=tuple(
                 r.strip() for r in args.load_balancer_source_ranges.split(",") if r.strip()),
+            orphan_grace_seconds=args.orphan_grace_seconds,
+            orphan_interval_seconds=args.orphan_interval_seconds,
+            relaunch_limit=args.machine_relaunch_limit,
+            relaunch_backoff_seconds=args.machine_relaunch_backoff_seconds,
         ),
         node_api=api,
+        network_policies=args.network_policy,
     )
     return mgr
 

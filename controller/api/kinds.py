@@ -25,3 +25,7 @@ WORKSPACES = kind_of(Workspace)
 MACHINES = kind_of(Machine)
 NODECLAIMS = kind_of(NodeClaim)
 RAYSERVICES = kind_of(RayService)
+# KubeRay makes these from our RayServices; the controller reads and deletes them only to replace a
+# cluster whose spec changed (controller/workspace/cluster_rollout.py), so no model of ours
+RAYCLUSTERS = ResourceKind(group="ray.io", version="v1", plural="rayclusters", kind="RayCluster",
+                           namespaced=True)

@@ -51,6 +51,8 @@ SERVICES = ResourceKind(group="", version="v1", plural="services", kind="Service
 PODS = ResourceKind(group="", version="v1", plural="pods", kind="Pod")
 CONFIGMAPS = ResourceKind(group="", version="v1", plural="configmaps", kind="ConfigMap")
 EVENTS = ResourceKind(group="", version="v1", plural="events", kind="Event")
+NETWORKPOLICIES = ResourceKind(group="networking.k8s.io", version="v1", plural="networkpolicies",
+                               kind="NetworkPolicy")
 SECRETS = ResourceKind(group="", version="v1", plural="secrets", kind="Secret")
 
 # --- other built-in groups --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from controller.api.workspace import (
     DataSource,
     Workspace,
 )
-from controller.workspace import model_cache, names
+from controller.workspace import cluster_rollout, model_cache, names
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
 
@@ -109,9 +109,13 @@ def _env(ws: Workspace) -> list[dict]:
 
 
 def _pod_template(ws: Workspace, container: dict, extra_spec: dict | None = None) -> dict:
+    """A Ray pod: pinned to the workspace's nodes, and without a service account token (in-tree
+    autoscaling is off, so nothing in a Ray pod calls the API server, and the adapters and models
+    it loads are the Workspace author's choice)."""
     return {
         "metadata": {"labels": pod_labels(ws)},
-        "spec": {**pod_pinning(ws), "containers": [container], **(extra_spec or {})},
+        "spec": {**pod_pinning(ws), "automountServiceAccountToken": False, "containers": [container],
+                 **(extra_spec or {})},
     }
 
 
@@ -155,30 +159,34 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
     pull = pull_secrets(a.source for a in (ws.inference.adapters if ws.inference else None) or [])
     if pull:  # the adapter images' registries (the pullers run in the worker pods)
         worker_extra["imagePullSecrets"] = pull
+    cluster = {
+        "enableInTreeAutoscaling": False,
+        "headGroupSpec": {
+            "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+            "template": _pod_template(ws, head, {"volumes": [model_cache.volume(plan)]}),
+        },
+        "workerGroupSpecs": [{
+            "groupName": WORKER_GROUP,
+            "replicas": plan.node_count,
+            "minReplicas": plan.node_count,
+            "maxReplicas": plan.node_count,
+            "rayStartParams": {"num-gpus": str(plan.gpus_per_node)},
+            "template": _pod_template(ws, worker, worker_extra),
+        }],
+    }
     rs = RayService.model_validate({
         "metadata": {
             "name": names.rayservice_name(ws.name),
             "namespace": ws.namespace,
             "labels": pod_labels(ws),
+            "annotations": {cluster_rollout.ANNOTATION_CLUSTER_HASH: cluster_rollout.cluster_hash(cluster)},
             "ownerReferences": [ws.owner_reference().to_k8s()],
         },
         "spec": {
             "serveConfigV2": serve_config_v2,
-            "rayClusterConfig": {
-                "enableInTreeAutoscaling": False,
-                "headGroupSpec": {
-                    "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": _pod_template(ws, head, {"volumes": [model_cache.volume(plan)]}),
-                },
-                "workerGroupSpecs": [{
-                    "groupName": WORKER_GROUP,
-                    "replicas": plan.node_count,
-                    "minReplicas": plan.node_count,
-                    "maxReplicas": plan.node_count,
-                    "rayStartParams": {"num-gpus": str(plan.gpus_per_node)},
-                    "template": _pod_template(ws, worker, worker_extra),
-                }],
-            },
+            # fixed nodes hold one cluster: never a second one beside it (cluster_rollout.py)
+            "upgradeStrategy": dict(cluster_rollout.UPGRADE_STRATEGY),
+            "rayClusterConfig": cluster,
         },
     })
     return rs.to_k8s()

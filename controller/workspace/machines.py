@@ -137,6 +137,11 @@ class MachineSummary:
     deleting: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # machine -> "Reason: message"
     worker_nodes: list[str] = field(default_factory=list)
+    # why a Machine being deleted failed (the provisioner's RegistrationTimeout, say): the reason
+    # its re-creation is counted with (controller/workspace/relaunch.py)
+    gone_reasons: dict[str, str] = field(default_factory=dict)
+    relaunch_in: float | None = None  # a re-creation waits out its backoff this many seconds
+    gave_up: str | None = None  # the re-creation limit is reached: why, for ResourceReady
     # bring-your-own nodes (controller/workspace/byo.py): existing nodes used before Machines, and
     # how many nodes the workspace needs in all; with ``provisions`` False nothing is provisioned
     existing_nodes: list[str] = field(default_factory=list)
@@ -177,8 +182,12 @@ class MachineSummary:
         waiting = [m for m in self.pending if m not in self.failures]
         if waiting:
             parts.append("waiting for " + ", ".join(waiting))
-        if self.missing:
+        if self.missing and self.relaunch_in is not None:
+            parts.append(f"re-creating {', '.join(self.missing)} in {self.relaunch_in:.0f}s (backoff)")
+        elif self.missing and not self.gave_up:
             parts.append("creating " + ", ".join(self.missing))
+        if self.gave_up:
+            parts.append(self.gave_up)
         if self.deleting:
             parts.append("being deleted: " + ", ".join(self.deleting))
         return "; ".join(parts)
@@ -208,6 +217,8 @@ def summarize_machines(desired: Iterable[str], observed: Iterable[dict], api: No
         machine = api.parse(raw)
         if machine.metadata.deletion_timestamp:
             summary.deleting.append(name)
+            if (gone := _failure(machine)) is not None:
+                summary.gone_reasons[name] = gone
             continue
         if machine.is_ready:
             summary.ready.append(name)

@@ -15,11 +15,12 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from controller.api.kinds import RAYSERVICES, WORKSPACES
+from controller.api.kinds import RAYCLUSTERS, RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.pod import LABEL_RAY_NODE_TYPE
 from controller.api.validation import reconcile_problem
@@ -50,13 +51,14 @@ from controller.runtime import (
     Store,
 )
 from controller.runtime.events import ObjectReference
-from controller.runtime.kinds import CONFIGMAPS, JOBS, SERVICES
-from controller.workspace import byo, diagnosis, metrics, names, probe, timeline
+from controller.runtime.kinds import CONFIGMAPS, JOBS, NETWORKPOLICIES, SERVICES
+from controller.workspace import byo, cluster_rollout, diagnosis, metrics, names, probe, relaunch, timeline
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
     build_service,
     merged_service_spec,
+    pod_labels,
     rayservice_state,
     wants_load_balancer,
 )
@@ -66,6 +68,7 @@ from controller.workspace.machines import (
     desired_machine_names,
     summarize_machines,
 )
+from controller.workspace.netpol import build_network_policy
 from controller.workspace.plan import Plan, PlanError, plan_for
 from controller.workspace.runtime_config import (
     REASON_INFERENCE_CONFIG_NOT_FOUND,
@@ -73,7 +76,7 @@ from controller.workspace.runtime_config import (
     check_inference_config,
 )
 from controller.workspace.serveconfig import build_serve_config
-from controller.workspace.status import Observation, apply_observation, served_before
+from controller.workspace.status import REASON_RELAUNCH_LIMIT, Observation, apply_observation, served_before
 from controller.workspace.tuning import (
     REASON_CONFIG_NOT_FOUND,
     ConfigCheck,
@@ -96,6 +99,7 @@ RAY_POD_SELECTOR = f"{LABEL_WORKSPACE},{LABEL_RAY_NODE_TYPE}"
 # Condition reasons that are worth a Warning event (something failed, a person should look).
 WARNING_REASONS = frozenset({
     "InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed", "ServeApplicationFailed",
+    REASON_RELAUNCH_LIMIT,
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
     REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND, *diagnosis.REASONS,
 })
@@ -112,6 +116,7 @@ class Stores:
     jobs: Store
     pods: Store = field(default_factory=Store)  # the Ray pods (RAY_POD_SELECTOR)
     nodes: Store = field(default_factory=Store)  # for bring-your-own nodes (byo.py)
+    network_policies: Store | None = None  # None: the operator ships no NetworkPolicy
 
 
 @dataclass
@@ -135,6 +140,15 @@ class Options:
     # "gpu-provisioner": Machines/NodeClaims for what preferredNodes do not cover; "byo": nothing is
     # provisioned, the workspace waits for existing matching nodes (controller/workspace/byo.py)
     node_provisioner: str = byo.PROVISION
+    # node objects whose Workspace is gone (finalizer stripped) are deleted this long after their
+    # creation, checked this often (controller/workspace/orphans.py); interval 0 turns it off
+    orphan_grace_seconds: float = 300.0
+    orphan_interval_seconds: float = 60.0
+    # a Machine that went away before it was Ready (the provisioner's registration timeout) is
+    # re-created after a backoff that doubles, at most this many times in a row (relaunch.py)
+    relaunch_limit: int = 3
+    relaunch_backoff_seconds: float = 60.0
+    relaunch_backoff_max_seconds: float = 900.0
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -227,8 +241,10 @@ class WorkspaceReconciler:
             summary = self._ensure_machines(ws, plan)
             obs.machines = summary
             worker_nodes = summary.worker_nodes
-            if not summary.all_ready:
-                requeue = self.options.machine_poll_seconds
+            if summary.gave_up and not summary.pending:
+                requeue = None  # stopped: a Machine event or an edit of the record wakes it
+            elif not summary.all_ready:
+                requeue = min(self.options.machine_poll_seconds, summary.relaunch_in or float("inf"))
             elif ws.tuning is not None:
                 obs.job = self._ensure_job(ws, plan, config)
             else:
@@ -276,24 +292,71 @@ class WorkspaceReconciler:
         desired = desired_machine_names(ws, count)
         observed = self._machines_of(ws)
         have = {m["metadata"]["name"] for m in observed}
-        if set(desired) - have and not self._still_wanted(ws):
+        missing = [n for n in desired if n not in have]
+        if missing and not self._still_wanted(ws):
             raise Conflict(409, "Conflict", f"workspace {ws.key} is deleted or replaced; the cache is behind")
-        for index, name in enumerate(desired):
-            if name in have:
-                continue
-            machine = build_node_request(self.node_api, ws, index, plan.instance_type, plan.disk_gib)
-            try:
-                created = self.client.create(self.node_api.kind, machine)
-            except AlreadyExists:
-                continue  # the cache has not seen our earlier create yet
-            except ApiError as exc:
-                self._event(ws, "Warning", "MachineCreationFailed",
-                            f"creating Machine {name}: {exc.message}")
-                continue
-            observed.append(created)
+        before = summarize_machines(desired, observed, self.node_api)
+        record = relaunch.parse(ws.metadata.annotations)
+        reasons = (*before.gone_reasons.values(), *before.failures.values())
+        dirty = any([record.note_reason(r) for r in reasons])
+        if before.all_ready:
+            dirty |= record.reset(desired)
+        noticed = record.noticed
+        decision = relaunch.decide(record, missing, time.time(), self._relaunch_policy())
+        dirty |= record.noticed != noticed
+        again = {n for n in decision.create if record.launches.get(n, 0) > 0}
+        for name in decision.create:
+            record.launched(name)
+        if dirty or decision.create:
+            # counted before the create: a crash in between over-counts by one, never forgets one
+            self._store_record(ws, record)
+        for name in decision.create:
+            created = self._create_machine(ws, plan, desired.index(name), name in again, record)
+            if created is not None:
+                observed.append(created)
+        summary = summarize_machines(desired, observed, self.node_api)
+        summary.relaunch_in, summary.gave_up = decision.wait_seconds, decision.gave_up
+        return summary
+
+    def _create_machine(self, ws: Workspace, plan: Plan, index: int, again: bool,
+                        record: relaunch.LaunchRecord) -> dict | None:
+        """Create the ``index``-th Machine (``again``: a re-creation); None if nothing was created."""
+        name = desired_machine_names(ws, index + 1)[index]
+        machine = build_node_request(self.node_api, ws, index, plan.instance_type, plan.disk_gib)
+        try:
+            created = self.client.create(self.node_api.kind, machine)
+        except AlreadyExists:
+            return None  # the cache has not seen our earlier create yet
+        except ApiError as exc:
+            self._event(ws, "Warning", "MachineCreationFailed", f"creating Machine {name}: {exc.message}")
+            return None
+        if again:
+            self._event(ws, "Warning", "MachineRecreated",
+                        f"re-created Machine {name} ({record.failures}/{self.options.relaunch_limit} "
+                        f"re-creations in a row; last failure: {record.reason or 'unknown'})")
+        else:
             self._event(ws, "Normal", "MachineCreated",
                         f"created Machine {name} ({plan.instance_type}, {index + 1}/{plan.node_count})")
-        return summarize_machines(desired, observed, self.node_api)
+        return created
+
+    def _relaunch_policy(self) -> relaunch.Policy:
+        o = self.options
+        return relaunch.Policy(o.relaunch_limit, o.relaunch_backoff_seconds, o.relaunch_backoff_max_seconds)
+
+    def _store_record(self, ws: Workspace, record: relaunch.LaunchRecord) -> None:
+        """The launch record, durably on the Workspace: a merge patch of one annotation, on the
+        resourceVersion this pass read (a pass on a stale cache gets a Conflict and is requeued, so it
+        cannot write back an older count); ``ws`` takes the new resourceVersion, so this pass's
+        status write does not conflict with our own patch."""
+        value = record.dump()
+        if (ws.metadata.annotations or {}).get(relaunch.ANNOTATION) == value:
+            return
+        patch = {"metadata": {"annotations": {relaunch.ANNOTATION: value},
+                              "resourceVersion": ws.metadata.resource_version}}
+        patched = self.client.patch(WORKSPACES, ws.name, patch, namespace=ws.namespace)
+        meta = patched.get("metadata") or {}
+        ws.metadata.annotations = meta.get("annotations")
+        ws.metadata.resource_version = meta.get("resourceVersion")
 
     def _still_wanted(self, ws: Workspace) -> bool:
         """An authoritative read before creating Machines: the cached Workspace may be stale.
@@ -326,6 +389,7 @@ class WorkspaceReconciler:
             desired = byo.pin_to_nodes(desired, ws, nodes.worker_nodes)
         try:
             rs = self._create_or_update(RAYSERVICES, self.stores.rayservices, desired, ws)
+            self._replace_stale_clusters(ws, rs)
             service = build_service(ws, allow_load_balancer=self.options.allow_load_balancer,
                                     default_source_ranges=self.options.load_balancer_source_ranges)
             if wants_load_balancer(ws) and service["spec"]["type"] != "LoadBalancer":
@@ -335,6 +399,9 @@ class WorkspaceReconciler:
                             "is not a comma-separated list of CIDRs")
             self._create_or_update(SERVICES, self.stores.services, service, ws,
                                    merge_spec=merged_service_spec)
+            if self.stores.network_policies is not None:
+                policy = build_network_policy(ws, pod_labels(ws))
+                self._create_or_update(NETWORKPOLICIES, self.stores.network_policies, policy, ws)
         except Invalid as exc:  # the API server rejected what we built: retrying will not help
             return InferenceState(False, "RayServiceInvalid", f"the API server rejected the RayService or "
                                   f"Service: {exc.message}", failed=True)
@@ -343,6 +410,19 @@ class WorkspaceReconciler:
     def _ray_pods(self, ws: Workspace) -> list[dict]:
         return [p for p in self.stores.pods.by_index(POD_INDEX, ws.name)
                 if p.get("metadata", {}).get("namespace") == ws.namespace]
+
+    def _replace_stale_clusters(self, ws: Workspace, rs: dict | None) -> None:
+        """Delete the RayClusters made from an earlier cluster spec: KubeRay makes a new one in
+        their place on the same nodes (``cluster_rollout``; a second beside them would never
+        schedule). A GET per cluster the status names: no informer caches the cluster's pods'
+        specs for this one comparison."""
+        for name in cluster_rollout.cluster_names(rs):
+            cluster = self._get_or_none(RAYCLUSTERS, name, ws.namespace)
+            if cluster is not None and rs is not None and cluster_rollout.is_stale(cluster, rs):
+                self.client.delete(RAYCLUSTERS, name, ws.namespace)
+                self._event(ws, "Normal", "RayClusterReplaced",
+                            f"deleted RayCluster {name}: its spec is an earlier one; KubeRay makes the "
+                            "new one on the same nodes")
 
     def _job_of(self, ws: Workspace) -> dict | None:
         return self.stores.jobs.get(f"{ws.namespace}/{names.tuning_job_name(ws.name)}")
@@ -399,7 +479,7 @@ class WorkspaceReconciler:
         updated = copy.deepcopy(existing)
         spec = desired["spec"]
         updated["spec"] = merge_spec(updated.get("spec") or {}, spec) if merge_spec else spec
-        updated["metadata"].setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = spec_hash
+        updated["metadata"].setdefault("annotations", {}).update(meta.get("annotations") or {})
         updated["metadata"].setdefault("labels", {}).update(meta.get("labels") or {})
         result = self.client.update(kind, updated)  # Conflict propagates -> requeue
         self._event(owner, "Normal", f"{kind.kind}Updated", f"updated {kind.kind} {meta['name']}")

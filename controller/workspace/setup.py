@@ -9,8 +9,9 @@ from controller.api.kinds import RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NodeAPI
 from controller.api.workspace import GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from controller.runtime import Controller, Manager, Request, Store
-from controller.runtime.kinds import NODES, PODS
+from controller.runtime.kinds import NETWORKPOLICIES, NODES, PODS
 from controller.workspace import byo, metrics
+from controller.workspace.orphans import OrphanSweeper
 from controller.workspace.reconciler import (
     JOBS,
     RAY_POD_SELECTOR,
@@ -54,11 +55,12 @@ def node_to_workspaces(node: dict, workspaces: Iterable[dict]) -> Iterable[Reque
 
 
 def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options | None = None,
-                               node_api: NodeAPI = MACHINE_API, **overrides
+                               node_api: NodeAPI = MACHINE_API, network_policies: bool = True, **overrides
                                ) -> tuple[Controller, WorkspaceReconciler]:
     """Register the workspace controller with ``mgr``; it creates ``node_api``'s objects (Machines or
     NodeClaims) and watches them.
 
+    ``network_policies``: a NetworkPolicy per inference workspace (``netpol.py``).
     ``overrides`` replace the reconciler's planner / validator / serve_config (tests, experiments).
     """
     ws_inf = mgr.informer(WORKSPACES)
@@ -71,10 +73,11 @@ def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options 
     # the Ray pods of Workspaces only (KubeRay's node-type label, our template label), so the
     # controller caches no other Pod of the cluster: it reads them to say why inference is not up
     pod_inf = mgr.informer(PODS, label_selector=RAY_POD_SELECTOR)
+    netpol_inf = mgr.informer(NETWORKPOLICIES) if network_policies else None
     machine_store = machine_inf.store if machine_inf is not None else Store()
     machine_store.add_label_index(LABEL_WORKSPACE)
     stores = Stores(ws_inf.store, machine_store, rs_inf.store, svc_inf.store, job_inf.store,
-                    pod_inf.store, node_inf.store)
+                    pod_inf.store, node_inf.store, netpol_inf.store if netpol_inf else None)
     metrics.register_collector(ws_inf.store.list)
     reconciler = WorkspaceReconciler(mgr.client, stores, mgr.event_recorder("kaito-controller"), options,
                                      node_api=node_api, **overrides)
@@ -84,7 +87,12 @@ def setup_workspace_controller(mgr: Manager, workers: int = 2, options: Options 
         ctrl.watch_mapped(machine_inf, machine_to_workspace)
     ctrl.watch_mapped(node_inf, lambda node: node_to_workspaces(node, ws_inf.store.list()))
     ctrl.watch_mapped(pod_inf, pod_to_workspace)
-    for inf in (rs_inf, svc_inf, job_inf):
+    for inf in (rs_inf, svc_inf, job_inf, *([netpol_inf] if netpol_inf else [])):
         ctrl.watch_owned(inf, owner_kind="Workspace", owner_group=GROUP)
     mgr.add_controller(ctrl)
+    opts = reconciler.options
+    if opts.orphan_interval_seconds > 0 and machine_inf is not None:  # BYO: no node objects of ours
+        sweeper = OrphanSweeper(mgr.client, node_api, machine_inf.store, ws_inf.store, reconciler.recorder,
+                                grace=opts.orphan_grace_seconds, interval=opts.orphan_interval_seconds)
+        mgr.add_runnable(sweeper.run, needs_leader=True)  # deletes: the leader only
     return ctrl, reconciler

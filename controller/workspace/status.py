@@ -23,6 +23,8 @@ from controller.workspace.machines import MachineSummary
 from controller.workspace.runtime_config import ConfigProblem
 from controller.workspace.tuning import JobState
 
+# ResourceReady once the workspace stopped re-creating machines that never became ready
+REASON_RELAUNCH_LIMIT = "MachineRelaunchLimitReached"
 MAX_MESSAGE = 1024  # keep `kubectl describe` readable; the Event carries the same text
 
 
@@ -81,6 +83,8 @@ def resource_condition(obs: Observation) -> Cond:
         return Cond(CONDITION_RESOURCE_READY, "True", reason, f"{m.describe()}{nodes}.{plan}")
     if not m.provisions:  # --node-provisioner=byo: only existing nodes can come
         return Cond(CONDITION_RESOURCE_READY, "False", "WaitingForNodes", f"{m.describe()}.{plan}")
+    if m.gave_up:
+        return Cond(CONDITION_RESOURCE_READY, "False", REASON_RELAUNCH_LIMIT, f"{m.describe()}.{plan}")
     reason = "MachineLaunchFailed" if m.failures else "MachinesNotReady"
     return Cond(CONDITION_RESOURCE_READY, "False", reason, f"{m.describe()}.{plan}")
 
@@ -93,7 +97,8 @@ def _blocked(type_: str, resource: Cond) -> Cond:
 def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
     """Every condition of the workspace, and its ``status.state``."""
     resource = resource_condition(obs)
-    failed = resource.reason in ("InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed")
+    failed = resource.reason in ("InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed",
+                                 REASON_RELAUNCH_LIMIT)
     if obs.tuning:
         return _tuning_conditions(obs, resource, failed)
     if resource.status != "True":

@@ -305,8 +305,11 @@ def test_bad_input_catalogue(bed: Bed) -> None:
                    and c["reason"] == "ServeApplicationFailed" and c, 60, "nowhere's InferenceReady")
     assert "registry.invalid/no/such:adapter" in inf["message"]
 
-    # nothing crashed or wedged: same process, healthy, and a new good Workspace goes Ready
-    client.create(WORKSPACES, ws("good-after"), ns)
+    # nothing crashed or wedged: same process, healthy, and a new good Workspace goes Ready, even
+    # with a launch record (controller/workspace/relaunch.py) someone wrote garbage into
+    garbage = edit(ws("good-after"), "metadata.annotations",
+                   {"kaito.sh/node-launches": '{"launches": {"x": "lots"}, "noticed": "soon"'})
+    client.create(WORKSPACES, garbage, ns)
     wait_for(lambda: conds(bed, ns, "good-after").get("WorkspaceReady", {}).get("status") == "True", 60,
              "a good Workspace Ready after the catalogue")
     assert ctrl.mp.running and ctrl.healthy()

@@ -361,3 +361,22 @@ def test_enablelb_annotation_switches_the_service_type_in_place(
         assert back["metadata"]["uid"] == svc["metadata"]["uid"] and back["spec"]["clusterIP"] == cluster_ip
         assert "externalTrafficPolicy" not in back["spec"]
         wait_for_events(client, ns, name, {"ServiceUpdated"})
+
+
+def test_machines_of_a_workspace_whose_finalizer_was_stripped_are_swept(
+    ws_client: Client, ws_ns: str, kubeconfig: str
+) -> None:
+    """The usual fix for a stuck Terminating Workspace (patch finalizers to null) skips the cleanup;
+    the sweep deletes the Machines it left, so their GPU VMs do not run forever (issue 11, item 10)."""
+    client, ns, name = ws_client, ws_ns, "stripped"
+    with running_controller(kubeconfig, orphan_grace_seconds=0.0, orphan_interval_seconds=0.5):
+        client.create(WORKSPACES, workspace_manifest(name, count=2), ns)
+        ms = wait_for(lambda: len(machines_of(client, ns, name)) == 2 and machines_of(client, ns, name),
+                      what="2 machines")
+        client.patch(WORKSPACES, name, {"metadata": {"finalizers": None}}, ns)
+        client.delete(WORKSPACES, name, ns)
+        wait_for(lambda: gone(client, WORKSPACES, name, ns), what="workspace gone without its finalizer")
+        wait_for(lambda: not machines_of(client, ns, name), timeout=30, what="orphaned machines swept")
+        # Events of cluster-scoped objects go to the default namespace
+        for m in ms:
+            wait_for_events(client, "default", m["metadata"]["name"], {"OrphanDeleted"})

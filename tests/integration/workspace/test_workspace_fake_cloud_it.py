@@ -26,7 +26,7 @@ from ws_it_helpers import (
 from controller.api.kinds import MACHINES, NODECLAIMS, RAYSERVICES, WORKSPACES
 from controller.api.nodeapi import MACHINE_API, NODECLAIM_API, NodeAPI
 from controller.runtime import Client
-from controller.runtime.kinds import NODES
+from controller.runtime.kinds import NETWORKPOLICIES, NODES
 from controller.workspace import names
 
 pytestmark = pytest.mark.integration
@@ -65,6 +65,11 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
                         t["key"] == taint["key"] and t["effect"] == taint["effect"]
                         for t in pod["tolerations"]
                     ), taint
+        # the Ray pods admit clients on the serve port only (the API server accepts the policy)
+        policy = wait_for(lambda: client.get(NETWORKPOLICIES, names.service_name("phi"), ns), 30, "policy")
+        assert policy["spec"]["podSelector"]["matchLabels"] == {names.LABEL_WORKSPACE: "phi"}
+        open_ports = [r["ports"] for r in policy["spec"]["ingress"] if "from" not in r]
+        assert open_ports == [[{"protocol": "TCP", "port": names.SERVE_PORT}]], policy["spec"]
         set_rayservice_running(client, ns, rs["metadata"]["name"])
         wait_for(lambda: conditions(client, ns, "phi")["WorkspaceReady"]["status"] == "True", what="ready")
 
@@ -98,4 +103,40 @@ def test_workspace_on_fake_cloud_nodes(ws_client: Client, ws_ns: str, kubeconfig
         )
         for node in nodes:
             wait_for(lambda n=node: gone(client, NODES, n["metadata"]["name"]), 30, "node gone")
+    client.delete(NAMESPACES, inventory)
+
+
+def test_a_node_that_never_registers_is_recreated_with_backoff_then_given_up(
+        ws_client: Client, ws_ns: str, kubeconfig: str) -> None:
+    """Issue 11 item 11: the provisioner deletes a Machine whose Node never registers; the workspace
+    re-creates it a bounded number of times, backing off, then stops and says why in ResourceReady.
+    The count lives on the Workspace, so a restarted controller does not start over."""
+    from controller.workspace import relaunch
+
+    client, ns = ws_client, ws_ns
+    inventory = make_namespace(client)
+    sku = "Standard_NC24ads_A100_v4"
+    with running_provisioner(kubeconfig, inventory, registration_ttl=1.5) as prov:
+        prov.provider.set_boot_delay(float("inf"), sku)  # type: ignore[attr-defined]
+        with running_controller(kubeconfig, relaunch=(2, 0.5)):
+            client.create(WORKSPACES, workspace_manifest("stuck", instance_type=sku), ns)
+            wait_for(lambda: relaunch.parse(client.get(WORKSPACES, "stuck", ns)["metadata"].get(
+                "annotations")).failures >= 1, 60, "one re-creation counted")
+        # a fresh controller reads the count from the Workspace and goes on from there
+        with running_controller(kubeconfig, relaunch=(2, 0.5)):
+            rr = wait_for(
+                lambda: ((c := conditions(client, ns, "stuck").get("ResourceReady"))
+                         and c["reason"] == "MachineRelaunchLimitReached" and c),
+                90, "the workspace gives up")
+            assert "RegistrationTimeout" in rr["message"], rr["message"]
+            assert client.get(WORKSPACES, "stuck", ns)["status"]["state"] == "NotReady"
+            record = relaunch.parse(client.get(WORKSPACES, "stuck", ns)["metadata"]["annotations"])
+            assert record.failures == 2
+            # it stays stopped: no new Machine once the last one is gone
+            wait_for(lambda: not machines_of(client, ns, "stuck"), 30, "the last machine deleted")
+            import time
+            time.sleep(3)
+            assert not machines_of(client, ns, "stuck")
+            client.delete(WORKSPACES, "stuck", ns)
+            wait_for(lambda: gone(client, WORKSPACES, "stuck", ns), 30, "workspace gone")
     client.delete(NAMESPACES, inventory)

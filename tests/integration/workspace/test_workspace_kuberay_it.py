@@ -30,7 +30,7 @@ from controller.api.kinds import RAYSERVICES, WORKSPACES
 from controller.runtime import Client
 from controller.runtime.client import ResourceKind
 from controller.runtime.kinds import NAMESPACES, NODES, SERVICES
-from controller.workspace import names
+from controller.workspace import cluster_rollout, names
 from controller.workspace.reconciler import RAY_POD_SELECTOR
 from hack.controlplane.local import bin_dir, free_port
 from hack.kuberay_standin.serveconfig import parse_serve_config
@@ -166,6 +166,26 @@ def test_kuberay_turns_the_workspace_rayservice_into_a_gpu_ray_cluster(
         inference = wait_for(lambda: (c := conditions(client, ns, "phi")["InferenceReady"])["reason"] ==
                              "Unschedulable" and c, 30, "InferenceReady from the scheduler's words")
         assert f"pod {stuck['metadata']['name']}: Unschedulable: {why}" in inference["message"]
+
+        # --- an adapter edit on fixed nodes: one cluster replaced, never a second beside it ---------
+        assert now["spec"]["upgradeStrategy"] == {"type": "None"}  # KubeRay v1.5 accepts it as is
+        old = rc["metadata"]["uid"]  # KubeRay may reuse the name the status holds: a new object
+        ws = client.get(WORKSPACES, "phi", ns)
+        ws["inference"]["adapters"] = [{"source": {"name": "fr", "image": "registry.example.com/fr:1"}}]
+        client.update(WORKSPACES, ws)
+        hash_key = cluster_rollout.ANNOTATION_CLUSTER_HASH
+        rs = wait_for(lambda: (r := client.get(RAYSERVICES, rs_name, ns))["metadata"]["annotations"].get(
+            hash_key) != rc["metadata"]["annotations"].get(hash_key) and r, 30, "the edited RayService")
+        want = rs["metadata"]["annotations"][hash_key]
+        new = wait_for(lambda: (items := client.list(RAYCLUSTERS, ns)[0]) and len(items) == 1
+                       and items[0]["metadata"]["uid"] != old
+                       and items[0]["metadata"]["annotations"].get(hash_key) == want and items[0], 90,
+                       f"one RayCluster of the new spec:\n{operator.log_tail()}")
+        [worker_group] = new["spec"]["workerGroupSpecs"]
+        inits = worker_group["template"]["spec"].get("initContainers") or []
+        assert any(c["name"].startswith("puller") for c in inits), inits
+        time.sleep(5)  # and it stays one: no second cluster, no replacement loop
+        assert [c["metadata"]["uid"] for c in client.list(RAYCLUSTERS, ns)[0]] == [new["metadata"]["uid"]]
     client.delete(NAMESPACES, inventory)
 
 

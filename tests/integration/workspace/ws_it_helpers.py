@@ -28,6 +28,7 @@ from controller.runtime.client import ResourceKind
 from controller.workspace import names
 from controller.workspace.reconciler import Options
 from controller.workspace.setup import setup_workspace_controller
+from provisioner.machine_controller import Options as ProvisionerOptions
 from provisioner.main import Config, Provisioner, build
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,7 +45,10 @@ def make_namespace(client: Client) -> str:
 
 @contextlib.contextmanager
 def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer: bool = False,
-                       node_provisioner: str = "gpu-provisioner", **overrides: Any) -> Iterator[Manager]:
+                       node_provisioner: str = "gpu-provisioner",
+                       orphan_grace_seconds: float = 300.0, orphan_interval_seconds: float = 60.0,
+                       relaunch: tuple[int, float] = (3, 60.0),
+                       **overrides: Any) -> Iterator[Manager]:
     """A Manager with the workspace controller, on free ports, without leader election."""
     client = RestClient.from_kubeconfig(kubeconfig)
     mgr = Manager(
@@ -56,7 +60,10 @@ def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer
         bind_host="127.0.0.1",
     )
     options = Options(machine_poll_seconds=1.0, inference_poll_seconds=5.0, deletion_poll_seconds=0.5,
-                      allow_load_balancer=allow_load_balancer, node_provisioner=node_provisioner)
+                      allow_load_balancer=allow_load_balancer, node_provisioner=node_provisioner,
+                      orphan_grace_seconds=orphan_grace_seconds,
+                      orphan_interval_seconds=orphan_interval_seconds,
+                      relaunch_limit=relaunch[0], relaunch_backoff_seconds=relaunch[1])
     setup_workspace_controller(mgr, workers=workers, options=options, **overrides)
     mgr.start()
     try:
@@ -67,8 +74,8 @@ def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer
 
 
 @contextlib.contextmanager
-def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "machine"
-                        ) -> Iterator[Provisioner]:
+def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "machine",
+                        registration_ttl: float = 15 * 60.0) -> Iterator[Provisioner]:
     """The real provisioner with its fake cloud (Nodes appear in ``inventory_ns``'s bookkeeping),
     serving ``node_api``'s objects (the controller's ``node_api`` must be the same)."""
     client = RestClient.from_kubeconfig(kubeconfig)
@@ -82,6 +89,7 @@ def running_provisioner(kubeconfig: str, inventory_ns: str, node_api: str = "mac
         fake_delay=0.3,
         fake_ready_delay=0.3,
         fake_tick=0.2,
+        options=ProvisionerOptions(registration_ttl=registration_ttl),
     )
     prov = build(client, config)
     prov.start()

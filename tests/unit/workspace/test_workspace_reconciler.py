@@ -56,11 +56,12 @@ def _reconciler(client: FakeClient) -> tuple[WorkspaceReconciler, Stores]:
 def test_conflict_on_status_is_a_requeue_and_machines_are_not_created_twice() -> None:
     client = _client()
     client.conflict("update_status", WORKSPACES)
-    rec, _ = _reconciler(client)
+    rec, stores = _reconciler(client)
     result = rec.reconcile(Request("ns", "phi"))
     assert result.requeue  # 409 -> rate-limited requeue, no exception
     creates = [c for c in client.calls if c[0] == "create"]
     assert [c[2] for c in creates] == [names.machine_name("ns", "phi", i) for i in range(2)]
+    stores.workspaces.add(client.objects[("workspaces", "ns", "phi")])  # with the launch record
     # the cache has not seen the Machines yet: the next pass tries, gets AlreadyExists, moves on
     result = rec.reconcile(Request("ns", "phi"))
     assert result.requeue_after == Options().machine_poll_seconds

@@ -142,8 +142,8 @@ def _tuning_reconciler(
     del ws["inference"]
     ws["resource"] = {"instanceType": PLAN.instance_type, "labelSelector": {"matchLabels": {"a": "b"}}}
     ws["tuning"] = TUNING
-    stores.workspaces.add(ws)
     client.add(WORKSPACES, ws)
+    stores.workspaces.add(copy.deepcopy(client.objects[("workspaces", "ns", "phi")]))  # as stored
     rec = WorkspaceReconciler(client, stores, options=Options(), planner=lambda w: PLAN)
     rec.reconcile(Request("ns", "phi"))  # creates the Machine (when the config is there and valid)
     _machines_ready(client, stores)
@@ -191,7 +191,9 @@ def test_reconciler_waits_for_the_configmap_then_creates_the_job() -> None:
     assert not [k for k in client.objects if k[0] == "jobs"]
 
     _put_cm(client, _cm())
+    stores.workspaces.add(copy.deepcopy(client.objects[("workspaces", "ns", "phi")]))  # caught up
     assert rec.reconcile(Request("ns", "phi")).requeue_after == Options().machine_poll_seconds
+    stores.workspaces.add(client.objects[("workspaces", "ns", "phi")])  # with the launch record
     _machines_ready(client, stores)
     assert rec.reconcile(Request("ns", "phi")).requeue_after is None
     job = client.objects[("jobs", "ns", names.tuning_job_name("phi"))]
