@@ -90,6 +90,17 @@ def ray_serve() -> Iterator[RayServe]:
         ray.shutdown()
 
 
+def ensure_serve(rs: RayServe) -> None:
+    """Serve on the session's HTTP port. A test that tears Serve down (the dashboard's
+    ``DELETE /api/serve/applications/`` shuts Serve down) leaves the next ``serve.run`` to start a
+    fresh Serve on the default port 8000; this starts it on the session's instead (a no-op while
+    the session's Serve is up)."""
+    from ray import serve
+
+    port = int(rs.http_url.rsplit(":", 1)[1])
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+
+
 def tiny_args(model_path: Path, **overrides) -> dict:
     """``ServeArgs`` for the tiny model, as a dict (what a serve config carries)."""
     args = {

@@ -16,7 +16,7 @@ from rayserve.sampling import SamplingParams
 from rayserve.spec import ModelSpec, ParallelSpec
 from rayserve.stage import PipelineStage, split_layers
 from rayserve.tensor_parallel import param_bytes
-from tests.serve.conftest import tiny_args, wait_for
+from tests.serve.conftest import ensure_serve, tiny_args, wait_for
 from tests.serve.test_serve_sharded import LENGTHS, PROMPTS, _reference
 
 pytestmark = pytest.mark.serve
@@ -74,10 +74,10 @@ def test_served_replica_with_tensor_parallel_answers_the_unsharded_text(ray_serv
     expected = [tok.decode(t, skip_special_tokens=True) for t in _reference(spec)]
     args = tiny_args(tiny_model, parallel={"workers": 1, "tensor_parallel": 2, "cpus_per_worker": 0.2})
     app = LLMServer.options(ray_actor_options={"num_cpus": 0.1}, health_check_period_s=1).bind(args)
+    ensure_serve(ray_serve)  # an earlier test may have shut Serve down (see ensure_serve)
     serve.run(app, name="tp2", route_prefix="/tp2")
     try:
-        # serve.run returns once the replica is healthy; the proxy (restarted by an earlier fault
-        # test, or updating its routes) may answer a moment later
+        # serve.run returns once the replica is healthy; the proxy may take its routes a moment later
         wait_for(lambda: httpx.get(f"{ray_serve.http_url}/tp2/v1/models", timeout=10).status_code == 200,
                  what="the tp2 route to answer")
 

@@ -105,7 +105,10 @@ def test_the_reconciler_records_phases_asks_once_and_observes_histograms() -> No
         return next(answers)
 
     client, stores = _stack(obj, True, rs)
-    rec = WorkspaceReconciler(client, stores, options=Options(first_request_url="service"),
+    # T0 is fixed at import, and a whole-suite run reaches this test many minutes later: a window
+    # that cannot lapse keeps "within the window" true however long collection took
+    rec = WorkspaceReconciler(client, stores,
+                              options=Options(first_request_url="service", first_request_window_seconds=1e9),
                               serve_config=lambda ws, plan: "applications: []\n", prober=prober)
     labels = {"phase": "WeightsLoaded", "preset_name": "phi-3-mini-4k-instruct"}
     before = REGISTRY.get_sample_value("kaito_workspace_phase_seconds_count", labels) or 0
