@@ -90,6 +90,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "registered) at most this many times in a row, then stop and say why")
     p.add_argument("--machine-relaunch-backoff-seconds", type=float, default=60.0,
                    help="wait before the first such re-creation; doubles each time, up to 15 minutes")
+    p.add_argument("--hf-endpoint", default=os.environ.get("HF_ENDPOINT") or None,
+                   help="the Hugging Face hub (or mirror) uncatalogued model ids are read from; also "
+                        "the serve pods' HF_ENDPOINT (default: $HF_ENDPOINT, else huggingface.co)")
+    p.add_argument("--hf-timeout-seconds", type=float, default=10.0,
+                   help="timeout of each request to the hub while resolving a model id")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -204,6 +209,7 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
             orphan_interval_seconds=args.orphan_interval_seconds,
             relaunch_limit=args.machine_relaunch_limit,
             relaunch_backoff_seconds=args.machine_relaunch_backoff_seconds,
+            hf_endpoint=args.hf_endpoint, hf_timeout_seconds=args.hf_timeout_seconds,
         ),
         node_api=api,
         network_policies=args.network_policy,

@@ -94,12 +94,14 @@ class Helm:
 
 
 def local_values(webhook_url: str, fake_node_delay: float = 1.0,
-                 controller_replicas: int = 1) -> dict[str, Any]:
+                 controller_replicas: int = 1, hf_endpoint: str | None = None) -> dict[str, Any]:
     """Chart values for the local loop: the fake cloud, and the webhook reached at ``webhook_url``
-    (a loopback stand-in for the Service) with a cert valid for 127.0.0.1."""
+    (a loopback stand-in for the Service) with a cert valid for 127.0.0.1; ``hf_endpoint``: the
+    hub the controller reads uncatalogued models from (hack/fake_hf_hub.py)."""
     return {
         "provisioner": {"cloud": "fake", "fake": {"nodeDelay": f"{fake_node_delay}s"}},
-        "controller": {"replicas": controller_replicas},
+        "controller": {"replicas": controller_replicas,
+                       **({"hfEndpoint": hf_endpoint} if hf_endpoint else {})},
         "webhook": {"url": webhook_url, "extraIPs": ["127.0.0.1"]},
     }
 

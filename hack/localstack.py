@@ -86,6 +86,10 @@ class LocalStack:
     ports: dict[str, int] = field(default_factory=dict)
     client: RestClient | None = None
     webhook_service: ServiceProxy | None = None
+    # a hub (hack/fake_hf_hub.py) for model ids the catalog lacks: the controller reads them there
+    # and the Ray head downloads them from it into hf_home, the stand-in's "node volume" (a real
+    # cluster's is controller/workspace/model_cache.py's), which outlives a replica's restart
+    hf_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +113,8 @@ class LocalStack:
         self.wait_crds_established()
         self.webhook_service = ServiceProxy().start()
         Helm(self.cp.kubeconfig).upgrade_install(
-            local_values(f"https://127.0.0.1:{self.webhook_service.port}/validate", self.fake_node_delay),
+            local_values(f"https://127.0.0.1:{self.webhook_service.port}/validate", self.fake_node_delay,
+                         hf_endpoint=self.hf_endpoint),
             namespace=SYSTEM_NAMESPACE,
         )
         self.timeline.mark("CRDs and the Helm chart installed")
@@ -122,13 +127,24 @@ class LocalStack:
         self.timeline.mark("Prometheus ready")
         return self
 
+    @property
+    def hf_home(self) -> Path:
+        return self.workdir / "model-cache"
+
+    def _ray_env(self) -> dict[str, str]:
+        """The Ray head's environment: offline, or online against the local hub only."""
+        if self.hf_endpoint is None:
+            return RAY_ENV
+        return {**RAY_ENV, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+                "HF_ENDPOINT": self.hf_endpoint, "HF_HOME": str(self.hf_home), "HF_HUB_DISABLE_XET": "1"}
+
     def _py(self, name: str, module: str, args: list[str], kubeconfig: Path | None = None) -> ManagedProcess:
         assert self.cp is not None
         proc = ManagedProcess(
             name,
             [sys.executable, "-m", module, "--kubeconfig", str(kubeconfig or self.cp.kubeconfig), *args],
             self.workdir / f"{name}.log",
-            env=RAY_ENV,
+            env=self._ray_env(),
             cwd=REPO,
         ).start()
         self.procs[name] = proc

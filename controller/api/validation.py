@@ -41,6 +41,7 @@ from controller.api.workspace import (
     Workspace,
 )
 from presets.estimator import EstimateError, estimate_nodes, unknown_preset_message, unknown_sku_message
+from presets.hf_config import looks_like_hf_id
 from presets.registry import Catalog, GpuSku, Preset, default_catalog
 from rayserve.tuning import netguard
 
@@ -245,9 +246,12 @@ def validate_spec(
             result.error(
                 "inference", "set exactly one of inference.preset (a catalog model) or inference.template"
             )
-        preset = _known_preset(
-            inf.preset.name if inf.preset else None, "inference.preset.name", catalog, result
-        )
+        name = inf.preset.name if inf.preset else None
+        if name is not None and catalog.preset(name) is None and looks_like_hf_id(name):
+            result.warnings.append(uncatalogued_warning(name, catalog))
+            preset = None  # the reconciler resolves it (controller/workspace/model_resolver.py)
+        else:
+            preset = _known_preset(name, "inference.preset.name", catalog, result)
         if preset is not None and (problem := serving_problem(preset, catalog)):
             result.error("inference.preset.name", problem)
         elif preset is not None:
@@ -310,6 +314,16 @@ def serving_problem(preset: Preset, catalog: Catalog) -> str | None:
             f"serve yet: {quant.why}. Pick a preset with unquantized weights"
         )
     return None
+
+
+def uncatalogued_warning(name: str, catalog: Catalog) -> str:
+    """An ``org/name`` id the catalog does not list is admitted (Kaito v0.12 serves any model whose
+    architecture it supports): whether it can be read and served is a network question, which the
+    controller answers before buying nodes; admission must not wait on the network."""
+    similar = catalog.similar_presets(name)
+    hint = f" (did you mean {' or '.join(similar)}?)" if similar else ""
+    return (f"inference.preset.name: {name} is not in the catalog{hint}; the controller reads its "
+            "config.json from the Hugging Face hub and sizes it; ResourceReady says whether it can be served")
 
 
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:

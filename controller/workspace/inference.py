@@ -108,6 +108,12 @@ def _env(ws: Workspace) -> list[dict]:
     return env
 
 
+def hub_env(plan: Plan) -> list[dict]:
+    """The operator's HF_ENDPOINT (a mirror, or the tests' fake hub), so the serve pods download
+    from where the controller read the model's config.json; nothing for the Hub itself."""
+    return [{"name": "HF_ENDPOINT", "value": plan.hf_endpoint}] if plan.hf_endpoint else []
+
+
 def _pod_template(ws: Workspace, container: dict, extra_spec: dict | None = None) -> dict:
     """A Ray pod: pinned to the workspace's nodes, and without a service account token (in-tree
     autoscaling is off, so nothing in a Ray pod calls the API server, and the adapters and models
@@ -124,7 +130,7 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
 
     Both keep the Hugging Face cache on a volume of the node (``model_cache``), so a restarted
     container finds the weights it downloaded."""
-    env = [*_env(ws), *model_cache.env()]
+    env = [*_env(ws), *model_cache.env(), *hub_env(plan)]
     head = {
         "name": "ray-head",
         "image": image,

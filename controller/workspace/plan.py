@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from controller.api.validation import ValidationResult, bypasses_resource_checks, judge_fit, reconcile_problem
 from controller.api.workspace import Workspace
 from presets.estimator import EstimateError, effective_dtype, estimate_nodes
-from presets.registry import Catalog, default_catalog
+from presets.registry import Catalog, Preset, default_catalog
 from rayserve.inference_config import InferenceConfig
 
 
@@ -53,6 +53,7 @@ class Plan:
     runtime: InferenceConfig | None = None  # inference.config, checked (controller.workspace.runtime_config)
     served_name: str | None = None  # what clients put in `model`: the name the Workspace gave
     local_nvme: bool = False  # the SKU has local NVMe: the weights cache goes there (model_cache.py)
+    hf_endpoint: str | None = None  # the operator's HF_ENDPOINT, for the serve pods; None: the Hub
 
     @property
     def model_name(self) -> str:
@@ -85,16 +86,20 @@ class Plan:
                        message=f"{self.message}; keeping the target of {node_count} nodes set earlier")
 
 
-def plan_for(ws: Workspace, catalog: Catalog | None = None) -> Plan:
+def plan_for(ws: Workspace, catalog: Catalog | None = None, *, preset: Preset | None = None,
+             sized_from: str = "") -> Plan:
     """Estimate with the preset catalog; raise PlanError with the estimator's explanation.
 
     The one place a reconcile pass runs the estimator: the reconciler's validation leaves the fit
     out (``controller.api.validation.reconcile_problem``) and a misfit is judged here by the same
-    rule the webhook applies (``judge_fit``). ``ws`` is one that validation passed.
+    rule the webhook applies (``judge_fit``). ``ws`` is one that validation passed. ``preset``: a
+    model the catalog does not list, resolved from its checkpoint (``model_resolver``), and
+    ``sized_from`` what it was sized from, which the message (ResourceReady's) starts with.
     """
     catalog = catalog or default_catalog()
     name, instance_type = ws.preset_name, ws.resource.instance_type
-    preset = catalog.preset(name) if name else None
+    if preset is None:
+        preset = catalog.preset(name) if name else None
     sku = catalog.sku(instance_type) if instance_type else None
     if preset is None or sku is None:  # only for a workspace that skipped validation
         raise PlanError(reconcile_problem(ws, catalog=catalog) or "no known preset or instance type",
@@ -114,7 +119,7 @@ def plan_for(ws: Workspace, catalog: Catalog | None = None) -> Plan:
         tensor_parallel=est.tensor_parallel,
         pipeline_parallel=est.pipeline_parallel,
         disk_gib=preset.disk_gib,
-        message=f"Estimate: {est.message}.",
+        message=f"{sized_from + ' ' if sized_from else ''}Estimate: {est.message}.",
         max_context=est.max_context or preset.max_context,
         kv_budget_tokens=est.kv_budget_tokens,
         model_source=preset.model_source,

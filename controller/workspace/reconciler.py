@@ -10,6 +10,7 @@ requeued with backoff; user mistakes end up in conditions and Events, never in a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import hashlib
@@ -17,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from controller.api.kinds import RAYCLUSTERS, RAYSERVICES, WORKSPACES
@@ -51,8 +52,9 @@ from controller.runtime import (
     Store,
 )
 from controller.runtime.events import ObjectReference
-from controller.runtime.kinds import CONFIGMAPS, JOBS, NETWORKPOLICIES, SERVICES
+from controller.runtime.kinds import CONFIGMAPS, JOBS, NETWORKPOLICIES, SECRETS, SERVICES
 from controller.workspace import byo, cluster_rollout, diagnosis, metrics, names, probe, relaunch, timeline
+from controller.workspace.hf_hub import DEFAULT_ENDPOINT, HubClient
 from controller.workspace.inference import (
     InferenceState,
     build_rayservice,
@@ -67,6 +69,15 @@ from controller.workspace.machines import (
     build_node_request,
     desired_machine_names,
     summarize_machines,
+)
+from controller.workspace.model_resolver import (
+    REASON_HUB_UNREACHABLE,
+    REASON_MODEL_ACCESS_DENIED,
+    REASON_MODEL_NOT_FOUND,
+    REASON_MODEL_RESOLVED,
+    ModelProblem,
+    ModelResolver,
+    ResolvedModel,
 )
 from controller.workspace.netpol import build_network_policy
 from controller.workspace.plan import Plan, PlanError, plan_for
@@ -85,6 +96,7 @@ from controller.workspace.tuning import (
     check_training_config,
     job_state,
 )
+from presets.hf_config import REASON_ARCHITECTURE_NOT_SUPPORTED, REASON_CONFIG_INVALID
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +114,10 @@ WARNING_REASONS = frozenset({
     REASON_RELAUNCH_LIMIT,
     "ServeConfigFailed", "WorkspaceFailed", "RayServiceInvalid", "ValidationFailed", "InitializingTimeout",
     REASON_CONFIG_NOT_FOUND, REASON_INFERENCE_CONFIG_NOT_FOUND, *diagnosis.REASONS,
+    REASON_MODEL_NOT_FOUND, REASON_MODEL_ACCESS_DENIED, REASON_HUB_UNREACHABLE,
+    REASON_ARCHITECTURE_NOT_SUPPORTED, REASON_CONFIG_INVALID,
 })
+HF_TOKEN_KEY = "HF_TOKEN"  # the key of modelAccessSecret (as Kaito's and the serve pods' secretKeyRef)
 
 
 @dataclass
@@ -149,6 +164,12 @@ class Options:
     relaunch_limit: int = 3
     relaunch_backoff_seconds: float = 60.0
     relaunch_backoff_max_seconds: float = 900.0
+    # the Hugging Face hub uncatalogued model ids are read from (model_resolver.py) and that the serve
+    # pods download from (HF_ENDPOINT); None: huggingface.co, and no HF_ENDPOINT in the pods
+    hf_endpoint: str | None = None
+    hf_timeout_seconds: float = 10.0  # per request: a reconcile worker never hangs on the hub
+    model_backoff_seconds: float = 10.0  # a model that cannot be resolved is retried after this,
+    model_backoff_max_seconds: float = 300.0  # doubling up to this
 
 
 def reference(ws: Workspace) -> ObjectReference:
@@ -176,6 +197,7 @@ class WorkspaceReconciler:
         serve_config: Callable[[Workspace, Plan], str] = build_serve_config,
         prober: Callable[[str, str], bool] = probe.answered,
         node_api: NodeAPI = MACHINE_API,
+        model_resolver: ModelResolver | None = None,
     ) -> None:
         self.node_api = node_api  # Machines or NodeClaims (controller.api.nodeapi)
         self.client = client
@@ -187,6 +209,10 @@ class WorkspaceReconciler:
         self.validator = validator
         self.serve_config = serve_config
         self.prober = prober
+        opts = self.options
+        self.model_resolver = model_resolver or ModelResolver(
+            HubClient(opts.hf_endpoint or DEFAULT_ENDPOINT, opts.hf_timeout_seconds),
+            backoff_seconds=opts.model_backoff_seconds, backoff_max_seconds=opts.model_backoff_max_seconds)
         # fetch from the cache, parse, skip (and log) what does not parse; a gone key needs nothing:
         # the finalizer already released what it held
         self._objects = ObjectReconciler(stores.workspaces, Workspace, self._reconcile_workspace)
@@ -219,12 +245,19 @@ class WorkspaceReconciler:
             obs.invalid = problem
         else:
             try:
-                plan = self.planner(ws)
+                model = self._resolve_model(ws)
+                if isinstance(model, ModelProblem):
+                    obs.model_problem, requeue = model, model.retry_in
+                else:
+                    plan = self.planner(ws) if model is None else plan_for(
+                        ws, preset=model.preset, sized_from=model.summary)
             except PlanError as exc:
                 if exc.invalid:
                     obs.invalid = str(exc)
                 else:
                     obs.plan_error = str(exc)
+        if plan is not None and self.options.hf_endpoint:
+            plan = replace(plan, hf_endpoint=self.options.hf_endpoint)
         if plan is not None and target:  # set once: later estimates (a changed catalog) do not move it
             plan = plan.with_node_count(target)
         config = self._tuning_config(ws) if plan is not None else ConfigCheck()
@@ -257,6 +290,33 @@ class WorkspaceReconciler:
                           self.options.first_request_poll_seconds)
         self._write_status(ws, obs, target, worker_nodes, phases)
         return Result(requeue_after=requeue)
+
+    def _resolve_model(self, ws: Workspace) -> ResolvedModel | ModelProblem | None:
+        """None for a catalog preset; else the uncatalogued Hugging Face id resolved from its
+        checkpoint (``model_resolver``: cached, with backoff), with the token of the Workspace's
+        ``modelAccessSecret``. Runs before any Machine: a model that cannot be served buys no GPU."""
+        name = ws.inference.preset.name if ws.inference and ws.inference.preset else None
+        if name is None or self.model_resolver.catalog.preset(name) is not None:
+            return None
+        options = ws.inference.preset.preset_options if ws.inference and ws.inference.preset else None
+        secret = options.model_access_secret if options else None
+        token = self._model_token(secret, ws.namespace) if secret else None
+        model, fresh = self.model_resolver.resolve(name, token, secret=secret)
+        if fresh and isinstance(model, ResolvedModel):
+            self._event(ws, "Normal", REASON_MODEL_RESOLVED, model.summary)
+        return model
+
+    def _model_token(self, secret: str, namespace: str | None) -> str | None:
+        """HF_TOKEN of the Secret ``modelAccessSecret`` names, in the Workspace's namespace (a GET of
+        that one Secret: no informer, so the controller holds no Secret in memory), or None."""
+        found = self._get_or_none(SECRETS, secret, namespace)
+        value = ((found or {}).get("data") or {}).get(HF_TOKEN_KEY)
+        if not value:
+            return None
+        try:
+            return base64.b64decode(value).decode().strip() or None
+        except ValueError:
+            return None
 
     def _add_finalizer(self, ws: Workspace) -> dict:
         finalizers = [*(ws.metadata.finalizers or []), names.FINALIZER]

@@ -20,6 +20,7 @@ from controller.api.workspace import (
 )
 from controller.workspace.inference import InferenceState
 from controller.workspace.machines import MachineSummary
+from controller.workspace.model_resolver import ModelProblem
 from controller.workspace.runtime_config import ConfigProblem
 from controller.workspace.tuning import JobState
 
@@ -36,6 +37,7 @@ class Observation:
     invalid: str | None = None  # validation failed: the message
     waiting: tuple[str, str] | None = None  # (reason, message): an input the spec names is not there yet
     plan_error: str | None = None  # the node estimate failed: the message
+    model_problem: ModelProblem | None = None  # an uncatalogued model id could not be resolved
     plan_message: str = ""  # the estimator's explanation
     machines: MachineSummary | None = None
     inference: InferenceState | None = None
@@ -69,6 +71,8 @@ def _trim(message: str) -> str:
 def resource_condition(obs: Observation) -> Cond:
     if obs.invalid:
         return Cond(CONDITION_RESOURCE_READY, "False", "InvalidWorkspace", obs.invalid)
+    if obs.model_problem:
+        return Cond(CONDITION_RESOURCE_READY, "False", obs.model_problem.reason, obs.model_problem.message)
     if obs.plan_error:
         return Cond(CONDITION_RESOURCE_READY, "False", "EstimateFailed", obs.plan_error)
     if obs.waiting:
@@ -99,6 +103,7 @@ def conditions_for(obs: Observation) -> tuple[list[Cond], str]:
     resource = resource_condition(obs)
     failed = resource.reason in ("InvalidWorkspace", "EstimateFailed", "MachineLaunchFailed",
                                  REASON_RELAUNCH_LIMIT)
+    failed |= obs.model_problem is not None and obs.model_problem.failed
     if obs.tuning:
         return _tuning_conditions(obs, resource, failed)
     if resource.status != "True":

@@ -15,10 +15,14 @@ import pytest
 import yaml
 
 from controller.api.workspace import INFERENCE_PHASES
+from hack.fake_hf_hub import FakeHub
 from hack.localstack import REPO, LocalStack, phase_table
+from hack.tiny_model import DEFAULT_DIR, ensure_tiny_model
 
 pytestmark = pytest.mark.e2e
 SAMPLE = REPO / "config" / "samples" / "workspace_tiny_phi_3.yaml"
+# a model id the catalog does not list, served by the local hub (the tiny checkpoint's files)
+UNCATALOGUED = "kaito-test/tiny-phi-3-uncatalogued"
 
 
 def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -31,10 +35,35 @@ def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _uncatalogued_model_goes_ready_and_answers(stack: LocalStack, hub: FakeHub, tmp_path: Path) -> None:
+    """An id the catalog lacks: the controller reads it from the hub and sizes it from its config,
+    the serve replica downloads it by its id (the weights go over the wire) and answers /chat."""
+    manifest = {
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "ws-uncatalogued"},
+        "resource": {"instanceType": "Standard_Fake_GPU",
+                     "labelSelector": {"matchLabels": {"apps": "uncat"}}},
+        "inference": {"preset": {"name": UNCATALOGUED}},
+    }
+    path = tmp_path / "uncatalogued.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    applied = stack.kubectl("apply", "-f", str(path))
+    assert "created" in applied, applied
+    ws = stack.wait_workspace("ws-uncatalogued", "default", timeout=600)
+    resource = next(c for c in ws["status"]["conditions"] if c["type"] == "ResourceReady")
+    assert f"Sized from {UNCATALOGUED}'s config.json" in resource["message"], resource
+    weights = (DEFAULT_DIR / "model.safetensors").stat().st_size
+    assert hub.bytes_served(UNCATALOGUED, "model.safetensors") >= weights  # downloaded, not a local path
+    answer = stack.chat(stack.serve_url("ws-uncatalogued"), "What is Kubernetes?", max_new_tokens=8)
+    assert isinstance(answer["Result"], str) and answer["Result"].strip(), answer
+    stack.kubectl("delete", "workspace", "ws-uncatalogued", "--wait=false")
+
+
 def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
     sample = yaml.safe_load(SAMPLE.read_text())
     name, ns = sample["metadata"]["name"], sample["metadata"].get("namespace", "default")
-    stack = LocalStack(tmp_path, fake_node_delay=0.5, log=print)
+    hub = FakeHub().start()
+    hub.add_repo(UNCATALOGUED, ensure_tiny_model(DEFAULT_DIR))
+    stack = LocalStack(tmp_path, fake_node_delay=0.5, log=print, hf_endpoint=hub.url)
     try:
         stack.start()
         stack.kubectl("apply", "-f", str(SAMPLE))
@@ -79,6 +108,8 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         assert ready == {"ResourceReady": "1", "InferenceReady": "1", "WorkspaceReady": "1",
                          "WorkspaceSucceeded": "1"}, ready
 
+        _uncatalogued_model_goes_ready_and_answers(stack, hub, tmp_path)
+
         stack.kubectl("delete", "workspace", name, "-n", ns, "--wait=false")
         _wait(lambda: not stack.get_json("workspace", "-n", ns)["items"], 180, "workspace to be gone")
         _wait(lambda: not stack.get_json("nodeclaims")["items"], 120, "nodeclaims to be gone")
@@ -93,3 +124,4 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
         print("\n" + stack.timeline.table())
     finally:
         stack.stop()
+        hub.stop()

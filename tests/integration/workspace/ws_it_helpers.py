@@ -47,7 +47,7 @@ def make_namespace(client: Client) -> str:
 def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer: bool = False,
                        node_provisioner: str = "gpu-provisioner",
                        orphan_grace_seconds: float = 300.0, orphan_interval_seconds: float = 60.0,
-                       relaunch: tuple[int, float] = (3, 60.0),
+                       relaunch: tuple[int, float] = (3, 60.0), hf_endpoint: str | None = None,
                        **overrides: Any) -> Iterator[Manager]:
     """A Manager with the workspace controller, on free ports, without leader election."""
     client = RestClient.from_kubeconfig(kubeconfig)
@@ -63,7 +63,8 @@ def running_controller(kubeconfig: str, workers: int = 2, *, allow_load_balancer
                       allow_load_balancer=allow_load_balancer, node_provisioner=node_provisioner,
                       orphan_grace_seconds=orphan_grace_seconds,
                       orphan_interval_seconds=orphan_interval_seconds,
-                      relaunch_limit=relaunch[0], relaunch_backoff_seconds=relaunch[1])
+                      relaunch_limit=relaunch[0], relaunch_backoff_seconds=relaunch[1],
+                      hf_endpoint=hf_endpoint)
     setup_workspace_controller(mgr, workers=workers, options=options, **overrides)
     mgr.start()
     try:

@@ -44,6 +44,20 @@ def test_the_issue_example_is_valid():
     assert result.allowed and not result.warnings and result.message == ""
 
 
+def test_an_uncatalogued_hugging_face_id_is_admitted_for_the_controller_to_resolve():
+    """Admission does not read the hub (it must answer in a fixed time): an ``org/name`` id the
+    catalog lacks is admitted with a warning, a typo of a catalog id names the close match."""
+    result = validate_workspace_object(ws(inference=inference("microsoft/Phi-3-mini-4k-instrct")))
+    assert result.allowed
+    (warning,) = result.warnings
+    assert "not in the catalog (did you mean microsoft/Phi-3-mini-4k-instruct or " in warning
+    assert "ResourceReady" in warning
+    # tuning needs a catalog preset (its memory table), and a name that is no id stays refused
+    bad = tuning(preset={"name": "kaito-test/uncatalogued"})
+    assert any(e.startswith("tuning.preset.name: unknown preset") for e in errors(ws(tuning=bad)))
+    assert errors(ws(inference=inference("org/x/y")))[0].startswith("inference.preset.name: unknown preset")
+
+
 def test_unknown_preset_lists_close_matches():
     (msg,) = errors(ws(inference=inference("phi-3-mini")))
     assert msg.startswith("inference.preset.name: unknown preset 'phi-3-mini'. Did you mean ")
