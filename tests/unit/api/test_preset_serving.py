@@ -1,4 +1,4 @@
-"""What the webhook says about presets the engine cannot serve, and Kaito's partition field."""
+"""What the webhook says about presets the engine cannot serve."""
 
 from __future__ import annotations
 
@@ -40,10 +40,3 @@ def test_kaito_deprecated_preset_is_refused():
 
 def test_falcon_presets_are_served():
     assert validate_workspace_object(ws("falcon-40b-instruct", "Standard_NC96ads_A100_v4")).allowed
-
-
-def test_partition_decodes_and_is_refused_with_what_to_change():
-    result = validate_workspace_object(ws("phi-4", partition={"mode": "mig", "profile": "1g.10gb"}))
-    assert not result.allowed
-    assert "resource.partition: GPU partitioning (MIG profile 1g.10gb) needs bring-your-own" in result.message
-    assert "remove resource.partition" in result.message
