@@ -64,8 +64,9 @@ class Architecture(_Data):
     supported: bool
     proof: str | None = None
     why: str | None = None
-    loads_whole: bool = Field(
-        False, description="each pipeline stage reads the whole checkpoint (tensors transformers converts)"
+    tensor_parallel: bool = Field(
+        True, description="rayserve.tensor_parallel can split its layers by heads (q/k/v or packed qkv "
+                          "attention, a gated MLP, the text model at model.model); else pipeline stages only"
     )
 
 
