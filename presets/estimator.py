@@ -87,23 +87,38 @@ def kv_bytes_per_token(preset: Preset, dtype: str) -> int | None:
 
 
 def _native(quant, sku: GpuSku) -> bool:
-    return sku.fake or float(sku.cuda_compute) >= float(quant.min_cuda_compute)
+    """Whether the serving image runs ``quant`` at its stored width on ``sku``'s GPUs."""
+    return sku.fake or (quant.native_in_image and float(sku.cuda_compute) >= float(quant.min_cuda_compute))
+
+
+BF16_BYTES = 2
 
 
 def dequantized_gib(preset: Preset, sku: GpuSku, catalog: Catalog) -> float:
-    """Extra GPU memory when ``sku`` runs ``preset``'s weights dequantized to bf16 (FP8 on a
-    pre-Ada GPU: 2 bytes a weight instead of 1, so one more copy of the checkpoint's size)."""
+    """Extra GPU memory when ``sku`` runs ``preset``'s weights dequantized (transformers does it at
+    load where it cannot run the format): the model at 2 bytes a parameter, less the checkpoint
+    already counted (FP8: about one more copy; MXFP4's 4.25-bit experts: about three)."""
     quant = catalog.quantizations.get(preset.quantization or "")
     if quant is None or _native(quant, sku) or quant.older_gpus != "dequantize":
         return 0.0
-    return preset.weights_gib
+    return round(max(0.0, preset.params_b * 1e9 * BF16_BYTES / 2**30 - preset.weights_gib), 2)
 
 
 def quantization_problem(preset: Preset, sku: GpuSku, catalog: Catalog) -> str | None:
-    """Why ``sku``'s GPUs cannot run ``preset``'s quantized weights, or None."""
+    """Why ``sku``'s GPUs cannot run ``preset``'s quantized weights, or None: a format with no
+    fallback below its compute capability, or dequantized weights on a GPU without bfloat16."""
     quant = catalog.quantizations.get(preset.quantization or "")
-    if quant is None or _native(quant, sku) or quant.older_gpus == "dequantize":
+    if quant is None or _native(quant, sku):
         return None
+    if quant.older_gpus == "dequantize":
+        floor = quant.dequantized_min_cuda_compute
+        if floor is None or float(sku.cuda_compute) >= float(floor):
+            return None
+        return (
+            f"{preset.name} ships {quant.name} weights, which this engine runs dequantized to bfloat16: "
+            f"that needs GPUs of CUDA compute capability {floor} or newer; {sku.name}'s {sku.gpu_model} "
+            f"is {sku.cuda_compute}"
+        )
     return (
         f"{preset.name} ships {quant.name} weights, which need GPUs of CUDA compute capability "
         f"{quant.min_cuda_compute} or newer; {sku.name}'s {sku.gpu_model} is {sku.cuda_compute}"
@@ -229,9 +244,8 @@ def estimate_nodes(
         what = preset.name
         catalog = catalog or default_catalog()
         if problem := quantization_problem(preset, sku, catalog):
-            quant = catalog.quantizations[preset.quantization or ""]
             newer = [s.name for s in skus_that_fit(needed, catalog)
-                     if float(s.cuda_compute) >= float(quant.min_cuda_compute)][:MAX_SUGGESTIONS]
+                     if quantization_problem(preset, s, catalog) is None][:MAX_SUGGESTIONS]
             hint = f". Use e.g. {_fmt_suggestions(newer, catalog)}" if newer else ""
             raise EstimateError(problem + hint, newer)
         if extra := dequantized_gib(preset, sku, catalog):

@@ -79,6 +79,13 @@ class QuantizationFormat(_Data):
     older_gpus: Literal["refuse", "dequantize"] = Field(
         "refuse", description="below min_cuda_compute: refused, or dequantized to bf16 when loaded"
     )
+    native_in_image: bool = Field(
+        True, description="the serving image carries what runs the format natively (false: transformers "
+                          "dequantizes it on every GPU, as on older ones)"
+    )
+    dequantized_min_cuda_compute: str | None = Field(
+        None, description="dequantized weights need bfloat16 (compute capability 8.0): refuse older GPUs"
+    )
     proof: str | None = None
     why: str | None = None
 

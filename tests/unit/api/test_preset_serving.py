@@ -24,8 +24,15 @@ def test_an_unproven_architecture_is_refused_naming_it_and_what_is_served():
 
 
 def test_a_proven_architecture_in_an_unproven_weight_format_is_refused():
-    msg = validate_workspace_object(ws("gpt-oss-20b")).message
-    assert "preset gpt-oss-20b ships mxfp4 weights" in msg and "Pick a preset with unquantized weights" in msg
+    msg = validate_workspace_object(ws("Qwen/Qwen3-8B-AWQ")).message
+    assert "preset Qwen/Qwen3-8B-AWQ ships awq weights" in msg
+    assert "Pick a preset with unquantized weights" in msg
+
+
+def test_mxfp4_is_served_dequantized_and_refused_where_bfloat16_is_missing():
+    assert validate_workspace_object(ws("gpt-oss-20b")).allowed
+    msg = validate_workspace_object(ws("gpt-oss-20b", "Standard_NC6s_v3")).message
+    assert "runs dequantized to bfloat16: that needs GPUs of CUDA compute capability 8.0" in msg
 
 
 def test_a_catalog_entry_named_by_its_hugging_face_id_is_found_and_judged():

@@ -154,10 +154,24 @@ def test_unquantized_weights_run_on_old_gpus():
 def test_fp8_before_ada_is_planned_dequantized_to_bf16():
     a100 = estimate_for("ministral-3-8b-instruct", "Standard_NC24ads_A100_v4")
     h100 = estimate_for("ministral-3-8b-instruct", "Standard_NC40ads_H100_v5")
-    # 9.7 GiB of FP8 weights: 11.7 GiB on a GPU that runs FP8, one more copy where transformers
-    # dequantizes them (compute capability below 8.9)
-    assert h100.needed_gib == 11.7 and a100.needed_gib == 21.4
-    assert "(fp8 weights dequantized to bf16 on A100) needs 21.4 GiB" in a100.message
+    # 9.7 GiB of FP8 weights: 11.7 GiB on a GPU that runs FP8; where transformers dequantizes them
+    # (compute capability below 8.9) the model is 8.92B parameters x 2 bytes = 16.61 GiB, 6.91 more
+    assert h100.needed_gib == 11.7 and a100.needed_gib == 18.61
+    assert "(fp8 weights dequantized to bf16 on A100) needs 18.61 GiB" in a100.message
+
+
+def test_mxfp4_is_planned_dequantized_on_every_gpu_since_the_image_lacks_its_kernels():
+    """Kaito's gpt-oss examples: transformers keeps MXFP4 4-bit only with the `kernels` package,
+    which the serving image does not carry, so the experts become bf16 (20.91B x 2 bytes = 38.94
+    GiB for gpt-oss-20b, not its 12.8 GiB of MXFP4): 2 A10 nodes, 4 A100 nodes for the 120b."""
+    small = estimate_for("gpt-oss-20b", "Standard_NV36ads_A10_v5")
+    assert (small.needed_gib, small.node_count, small.pipeline_parallel) == (42.52, 2, 2)
+    assert "(mxfp4 weights dequantized to bf16 on A10)" in small.message
+    big = estimate_for("gpt-oss-120b", "Standard_NC24ads_A100_v4")
+    assert (big.needed_gib, big.node_count, big.pipeline_parallel) == (230.77, 4, 4)
+    assert estimate_for("gpt-oss-20b", "Standard_NC40ads_H100_v5").needed_gib == 42.52  # Hopper too
+    with pytest.raises(EstimateError, match=r"compute capability 8\.0 or newer; Standard_NC6s_v3's V100"):
+        estimate_for("gpt-oss-20b", "Standard_NC6s_v3")
 
 
 def test_a_format_without_a_fallback_is_refused_on_older_gpus_naming_newer_ones():
