@@ -149,7 +149,9 @@ def load_stage_model(
     files, straight onto ``device``, one by one. The rest stays on meta until the stage
     prunes it. Module names and ``layer_idx`` stay those of the full model, so checkpoint
     keys, adapter keys and KV-cache indices need no remapping and the result is what the
-    full load + prune gave. Checkpoints without safetensors fall back to the full load.
+    full load + prune gave. Tensors transformers converts at load (fused experts, FP8 / MXFP4
+    blocks) go through its own conversions, still only the stage's (``load_stage_converted``).
+    Checkpoints without safetensors fall back to the full load.
     """
     weights = safetensors_weight_map(spec.path)
     if weights is None:
