@@ -64,8 +64,9 @@ class Architecture(_Data):
     supported: bool
     proof: str | None = None
     why: str | None = None
-    loads_whole: bool = Field(
-        False, description="each pipeline stage reads the whole checkpoint (tensors transformers converts)"
+    tensor_parallel: bool = Field(
+        True, description="rayserve.tensor_parallel can split its layers by heads (q/k/v or packed qkv "
+                          "attention, a gated MLP, the text model at model.model); else pipeline stages only"
     )
 
 
@@ -77,6 +78,13 @@ class QuantizationFormat(_Data):
     min_cuda_compute: str = Field(description="the oldest GPU that runs the format natively")
     older_gpus: Literal["refuse", "dequantize"] = Field(
         "refuse", description="below min_cuda_compute: refused, or dequantized to bf16 when loaded"
+    )
+    native_in_image: bool = Field(
+        True, description="the serving image carries what runs the format natively (false: transformers "
+                          "dequantizes it on every GPU, as on older ones)"
+    )
+    dequantized_min_cuda_compute: str | None = Field(
+        None, description="dequantized weights need bfloat16 (compute capability 8.0): refuse older GPUs"
     )
     proof: str | None = None
     why: str | None = None
@@ -153,6 +161,25 @@ class GpuSku(_Data):
         return f"{self.gpu_count}x{_num(self.gpu_memory_gib)}GiB {self.gpu_model}"
 
 
+class MigProfile(_Data):
+    """A MIG slice profile (``1g.10gb``): its memory is in its name; see gpu_skus.yaml."""
+
+    name: str = Field(pattern=r"^[1-9][0-9]*g\.[0-9]+gb$")
+    min_cuda_compute: str
+
+    @property
+    def gpu_memory_gib(self) -> float:
+        return float(self.name.rsplit(".", 1)[1].removesuffix("gb"))
+
+    def slice_sku(self, memory_gib: float, vcpus: int = 1, cuda_compute: str | None = None,
+                  gpu_model: str | None = None) -> GpuSku:
+        """One slice as the estimator sees a node: one GPU of the profile's memory (a MIG
+        workload runs on exactly one slice, no tensor parallelism across slices)."""
+        return GpuSku(name=f"MIG {self.name}", gpu_count=1, gpu_memory_gib=self.gpu_memory_gib,
+                      gpu_model=f"{gpu_model or 'GPU'} MIG {self.name}",
+                      cuda_compute=cuda_compute or self.min_cuda_compute, vcpus=vcpus, memory_gib=memory_gib)
+
+
 def _num(value: float) -> str:
     return f"{value:g}"
 
@@ -180,7 +207,9 @@ class Catalog:
         skus: Iterable[GpuSku],
         architectures: Iterable[Architecture] = (),
         quantizations: Iterable[QuantizationFormat] = (),
+        mig_profiles: Iterable[MigProfile] = (),
     ) -> None:
+        self.mig_profiles: dict[str, MigProfile] = {m.name: m for m in mig_profiles}
         self.architectures: dict[str, Architecture] = {a.name: a for a in architectures}
         self.quantizations: dict[str, QuantizationFormat] = {q.name: q for q in quantizations}
         self.presets: dict[str, Preset] = {}
@@ -207,12 +236,14 @@ class Catalog:
     @classmethod
     def from_files(cls, catalog_file: Path = CATALOG_FILE, sku_file: Path = SKU_FILE) -> Catalog:
         data = yaml.safe_load(catalog_file.read_text())
-        skus = yaml.safe_load(sku_file.read_text())["skus"]
+        sku_data = yaml.safe_load(sku_file.read_text())
+        skus = sku_data["skus"]
         return cls(
             (Preset.model_validate(p) for p in data["presets"]),
             (GpuSku.model_validate(s) for s in skus),
             (Architecture.model_validate(a) for a in data.get("architectures", [])),
             (QuantizationFormat.model_validate(q) for q in data.get("quantizations", [])),
+            (MigProfile.model_validate(m) for m in sku_data.get("mig_profiles", [])),
         )
 
     def preset(self, name: str) -> Preset | None:

@@ -154,10 +154,10 @@ def bypasses_resource_checks(ws: Workspace) -> bool:
     return _truthy(ws.metadata.annotations and ws.metadata.annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS))
 
 
-def judge_fit(message: str, bypass: bool, result: ValidationResult) -> None:
+def judge_fit(message: str, bypass: bool, result: ValidationResult, path: str = "resource.instanceType"
+              ) -> None:
     """The estimator found the preset does not fit the instance type (``message``): an error on
-    resource.instanceType, or a warning under the bypass annotation."""
-    path = "resource.instanceType"
+    ``path``, or a warning under the bypass annotation."""
     if bypass:
         allowed_by = f"(allowed by annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS})"
         result.warnings.append(f"{path}: {message} {allowed_by}")
@@ -191,6 +191,8 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
         )
     if old.resource.label_selector != ws.resource.label_selector:
         result.error("resource.labelSelector", f"is immutable{hint}")
+    if old.resource.partition != ws.resource.partition:
+        result.error("resource.partition", f"is immutable{hint}")
     if old.inference and ws.inference:
         old_preset, new_preset = old.inference.preset, ws.inference.preset
         if old_preset and new_preset and old_preset.name != new_preset.name:
@@ -225,9 +227,10 @@ def validate_spec(
         return
     instance_type = ws.resource.instance_type
     sku = catalog.sku(instance_type) if instance_type else None
-    if not instance_type:
+    partitioned = ws.resource.partition is not None
+    if not instance_type and not partitioned:
         result.error("resource.instanceType", "is required: name the GPU VM size, e.g. Standard_NC6s_v3")
-    elif sku is None:
+    elif instance_type and sku is None:
         result.error("resource.instanceType", unknown_sku_message(instance_type, catalog))
 
     if ws.resource.count > MAX_NODE_COUNT:  # not subject to the bypass annotation
@@ -237,8 +240,7 @@ def validate_spec(
             "(split the load over several workspaces)",
         )
     validate_node_labels(ws.resource.label_selector, result)
-    if problem := partition_problem(ws):
-        result.error("resource.partition", problem)
+    validate_partition(ws, catalog, result)
     bypass = bypasses_resource_checks(ws)
     if ws.inference is not None:
         inf = ws.inference
@@ -264,6 +266,8 @@ def validate_spec(
                 )
             if sku is not None and check_fit:
                 _check_fit(preset, sku, ws.resource.count, None, bypass, result, catalog)
+            if check_fit and (problem := mig_fit_problem(ws, preset, catalog)):
+                judge_fit(problem, bypass, result, "resource.partition")
         validate_adapters(inf.adapters or [], result)
     if ws.tuning is not None:
         validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result)
@@ -279,19 +283,59 @@ def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> N
             result.error(path, problem)
 
 
-def partition_problem(ws: Workspace) -> str | None:
-    """Kaito v0.12's ``resource.partition`` (MIG / accelerator partitions of BYO nodes): admitted by
-    the schema so a Kaito manifest decodes, refused here with what to change, since this operator
-    provisions whole GPU nodes per workspace and has no bring-your-own-node mode yet."""
+def validate_partition(ws: Workspace, catalog: Catalog, result: ValidationResult) -> None:
+    """Kaito v0.12's ``resource.partition``: the workspace runs on existing nodes matching its
+    label selector (bring-your-own; nothing is provisioned for it), its Ray workers asking for
+    ``count`` whole GPUs (mode accelerator) or one MIG slice of ``profile`` (mode mig). The rules
+    are Kaito's ``validatePartition``; the fit of an accelerator partition depends on the node's
+    GPUs, so the reconciler judges it once it sees a matching node (``controller.workspace.plan``)."""
     part = ws.resource.partition
     if part is None:
+        return
+    path = "resource.partition"
+    if ws.resource.instance_type:
+        result.error("resource.instanceType", (
+            "must be empty with resource.partition: a partitioned workspace runs on existing nodes "
+            "matching resource.labelSelector (nothing is provisioned); remove resource.instanceType, "
+            "or remove resource.partition to provision whole GPU nodes of that instance type"))
+    if ws.tuning is not None:
+        result.error(path, "GPU partitioning is not supported for tuning workloads: "
+                           "remove resource.partition")
+    if not (ws.resource.label_selector.match_labels or ws.resource.label_selector.match_expressions):
+        result.error("resource.labelSelector", "must select the nodes to partition: a partitioned "
+                                               "workspace uses existing nodes with these labels")
+    if part.mode == "accelerator":
+        if part.profile:
+            result.error(f"{path}.profile", "is not valid for mode accelerator (whole GPUs): remove it")
+        if part.count is None:
+            result.error(f"{path}.count", "is required for mode accelerator: the GPUs each replica uses")
+        return
+    if part.count is not None:
+        result.error(f"{path}.count", "is only valid for mode accelerator: a MIG workload runs on one "
+                                      "slice of resource.partition.profile; remove it")
+    if not part.profile:
+        result.error(f"{path}.profile", "is required for mode mig, e.g. 1g.10gb")
+    elif part.profile not in catalog.mig_profiles:
+        known = ", ".join(sorted(catalog.mig_profiles))
+        result.error(f"{path}.profile", f"unknown MIG profile {part.profile!r}: must be one of {known}")
+
+
+def mig_fit_problem(ws: Workspace, preset: Preset, catalog: Catalog) -> str | None:
+    """Why ``preset`` cannot run on one MIG slice of the workspace's profile, or None (also when
+    the workspace is not a MIG partition). The slice's GPU is not known before a node is, so the
+    oldest GPU offering the profile is assumed; the host memory is judged by the reconciler."""
+    part = ws.resource.partition
+    profile = catalog.mig_profiles.get(part.profile or "") if part and part.mode == "mig" else None
+    if profile is None:
         return None
-    what = f"MIG profile {part.profile}" if part.mode == "mig" and part.profile else f"mode {part.mode}"
-    return (
-        f"GPU partitioning ({what}) needs bring-your-own nodes, which this operator does not support yet: "
-        "remove resource.partition and set resource.instanceType to the GPU VM size to provision "
-        "(a whole node per replica), e.g. Standard_NC24ads_A100_v4"
-    )
+    try:
+        est = estimate_nodes(preset, profile.slice_sku(memory_gib=float("inf")), catalog=catalog)
+    except EstimateError as exc:
+        return f"{exc.message} (one MIG slice {profile.name}): pick a larger profile, or mode accelerator"
+    if est.gpus_needed > 1:
+        return (f"{est.message}: a MIG workload runs on exactly one slice; pick a larger profile than "
+                f"{profile.name}, or mode accelerator with count {est.gpus_needed}")
+    return None
 
 
 def serving_problem(preset: Preset, catalog: Catalog) -> str | None:

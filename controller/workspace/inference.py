@@ -31,7 +31,7 @@ from controller.api.workspace import (
     DataSource,
     Workspace,
 )
-from controller.workspace import cluster_rollout, model_cache, names
+from controller.workspace import byo, cluster_rollout, model_cache, names
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
 
@@ -54,6 +54,9 @@ def pod_pinning(ws: Workspace) -> dict:
             {"key": names.GPU_TAINT_KEY, "operator": "Equal", "value": names.GPU_TAINT_VALUE,
              "effect": names.GPU_TAINT_EFFECT},
             {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+            # a MIG slice's resource, should the cluster taint MIG nodes with it (as Kaito tolerates)
+            *([{"key": byo.partition_resource(ws), "operator": "Exists", "effect": "NoSchedule"}]
+              if byo.partition_resource(ws) != GPU_RESOURCE else []),
         ],
     }
 
@@ -147,7 +150,7 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
         "image": image,
         "resources": {
             "requests": {"cpu": "1", "memory": "2Gi"},
-            **({"limits": {GPU_RESOURCE: str(plan.gpus_per_node)}} if plan.gpus_per_node else {}),
+            **({"limits": {plan.gpu_resource: str(plan.gpus_per_node)}} if plan.gpus_per_node else {}),
         },
         "env": env,
         "volumeMounts": mounts,
