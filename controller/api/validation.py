@@ -258,6 +258,8 @@ def validate_spec(
                     f"preset {preset.name} is gated on Hugging Face: set "
                     "inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN"
                 )
+            if warning := unpinned_warning(preset):
+                result.warnings.append(warning)
             if sku is not None and check_fit:
                 _check_fit(preset, sku, ws.resource.count, None, bypass, result, catalog)
         validate_adapters(inf.adapters or [], result)
@@ -310,6 +312,16 @@ def serving_problem(preset: Preset, catalog: Catalog) -> str | None:
             f"serve yet: {quant.why}. Pick a preset with unquantized weights"
         )
     return None
+
+
+def unpinned_warning(preset: Preset) -> str | None:
+    """A warning for a hub preset the catalog pins to no commit: its pods load whatever the repo's
+    main branch holds when they start, so a push upstream changes the served model. Said at
+    admission so that it is never silent (the catalog says which presets these are and why)."""
+    if preset.hf_model_id is None or preset.model_revision is not None or preset.model_path is not None:
+        return None
+    return (f"preset {preset.name} is not pinned to a Hugging Face commit (Kaito pins none): its pods load "
+            f"the main branch of {preset.hf_model_id} as it is when they start")
 
 
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:

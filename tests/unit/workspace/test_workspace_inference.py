@@ -350,3 +350,31 @@ def test_adapter_image_pull_secrets_reach_the_worker_pods() -> None:
               "output": {"volumeSource": {"emptyDir": {}}}}
     pod = build_tuning_job(workspace(tuning=tuning), PLAN, "img:1")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "reg"}]
+
+
+def test_the_serve_config_and_the_tuning_job_carry_the_presets_pinned_revision() -> None:
+    """An upstream push must not change the served model (issue 11, item 7): the pin reaches the
+    loaders through the serve config's model spec and the trainer's ``--revision``."""
+    import yaml
+
+    from controller.workspace.plan import plan_for
+    from controller.workspace.serveconfig import build_serve_config
+
+    sha = "0a67737cc96d2554230f90338b163bc6380a2a85"  # Kaito v0.12's pin of Phi-3-mini-4k-instruct
+    ws = workspace(preset="phi-3-mini-4k-instruct")
+    plan = plan_for(ws)
+    assert plan.model_revision == sha
+    [app] = yaml.safe_load(build_serve_config(ws, plan))["applications"]
+    assert app["args"]["model"]["path"] == "microsoft/Phi-3-mini-4k-instruct"
+    assert app["args"]["model"]["revision"] == sha
+    tune = workspace(tuning={"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora",
+                             "input": {"urls": ["https://example.com/a.jsonl"]},
+                             "output": {"volumeSource": {"emptyDir": {}}}},
+                     instance_type="Standard_NC24ads_A100_v4")
+    job = build_tuning_job(tune, plan_for(tune), "img:1")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--revision") + 1] == sha
+    # a local checkpoint has no revision: none is sent
+    local = workspace(preset="tiny-phi-3", instance_type="Standard_Fake_GPU")
+    [app] = yaml.safe_load(build_serve_config(local, plan_for(local)))["applications"]
+    assert app["args"]["model"].get("revision") is None
