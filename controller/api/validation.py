@@ -24,8 +24,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.api.datasources import (
+    DEFAULT_MOUNT_POLICY,
     INPUT_VOLUME_TYPES,
     OUTPUT_VOLUME_TYPES,
+    MountPolicy,
     node_path_problem,
     volume_source_problem,
 )
@@ -95,7 +97,8 @@ def _spec(ws: Workspace) -> dict[str, Any]:
 
 
 def validate_workspace_object(
-    obj: dict[str, Any], old_obj: dict[str, Any] | None = None, *, catalog: Catalog | None = None
+    obj: dict[str, Any], old_obj: dict[str, Any] | None = None, *, catalog: Catalog | None = None,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> ValidationResult:
     """Validate raw API objects (as in an AdmissionReview); shape errors become field errors too."""
     result = ValidationResult()
@@ -112,14 +115,16 @@ def validate_workspace_object(
             old = Workspace.from_k8s(old_obj)
         except ValidationError:
             old = None  # an old object we cannot read: judge the new one as if created
-    return validate_workspace(ws, old, catalog=catalog)
+    return validate_workspace(ws, old, catalog=catalog, mounts=mounts)
 
 
 def validate_workspace(
-    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None, check_fit: bool = True
+    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None, check_fit: bool = True,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> ValidationResult:
     """Validate a Workspace on create (``old`` None) or update; ``check_fit`` False leaves out the
-    estimator (whether the preset fits the instance type), for a caller that runs it itself."""
+    estimator (whether the preset fits the instance type), for a caller that runs it itself;
+    ``mounts``: the operator's CSI drivers and node path prefix."""
     catalog = catalog or default_catalog()
     result = ValidationResult()
     if old is not None:
@@ -128,15 +133,17 @@ def validate_workspace(
         validate_update(ws, old, result)
     else:
         validate_name(ws.name, result)
-    validate_spec(ws, catalog, result, check_fit=check_fit)
+    validate_spec(ws, catalog, result, check_fit=check_fit, mounts=mounts)
     return result
 
 
-def reconcile_problem(ws: Workspace, *, catalog: Catalog | None = None) -> str | None:
+def reconcile_problem(ws: Workspace, *, catalog: Catalog | None = None,
+                      mounts: MountPolicy = DEFAULT_MOUNT_POLICY) -> str | None:
     """None if the reconciler can build ``ws``, else every problem joined into one message: the
     create-time rules but the fit (see the module docstring), then what this controller cannot
     build yet."""
-    problems = validate_workspace(ws, catalog=catalog, check_fit=False).errors or controller_limits(ws)
+    problems = validate_workspace(ws, catalog=catalog, check_fit=False, mounts=mounts).errors or \
+        controller_limits(ws)
     return "; ".join(str(e) for e in problems) if problems else None
 
 
@@ -214,7 +221,8 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
 
 
 def validate_spec(
-    ws: Workspace, catalog: Catalog, result: ValidationResult, *, check_fit: bool = True
+    ws: Workspace, catalog: Catalog, result: ValidationResult, *, check_fit: bool = True,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     if ws.inference is None and ws.tuning is None:
         result.error("(root)", "specify either inference or tuning; the workspace has neither")
@@ -262,9 +270,10 @@ def validate_spec(
                 result.warnings.append(warning)
             if sku is not None and check_fit:
                 _check_fit(preset, sku, ws.resource.count, None, bypass, result, catalog)
-        validate_adapters(inf.adapters or [], result)
+        validate_adapters(inf.adapters or [], result, mounts)
     if ws.tuning is not None:
-        validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result)
+        validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result,
+                        mounts)
 
 
 def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> None:
@@ -348,7 +357,8 @@ def _check_fit(
         judge_fit(exc.message, bypass, result)
 
 
-def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> None:
+def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult,
+                      mounts: MountPolicy = DEFAULT_MOUNT_POLICY) -> None:
     if len(adapters) > MAX_ADAPTERS:
         result.error(
             "inference.adapters",
@@ -378,7 +388,8 @@ def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> 
         elif len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
             result.error(f"{path}.source", f"set exactly one of image, volumeSource or path (found: {found})")
-        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result)
+        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result,
+                           mounts=mounts)
         validate_pull_secrets(f"{path}.source", adapter.source, result)
         try:
             strength = float(adapter.strength)
@@ -398,6 +409,7 @@ def validate_tuning(
     bypass: bool,
     catalog: Catalog,
     result: ValidationResult,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     """The tuning rules; ``sku`` None (unknown, or the caller estimates itself) skips the fit."""
     preset = _known_preset(tuning.preset.name, "tuning.preset.name", catalog, result)
@@ -419,10 +431,10 @@ def validate_tuning(
     if len(sources) != 1:
         found = ", ".join(sources) if sources else "none"
         result.error("tuning.input", f"set exactly one of urls, image, volumeSource or path (found: {found})")
-    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result)
+    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result, mounts=mounts)
     validate_pull_secrets("tuning.input", tuning.input, result)
     validate_mountable("tuning.output", tuning.output.volume_source, tuning.output.path, result,
-                       allowed=OUTPUT_VOLUME_TYPES)
+                       allowed=OUTPUT_VOLUME_TYPES, mounts=mounts)
     for j, url in enumerate(tuning.input.urls or []):
         problem = url_problem(url)
         if problem:
@@ -445,15 +457,16 @@ def validate_mountable(
     result: ValidationResult,
     *,
     allowed: tuple[str, ...] = INPUT_VOLUME_TYPES,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     """A data source's volume and node path become volumes of the controller's pods: only the
-    types and directories ``controller.api.datasources`` allows."""
+    types and directories ``controller.api.datasources`` allows, under the operator's ``mounts``."""
     if volume_source:
-        problem = volume_source_problem(volume_source, allowed)
+        problem = volume_source_problem(volume_source, allowed, mounts)
         if problem:
             result.error(f"{path}.volumeSource", problem)
     if node_path:
-        problem = node_path_problem(node_path)
+        problem = node_path_problem(node_path, mounts.node_path_prefix)
         if problem:
             result.error(f"{path}.path", problem)
 
