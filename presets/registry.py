@@ -93,6 +93,8 @@ class QuantizationFormat(_Data):
 class Preset(_Data):
     name: str
     hf_model_id: str | None = None
+    revision: str | None = Field(None, pattern=r"^[0-9a-f]{40}$",
+                                 description="the hub commit the weights are pinned to; None: main")
     model_path: str | None = None
     params_b: float = Field(gt=0)
     weights_gib: float = Field(gt=0)
@@ -134,6 +136,12 @@ class Preset(_Data):
             return str(path)
         assert self.hf_model_id, f"preset {self.name} has neither hf_model_id nor model_path"
         return self.hf_model_id
+
+    @property
+    def model_revision(self) -> str | None:
+        """The hub commit ``model_source`` is loaded at: the pin, or None for a local checkpoint
+        (a directory has no revisions) and for an unpinned preset."""
+        return None if self.resolved_model_path() is not None else self.revision
 
 
 class GpuSku(_Data):

@@ -81,7 +81,8 @@ def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
 def load_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(spec.path, revision=spec.revision,
+                                        trust_remote_code=spec.trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -107,6 +108,7 @@ def load_model(
     config, _ = load_config(spec)
     model = auto_class(config).from_pretrained(
         spec.path,
+        revision=spec.revision,
         dtype=dtype,
         attn_implementation=attention_implementation(spec, config),
         trust_remote_code=spec.trust_remote_code,
@@ -153,7 +155,7 @@ def load_stage_model(
     blocks) go through its own conversions, still only the stage's (``load_stage_converted``).
     Checkpoints without safetensors fall back to the full load.
     """
-    weights = safetensors_weight_map(spec.path)
+    weights = safetensors_weight_map(spec.path, spec.revision)
     if weights is None:
         log.warning("%s has no safetensors: stage [%d, %d) loads the whole model", spec.path, start, end)
         return load_model(spec, device, adapters, move=False)
@@ -238,12 +240,13 @@ def load_stage_converted(
     return model, read
 
 
-def safetensors_weight_map(path: str) -> dict[str, Path] | None:
+def safetensors_weight_map(path: str, revision: str | None = None) -> dict[str, Path] | None:
     """Tensor name -> safetensors file holding it, for a sharded (index json) or single-file
-    checkpoint; None when the checkpoint has no safetensors (e.g. ``pytorch_model.bin``)."""
+    checkpoint (a hub id's at ``revision``); None when the checkpoint has no safetensors (e.g.
+    ``pytorch_model.bin``)."""
     from safetensors import safe_open
 
-    root = _checkpoint_dir(path)
+    root = _checkpoint_dir(path, revision)
     if root is None:
         return None
     index = root / "model.safetensors.index.json"
@@ -257,18 +260,19 @@ def safetensors_weight_map(path: str) -> dict[str, Path] | None:
     return None
 
 
-def _checkpoint_dir(path: str) -> Path | None:
-    """The local directory of ``path``: itself, or the hub cache's snapshot of a hub id."""
+def _checkpoint_dir(path: str, revision: str | None = None) -> Path | None:
+    """The local directory of ``path``: itself, or the hub cache's snapshot of a hub id at
+    ``revision`` (the preset's pinned commit; None: main)."""
     if Path(path).is_dir():
         return Path(path)
     try:
-        return Path(_download_checkpoint(path))
+        return Path(_download_checkpoint(path, revision))
     except Exception as e:  # not a hub id, or offline without a cached copy: let the full load say why
         log.info("no local checkpoint directory for %s: %s", path, e)
         return None
 
 
-def _download_checkpoint(repo: str) -> str:
+def _download_checkpoint(repo: str, revision: str | None = None) -> str:
     """Snapshot the config files and only the safetensors files the model uses.
 
     ``*.safetensors`` would also fetch alternative copies some repositories carry (Mistral's
@@ -279,11 +283,11 @@ def _download_checkpoint(repo: str) -> str:
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        index = hf_hub_download(repo, "model.safetensors.index.json")
+        index = hf_hub_download(repo, "model.safetensors.index.json", revision=revision)
         files = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
     except EntryNotFoundError:
         files = ["model.safetensors"]
-    return snapshot_download(repo, allow_patterns=["*.json", *files])
+    return snapshot_download(repo, revision=revision, allow_patterns=["*.json", *files])
 
 
 def _skeleton(spec: ModelSpec, dtype: torch.dtype, *, config=None, quantizer=None, device_map=None,
@@ -448,9 +452,10 @@ def load_config(spec: ModelSpec):
     """The model's config and generation config (None when absent), without the weights."""
     from transformers import AutoConfig, GenerationConfig
 
-    config = AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
+    config = AutoConfig.from_pretrained(spec.path, revision=spec.revision,
+                                        trust_remote_code=spec.trust_remote_code)
     try:
-        gen = GenerationConfig.from_pretrained(spec.path)
+        gen = GenerationConfig.from_pretrained(spec.path, revision=spec.revision)
     except OSError:
         gen = None
     return config, gen

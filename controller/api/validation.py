@@ -24,8 +24,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.api.datasources import (
+    DEFAULT_MOUNT_POLICY,
     INPUT_VOLUME_TYPES,
     OUTPUT_VOLUME_TYPES,
+    MountPolicy,
     node_path_problem,
     volume_source_problem,
 )
@@ -96,7 +98,8 @@ def _spec(ws: Workspace) -> dict[str, Any]:
 
 
 def validate_workspace_object(
-    obj: dict[str, Any], old_obj: dict[str, Any] | None = None, *, catalog: Catalog | None = None
+    obj: dict[str, Any], old_obj: dict[str, Any] | None = None, *, catalog: Catalog | None = None,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> ValidationResult:
     """Validate raw API objects (as in an AdmissionReview); shape errors become field errors too."""
     result = ValidationResult()
@@ -113,14 +116,16 @@ def validate_workspace_object(
             old = Workspace.from_k8s(old_obj)
         except ValidationError:
             old = None  # an old object we cannot read: judge the new one as if created
-    return validate_workspace(ws, old, catalog=catalog)
+    return validate_workspace(ws, old, catalog=catalog, mounts=mounts)
 
 
 def validate_workspace(
-    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None, check_fit: bool = True
+    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None, check_fit: bool = True,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> ValidationResult:
     """Validate a Workspace on create (``old`` None) or update; ``check_fit`` False leaves out the
-    estimator (whether the preset fits the instance type), for a caller that runs it itself."""
+    estimator (whether the preset fits the instance type), for a caller that runs it itself;
+    ``mounts``: the operator's CSI drivers and node path prefix."""
     catalog = catalog or default_catalog()
     result = ValidationResult()
     if old is not None:
@@ -129,15 +134,17 @@ def validate_workspace(
         validate_update(ws, old, result)
     else:
         validate_name(ws.name, result)
-    validate_spec(ws, catalog, result, check_fit=check_fit)
+    validate_spec(ws, catalog, result, check_fit=check_fit, mounts=mounts)
     return result
 
 
-def reconcile_problem(ws: Workspace, *, catalog: Catalog | None = None) -> str | None:
+def reconcile_problem(ws: Workspace, *, catalog: Catalog | None = None,
+                      mounts: MountPolicy = DEFAULT_MOUNT_POLICY) -> str | None:
     """None if the reconciler can build ``ws``, else every problem joined into one message: the
     create-time rules but the fit (see the module docstring), then what this controller cannot
     build yet."""
-    problems = validate_workspace(ws, catalog=catalog, check_fit=False).errors or controller_limits(ws)
+    problems = validate_workspace(ws, catalog=catalog, check_fit=False, mounts=mounts).errors or \
+        controller_limits(ws)
     return "; ".join(str(e) for e in problems) if problems else None
 
 
@@ -217,7 +224,8 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
 
 
 def validate_spec(
-    ws: Workspace, catalog: Catalog, result: ValidationResult, *, check_fit: bool = True
+    ws: Workspace, catalog: Catalog, result: ValidationResult, *, check_fit: bool = True,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     if ws.inference is None and ws.tuning is None:
         result.error("(root)", "specify either inference or tuning; the workspace has neither")
@@ -264,13 +272,16 @@ def validate_spec(
                     f"preset {preset.name} is gated on Hugging Face: set "
                     "inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN"
                 )
+            if warning := unpinned_warning(preset):
+                result.warnings.append(warning)
             if sku is not None and check_fit:
                 _check_fit(preset, sku, ws.resource.count, None, bypass, result, catalog)
             if check_fit and (problem := mig_fit_problem(ws, preset, catalog)):
                 judge_fit(problem, bypass, result, "resource.partition")
-        validate_adapters(inf.adapters or [], result)
+        validate_adapters(inf.adapters or [], result, mounts)
     if ws.tuning is not None:
-        validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result)
+        validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result,
+                        mounts)
 
 
 def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> None:
@@ -370,6 +381,16 @@ def uncatalogued_warning(name: str, catalog: Catalog) -> str:
             "config.json from the Hugging Face hub and sizes it; ResourceReady says whether it can be served")
 
 
+def unpinned_warning(preset: Preset) -> str | None:
+    """A warning for a hub preset the catalog pins to no commit: its pods load whatever the repo's
+    main branch holds when they start, so a push upstream changes the served model. Said at
+    admission so that it is never silent (the catalog says which presets these are and why)."""
+    if preset.hf_model_id is None or preset.model_revision is not None or preset.model_path is not None:
+        return None
+    return (f"preset {preset.name} is not pinned to a Hugging Face commit (Kaito pins none): its pods load "
+            f"the main branch of {preset.hf_model_id} as it is when they start")
+
+
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:
     if name is None:
         return None
@@ -394,7 +415,8 @@ def _check_fit(
         judge_fit(exc.message, bypass, result)
 
 
-def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> None:
+def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult,
+                      mounts: MountPolicy = DEFAULT_MOUNT_POLICY) -> None:
     if len(adapters) > MAX_ADAPTERS:
         result.error(
             "inference.adapters",
@@ -424,7 +446,8 @@ def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> 
         elif len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
             result.error(f"{path}.source", f"set exactly one of image, volumeSource or path (found: {found})")
-        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result)
+        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result,
+                           mounts=mounts)
         validate_pull_secrets(f"{path}.source", adapter.source, result)
         try:
             strength = float(adapter.strength)
@@ -444,6 +467,7 @@ def validate_tuning(
     bypass: bool,
     catalog: Catalog,
     result: ValidationResult,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     """The tuning rules; ``sku`` None (unknown, or the caller estimates itself) skips the fit."""
     preset = _known_preset(tuning.preset.name, "tuning.preset.name", catalog, result)
@@ -465,10 +489,10 @@ def validate_tuning(
     if len(sources) != 1:
         found = ", ".join(sources) if sources else "none"
         result.error("tuning.input", f"set exactly one of urls, image, volumeSource or path (found: {found})")
-    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result)
+    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result, mounts=mounts)
     validate_pull_secrets("tuning.input", tuning.input, result)
     validate_mountable("tuning.output", tuning.output.volume_source, tuning.output.path, result,
-                       allowed=OUTPUT_VOLUME_TYPES)
+                       allowed=OUTPUT_VOLUME_TYPES, mounts=mounts)
     for j, url in enumerate(tuning.input.urls or []):
         problem = url_problem(url)
         if problem:
@@ -491,15 +515,16 @@ def validate_mountable(
     result: ValidationResult,
     *,
     allowed: tuple[str, ...] = INPUT_VOLUME_TYPES,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     """A data source's volume and node path become volumes of the controller's pods: only the
-    types and directories ``controller.api.datasources`` allows."""
+    types and directories ``controller.api.datasources`` allows, under the operator's ``mounts``."""
     if volume_source:
-        problem = volume_source_problem(volume_source, allowed)
+        problem = volume_source_problem(volume_source, allowed, mounts)
         if problem:
             result.error(f"{path}.volumeSource", problem)
     if node_path:
-        problem = node_path_problem(node_path)
+        problem = node_path_problem(node_path, mounts.node_path_prefix)
         if problem:
             result.error(f"{path}.path", problem)
 

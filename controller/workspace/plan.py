@@ -54,6 +54,7 @@ class Plan:
     max_context: int | None = None  # tokens per request the GPUs hold; None: the serve app's default
     kv_budget_tokens: int | None = None  # KV cache room of one replica (rows x tokens); None: unbounded
     model_source: str | None = None  # the preset's local path or hub id; None: the preset name
+    model_revision: str | None = None  # the hub commit the preset pins (None: a directory, or unpinned)
     dtype: str | None = None  # the weights' dtype on this SKU; None: the serve app's default
     fake_gpu: bool = False  # the demo's fake SKU: it advertises a GPU, the model runs on CPUs
     runtime: InferenceConfig | None = None  # inference.config, checked (controller.workspace.runtime_config)
@@ -143,6 +144,7 @@ def plan_for(ws: Workspace, catalog: Catalog | None = None, nodes: Iterable[dict
         max_context=est.max_context or preset.max_context,
         kv_budget_tokens=est.kv_budget_tokens,
         model_source=preset.model_source,
+        model_revision=preset.model_revision,
         # the fake SKU's GPU is made up: the CPUs run the preset's own dtype
         dtype=preset.dtype if sku.fake else effective_dtype(preset, sku),
         fake_gpu=sku.fake,

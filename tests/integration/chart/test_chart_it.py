@@ -192,6 +192,28 @@ def test_node_provisioner_and_node_api_values(helm: Helm) -> None:
     assert res.returncode != 0 and 'nodeAPI must be auto, nodeclaim or machine, not "v1"' in res.stderr
 
 
+def test_data_source_settings_render_as_the_controllers_flags(helm: Helm) -> None:
+    """The chart's dataSources values are the controller's --allowed-csi-drivers and
+    --node-path-prefix; the defaults are the built-in rules, and a bad value stops it at start."""
+    from controller.api.datasources import DEFAULT_MOUNT_POLICY, MountPolicy
+    from controller.main import mount_policy, parse_args
+
+    def controller_args(values: dict[str, Any]) -> list[str]:
+        dep = _by_kind(helm.template(values), "Deployment")["kaito-controller"]
+        return dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert mount_policy(parse_args(controller_args(FAKE))) == DEFAULT_MOUNT_POLICY
+    custom = {**FAKE, "controller": {"dataSources": {"csiDrivers": ["blob.csi.azure.com"],
+                                                     "nodePathPrefix": "/data/kaito"}}}
+    want = MountPolicy(("blob.csi.azure.com",), "/data/kaito/")
+    assert mount_policy(parse_args(controller_args(custom))) == want
+    none = {**FAKE, "controller": {"dataSources": {"csiDrivers": []}}}
+    assert mount_policy(parse_args(controller_args(none))).csi_drivers == ()
+    bad = {**FAKE, "controller": {"dataSources": {"nodePathPrefix": "/"}}}
+    with pytest.raises(SystemExit):
+        parse_args(controller_args(bad))
+
+
 # --- against the API server -----------------------------------------------------------------------
 def test_every_rendered_object_is_accepted_by_the_api_server(cluster, helm: Helm, admin: RestClient) -> None:
     cp, _ = cluster
