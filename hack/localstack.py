@@ -78,6 +78,9 @@ class LocalStack:
     workdir: Path
     fake_node_delay: float = 1.0
     ray_cpus: int = 2
+    # logical GPUs of the Ray head: replicas of a real GPU SKU's serve config ask for num_gpus and
+    # would stay pending on a head with none; on a host without CUDA they then run on its CPUs
+    ray_gpus: int = 0
     log: Callable[[str], None] = print
     timeline: Timeline = field(init=False)
     cp: ControlPlane | None = None
@@ -197,6 +200,7 @@ class LocalStack:
                 "--serve-port", str(self.ports["ray-serve"]),
                 "--metrics-export-port", str(self.ports["ray-metrics"]),
                 "--num-cpus", str(self.ray_cpus),
+                "--num-gpus", str(self.ray_gpus),
             ],
         )
         proc.wait_http(f"http://127.0.0.1:{self.ports['health']}/readyz", timeout=180)
@@ -288,8 +292,12 @@ class LocalStack:
             raise RuntimeError(f"RayService {namespace}/{name} has no local serve URL in its status")
         return url.rstrip("/")
 
-    def chat(self, url: str, prompt: str, max_new_tokens: int = 16, timeout: float = 120.0) -> dict:
-        body = json.dumps({"prompt": prompt, "generate_kwargs": {"max_new_tokens": max_new_tokens}}).encode()
+    def chat(self, url: str, prompt: str, max_new_tokens: int = 16, timeout: float = 120.0,
+             **generate_kwargs: object) -> dict:
+        """Kaito's ``/chat``; ``generate_kwargs`` beyond the length, e.g. ``do_sample=False`` (greedy:
+        the legacy API samples by default, as Kaito's does)."""
+        kwargs = {"max_new_tokens": max_new_tokens, **generate_kwargs}
+        body = json.dumps({"prompt": prompt, "generate_kwargs": kwargs}).encode()
         req = urllib.request.Request(
             f"{url}/chat", data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
