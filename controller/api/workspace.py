@@ -266,17 +266,26 @@ PHASE_FIRST_REQUEST_ANSWERED = "FirstRequestAnswered"
 INFERENCE_PHASES = (PHASE_NODES_CREATED, PHASE_NODES_READY, PHASE_RAY_CLUSTER_UP, PHASE_WEIGHTS_LOADED,
                     PHASE_FIRST_REQUEST_ANSWERED)
 TUNING_PHASES = (PHASE_NODES_CREATED, PHASE_NODES_READY)
+# after the cold start: the latest time the serve deployments stopped being HEALTHY (a replica or
+# container restart, a redeploy) and the latest time they were HEALTHY again (workspace/timeline.py)
+PHASE_SERVING_INTERRUPTED = "ServingInterrupted"
+PHASE_WEIGHTS_RELOADED = "WeightsReloaded"
+RESTART_PHASES = (PHASE_SERVING_INTERRUPTED, PHASE_WEIGHTS_RELOADED)
 
 
 class PhaseEnd(K8sModel):
     """One phase of the cold start: when it ended and how long it took (since the previous one)."""
 
     phase: str = Field(min_length=1, max_length=63, description="NodesCreated, NodesReady, RayClusterUp, "
-                       "WeightsLoaded or FirstRequestAnswered")
+                       "WeightsLoaded, FirstRequestAnswered; after the cold start ServingInterrupted and "
+                       "WeightsReloaded (the latest restart of the serve deployments)")
     ended_at: str = Field(max_length=40, description="RFC 3339 time the phase ended",
                           json_schema_extra={"format": "date-time"})
     seconds: float = Field(ge=0, description="how long the phase took: since the previous phase ended "
-                           "(the first: since the workspace was created)")
+                           "(the first: since the workspace was created; ServingInterrupted: since the "
+                           "weights were last loaded; WeightsReloaded: since ServingInterrupted)")
+    count: int | None = Field(default=None, ge=1, description="ServingInterrupted and WeightsReloaded: "
+                              "how many times so far (the entry describes the latest)")
 
 
 class WorkspaceStatus(K8sModel):
@@ -289,7 +298,8 @@ class WorkspaceStatus(K8sModel):
     target_node_count: int | None = Field(default=None, ge=0)
     timeline: list[PhaseEnd] | None = Field(
         default=None,
-        description="The cold start: when each phase ended and how long it took; set once per phase.",
+        description="The cold start: when each phase ended and how long it took; set once per phase. "
+                    "Then the latest restart of the serve deployments, and how long the reload took.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["phase"],
                            "maxItems": 16},
     )

@@ -558,17 +558,19 @@ class WorkspaceReconciler:
         was not answered yet)."""
         recorded = list(ws.status.timeline or []) if ws.status else []
         phases = TUNING_PHASES if ws.tuning is not None else INFERENCE_PHASES
-        if (not recorded and served_before(ws)) or {p.phase for p in recorded} >= set(phases):
+        complete = {p.phase for p in recorded} >= set(phases)
+        if (not recorded and served_before(ws)) or (complete and ws.inference is None):
             return None, False  # served before we kept timelines (its start is unknown), or complete
         now = datetime.now(UTC)
-        seen = timeline.machine_ends(self._machines_of(ws), plan.node_count)
+        seen = {} if complete else timeline.machine_ends(self._machines_of(ws), plan.node_count)
         retry = False
+        rs = None
         if ws.inference is not None:
             rs = self.stores.rayservices.get(f"{ws.namespace}/{names.rayservice_name(ws.name)}")
             seen.update(timeline.rayservice_ends(rs, now))
             loaded = timeline.ended(recorded, PHASE_WEIGHTS_LOADED) or seen.get(PHASE_WEIGHTS_LOADED)
             window = self.options.first_request_window_seconds
-            if (loaded is not None and obs.inference is not None and obs.inference.ready
+            if (not complete and loaded is not None and obs.inference is not None and obs.inference.ready
                     and (now - loaded).total_seconds() < window):
                 url = probe.endpoint(self.options.first_request_url, ws.name, ws.namespace or "", rs)
                 if url is not None and self.prober(url, plan.model_name):
@@ -576,7 +578,9 @@ class WorkspaceReconciler:
                 else:
                     retry = url is not None or self.options.first_request_url == "rayservice-status"
         created = timeline.parse_time(ws.metadata.creation_timestamp)
-        updated = timeline.advance(recorded, seen, phases, created)
+        updated = recorded if complete else timeline.advance(recorded, seen, phases, created)
+        if ws.inference is not None:  # after the cold start: the latest restart of the deployments
+            updated = timeline.restarts(updated, *timeline.serving(rs, now))
         return (updated if updated != recorded else None), retry
 
     # --- status -------------------------------------------------------------------------------------
