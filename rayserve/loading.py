@@ -70,6 +70,14 @@ def _ray_gpu_ids() -> list[str]:
     return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
+def pinned(spec: ModelSpec) -> dict[str, str]:
+    """``revision=`` for the hub reads of ``spec``, when the controller pinned one: the commit it sized
+    the model from, so the weights cannot change under a running Workspace, and a restarted replica
+    whose cache holds that commit reads no byte from the hub (huggingface_hub trusts a cached commit
+    without asking)."""
+    return {"revision": spec.revision} if spec.revision else {}
+
+
 def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
     """'auto' is bfloat16 on GPU (Phi-3's training dtype) and float32 on CPU (fast, exact)."""
     if spec.dtype == "auto":
@@ -80,7 +88,7 @@ def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
 def load_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code, **pinned(spec))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -109,6 +117,7 @@ def load_model(
         dtype=dtype,
         attn_implementation=attention_implementation(spec, config),
         trust_remote_code=spec.trust_remote_code,
+        **pinned(spec),
     )
     model = _finish(model, adapters)
     return model.to(device) if move else model
@@ -150,7 +159,7 @@ def load_stage_model(
     keys, adapter keys and KV-cache indices need no remapping and the result is what the
     full load + prune gave. Checkpoints without safetensors fall back to the full load.
     """
-    weights = safetensors_weight_map(spec.path)
+    weights = safetensors_weight_map(spec.path, spec.revision)
     if weights is None:
         log.warning("%s has no safetensors: stage [%d, %d) loads the whole model", spec.path, start, end)
         return load_model(spec, device, adapters, move=False)
@@ -170,12 +179,13 @@ def load_stage_model(
     return _finish(model, adapters)
 
 
-def safetensors_weight_map(path: str) -> dict[str, Path] | None:
+def safetensors_weight_map(path: str, revision: str | None = None) -> dict[str, Path] | None:
     """Tensor name -> safetensors file holding it, for a sharded (index json) or single-file
-    checkpoint; None when the checkpoint has no safetensors (e.g. ``pytorch_model.bin``)."""
+    checkpoint (of a hub id: at ``revision``); None when the checkpoint has no safetensors (e.g.
+    ``pytorch_model.bin``)."""
     from safetensors import safe_open
 
-    root = _checkpoint_dir(path)
+    root = _checkpoint_dir(path, revision)
     if root is None:
         return None
     index = root / "model.safetensors.index.json"
@@ -189,18 +199,18 @@ def safetensors_weight_map(path: str) -> dict[str, Path] | None:
     return None
 
 
-def _checkpoint_dir(path: str) -> Path | None:
+def _checkpoint_dir(path: str, revision: str | None = None) -> Path | None:
     """The local directory of ``path``: itself, or the hub cache's snapshot of a hub id."""
     if Path(path).is_dir():
         return Path(path)
     try:
-        return Path(_download_checkpoint(path))
+        return Path(_download_checkpoint(path, revision))
     except Exception as e:  # not a hub id, or offline without a cached copy: let the full load say why
         log.info("no local checkpoint directory for %s: %s", path, e)
         return None
 
 
-def _download_checkpoint(repo: str) -> str:
+def _download_checkpoint(repo: str, revision: str | None = None) -> str:
     """Snapshot the config files and only the safetensors files the model uses.
 
     ``*.safetensors`` would also fetch alternative copies some repositories carry (Mistral's
@@ -211,11 +221,11 @@ def _download_checkpoint(repo: str) -> str:
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        index = hf_hub_download(repo, "model.safetensors.index.json")
+        index = hf_hub_download(repo, "model.safetensors.index.json", revision=revision)
         files = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
     except EntryNotFoundError:
         files = ["model.safetensors"]
-    return snapshot_download(repo, allow_patterns=["*.json", *files])
+    return snapshot_download(repo, allow_patterns=["*.json", *files], revision=revision)
 
 
 def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
@@ -374,9 +384,9 @@ def load_config(spec: ModelSpec):
     """The model's config and generation config (None when absent), without the weights."""
     from transformers import AutoConfig, GenerationConfig
 
-    config = AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code)
+    config = AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code, **pinned(spec))
     try:
-        gen = GenerationConfig.from_pretrained(spec.path)
+        gen = GenerationConfig.from_pretrained(spec.path, **pinned(spec))
     except OSError:
         gen = None
     return config, gen

@@ -288,6 +288,19 @@ class PhaseEnd(K8sModel):
                               "how many times so far (the entry describes the latest)")
 
 
+class ResolvedModelStatus(K8sModel):
+    """A model id the catalog lacks, as the controller resolved it from the hub (controller/workspace/
+    model_record.py says why it is kept here): the preset derived from the checkpoint, the commit
+    it was read at (what the serve pods load) and what ResourceReady says it was sized from."""
+
+    name: str = Field(min_length=1, max_length=255, description="the Hugging Face model id")
+    revision: str = Field(min_length=1, max_length=255, description="the hub's commit sha of the checkpoint")
+    endpoint: str = Field(default="", max_length=2048, description="the hub it was read from")
+    sized_from: str = Field(default="", max_length=1024, description="what ResourceReady quotes")
+    preset: dict[str, Any] = Field(description="the preset derived from config.json and the safetensors "
+                                   "headers (presets.registry.Preset)", json_schema_extra=PRESERVE_UNKNOWN)
+
+
 class WorkspaceStatus(K8sModel):
     worker_nodes: list[str] | None = None
     state: WorkspaceState | None = None
@@ -303,6 +316,9 @@ class WorkspaceStatus(K8sModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["phase"],
                            "maxItems": 16},
     )
+    resolved_model: ResolvedModelStatus | None = Field(
+        default=None, description="An uncatalogued model id as resolved from the hub, kept so that a "
+        "restarted controller needs no hub read and the served revision stays pinned.")
 
 
 class Workspace(K8sObject):

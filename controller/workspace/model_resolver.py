@@ -12,8 +12,9 @@ never buys a GPU.
 
 Cached per (model id, token): a resolved model stays resolved for this process's life (a running
 workspace must not lose its plan because the hub is down for a minute; a restarted controller
-resolves again), and a failure is kept until its retry time, which doubles per failure (10 s up to
-5 min by default), so events on the Workspace do not turn into requests to the hub.
+finds what it resolved in the Workspace's status, model_record.py), and a failure is kept until
+its retry time, which doubles per failure (10 s up to 5 min by default), so events on the
+Workspace do not turn into requests to the hub.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ REASON_HUB_UNREACHABLE = "ModelHubUnreachable"
 @dataclass(frozen=True)
 class ResolvedModel:
     preset: Preset
-    revision: str
+    revision: str  # the commit sha the hub reported: what the serve pods load (model_record.py)
     summary: str  # for ResourceReady: what was read and what it says
+    endpoint: str = ""  # the hub it was read from
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class ModelResolver:
         except HubError as exc:
             log.info("model %s on %s: %s (%s)", model_id, where, exc.code, exc)
             return self._problem(model_id, exc, token, secret)
-        return ResolvedModel(preset, info.sha, describe(preset, weights, info.sha, where))
+        return ResolvedModel(preset, info.sha, describe(preset, weights, info.sha, where), where)
 
     def _problem(self, model_id: str, exc: HubError, token: str | None, secret: str | None) -> ModelProblem:
         where = self.hub.endpoint

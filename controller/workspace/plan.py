@@ -54,6 +54,8 @@ class Plan:
     served_name: str | None = None  # what clients put in `model`: the name the Workspace gave
     local_nvme: bool = False  # the SKU has local NVMe: the weights cache goes there (model_cache.py)
     hf_endpoint: str | None = None  # the operator's HF_ENDPOINT, for the serve pods; None: the Hub
+    # the hub commit an uncatalogued model was sized from (status.resolvedModel): what the serve pods load
+    revision: str | None = None
 
     @property
     def model_name(self) -> str:

@@ -53,7 +53,17 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, NETWORKPOLICIES, SECRETS, SERVICES
-from controller.workspace import byo, cluster_rollout, diagnosis, metrics, names, probe, relaunch, timeline
+from controller.workspace import (
+    byo,
+    cluster_rollout,
+    diagnosis,
+    metrics,
+    model_record,
+    names,
+    probe,
+    relaunch,
+    timeline,
+)
 from controller.workspace.hf_hub import DEFAULT_ENDPOINT, HubClient
 from controller.workspace.inference import (
     InferenceState,
@@ -248,9 +258,12 @@ class WorkspaceReconciler:
                 model = self._resolve_model(ws)
                 if isinstance(model, ModelProblem):
                     obs.model_problem, requeue = model, model.retry_in
-                else:
-                    plan = self.planner(ws) if model is None else plan_for(
-                        ws, preset=model.preset, sized_from=model.summary)
+                elif model is None:
+                    plan = self.planner(ws)
+                else:  # sized from the checkpoint, and pinned to the commit it was read at
+                    obs.resolved_model = model_record.record(model)
+                    plan = replace(plan_for(ws, preset=model.preset, sized_from=model.summary),
+                                   revision=model.revision)
             except PlanError as exc:
                 if exc.invalid:
                     obs.invalid = str(exc)
@@ -292,12 +305,15 @@ class WorkspaceReconciler:
         return Result(requeue_after=requeue)
 
     def _resolve_model(self, ws: Workspace) -> ResolvedModel | ModelProblem | None:
-        """None for a catalog preset; else the uncatalogued Hugging Face id resolved from its
+        """None for a catalog preset; else the uncatalogued Hugging Face id as the Workspace's status
+        recorded it (``model_record``: no hub read, the revision stays pinned), or resolved from its
         checkpoint (``model_resolver``: cached, with backoff), with the token of the Workspace's
         ``modelAccessSecret``. Runs before any Machine: a model that cannot be served buys no GPU."""
         name = ws.inference.preset.name if ws.inference and ws.inference.preset else None
         if name is None or self.model_resolver.catalog.preset(name) is not None:
             return None
+        if (kept := model_record.recalled(ws, name)) is not None:
+            return kept
         options = ws.inference.preset.preset_options if ws.inference and ws.inference.preset else None
         secret = options.model_access_secret if options else None
         token = self._model_token(secret, ws.namespace) if secret else None

@@ -25,7 +25,8 @@ FAKE_CPUS = 0.5
 def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
     """The builder's input: model, adapters, autoscaling within the nodes' GPUs, replica layout."""
     fake = plan.fake_gpu
-    given = {"dtype": plan.dtype, "max_context": plan.max_context}  # None: the serve app's default
+    # None: the serve app's default (a catalog preset loads the hub's main, or its local path)
+    given = {"dtype": plan.dtype, "max_context": plan.max_context, "revision": plan.revision}
     model = ModelSpec(name=plan.model_name, path=plan.model,
                       **{k: v for k, v in given.items() if v is not None})
     adapters = [
