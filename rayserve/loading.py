@@ -73,8 +73,8 @@ def _ray_gpu_ids() -> list[str]:
 def pinned(spec: ModelSpec) -> dict[str, str]:
     """``revision=`` for the hub reads of ``spec``, when the controller pinned one: the commit it sized
     the model from, so the weights cannot change under a running Workspace, and a restarted replica
-    whose cache holds that commit reads no byte from the hub (huggingface_hub trusts a cached commit
-    without asking)."""
+    whose cache holds that commit reads no file from the hub (huggingface_hub trusts a cached commit,
+    and the files it lacks, without asking; transformers still lists the repo's chat templates)."""
     return {"revision": spec.revision} if spec.revision else {}
 
 

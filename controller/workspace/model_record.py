@@ -8,7 +8,7 @@ different checkpoint than the one running, and serve pods restarted after a push
 weights under an unchanged Workspace. So the first resolution is recorded, with the commit sha the
 hub reported, and every later pass (of this controller or a restarted one) plans from the record
 without a hub read; the serve config loads that commit (``ModelSpec.revision``), and a restarted
-replica whose cache holds it asks the hub nothing at all.
+replica whose cache holds it reads no file from the hub.
 
 Why the status and not an annotation: an annotation is part of the object a Workspace author
 writes (``kubectl apply``, ``edit``), so anyone allowed to create a Workspace could forge a preset

@@ -27,7 +27,8 @@ copies Serve's statuses exactly as KubeRay does), and is the one a Workspace can
 Times come from the objects themselves where they carry one (Machines' timestamps, KubeRay's
 ``lastUpdateTime``), so a controller that restarts mid-start records the same ends; otherwise the
 pass's clock. A phase seen only through a later one (the cluster state was never reported, the
-weights were) ends with it. Ends are kept monotone and never move once recorded. A workspace that
+weights were) ends with it. The cold start's ends are kept monotone and never move once recorded
+(a restart's entries, below, describe the latest one). A workspace that
 was already serving when this controller first saw it gets no timeline: its start is not known.
 
 After the cold start, the timeline keeps the latest **restart** of the serve deployments (a replica
