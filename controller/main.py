@@ -15,13 +15,17 @@ first (``controller.api.nodeapi``; the provisioner resolves the same flag the sa
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from controller.api import nodeapi
+from controller.api import datasources, nodeapi
+from controller.api.validation import reconcile_problem
+from controller.api.workspace import Workspace
 from controller.runtime import Client, Manager, RestClient
 from controller.webhook import (
     WebhookServer,
@@ -95,8 +99,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "the serve pods' HF_ENDPOINT (default: $HF_ENDPOINT, else huggingface.co)")
     p.add_argument("--hf-timeout-seconds", type=float, default=10.0,
                    help="timeout of each request to the hub while resolving a model id")
+    p.add_argument("--allowed-csi-drivers", type=_flag(datasources.csi_driver_list),
+                   default=",".join(datasources.ALLOWED_CSI_DRIVERS),
+                   help="comma-separated CSI drivers a Workspace's volumeSource may name (\"\": none)")
+    p.add_argument("--node-path-prefix", type=_flag(datasources.node_path_prefix),
+                   default=datasources.NODE_PATH_PREFIX,
+                   help="the node directory under which an adapter's or tuning job's path must lie")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
+
+
+T = TypeVar("T")
+
+
+def _flag(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A parser's ValueError as argparse's error: the process exits at start with the message."""
+    @functools.wraps(parse)
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return checked
+
+
+def workspace_validator(args: argparse.Namespace) -> Callable[[Workspace], str | None]:
+    """The reconciler's rules: the webhook's, under the same settings."""
+    return functools.partial(reconcile_problem, mounts=mount_policy(args))
+
+
+def mount_policy(args: argparse.Namespace) -> datasources.MountPolicy:
+    """What the webhook and the reconciler allow a Workspace to mount (the flags, parsed)."""
+    return datasources.MountPolicy(csi_drivers=args.allowed_csi_drivers,
+                                   node_path_prefix=args.node_path_prefix)
 
 
 class MountedWebhook:
@@ -115,7 +150,8 @@ class MountedWebhook:
         self.client = client
         self.configuration = args.webhook_configuration
         self.server = WebhookServer(host=host, port=args.webhook_port, cert_file=self.certs.cert_file,
-                                    key_file=self.certs.key_file, ca_bundle=self.certs.ca_bundle())
+                                    key_file=self.certs.key_file, ca_bundle=self.certs.ca_bundle(),
+                                    mounts=mount_policy(args))
         self.watcher = CertWatcher(self.certs, self._rotated)
 
     def start(self) -> MountedWebhook:
@@ -153,12 +189,14 @@ def start_webhook(args: argparse.Namespace, client: RestClient) -> WebhookServer
     if args.webhook_service:
         svc, ns = args.webhook_service, args.namespace
         dns = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
-        server = WebhookServer(host="0.0.0.0", port=args.webhook_port, hosts=dns).start()
+        server = WebhookServer(host="0.0.0.0", port=args.webhook_port, hosts=dns,
+                               mounts=mount_policy(args)).start()
         config = render_validating_webhook_configuration(server.ca_bundle, service_name=svc,
                                                          service_namespace=ns)
         where = f"Service {ns}/{svc}"
     else:
-        server = WebhookServer(host=args.webhook_host, port=args.webhook_port).start()
+        server = WebhookServer(host=args.webhook_host, port=args.webhook_port,
+                               mounts=mount_policy(args)).start()
         config = render_validating_webhook_configuration(server.ca_bundle, url=server.url)
         where = server.url
     apply_validating_webhook_configuration(client.api_client, config)
@@ -213,6 +251,8 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
         ),
         node_api=api,
         network_policies=args.network_policy,
+        # the webhook's rules, so an object stored while no webhook ran is judged the same way
+        validator=workspace_validator(args),
     )
     return mgr
 

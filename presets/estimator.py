@@ -5,7 +5,8 @@ The arithmetic, which ``NodeEstimate.message`` spells out for the workspace stat
 1. usable memory per GPU = GPU memory x 0.9 (the rest is CUDA context, allocator slack);
 2. GPUs needed = ceil(preset GPU memory / usable per GPU);
 3. tensor parallel (tp) = 1 for a one-GPU model, else the largest size <= GPUs per node that divides the
-   attention and KV heads (1 if the preset cannot split a layer);
+   attention and KV heads (1 if the preset cannot split a layer, or the engine's splitter cannot split
+   its architecture's: the catalog's ``architectures[].tensor_parallel``);
 4. pipeline parallel (pp) = ceil(GPUs needed / tp): stages of layers, placed ``GPUs per node // tp`` to a
    node; nodes = ceil(pp / stages per node);
 5. more than one node needs a preset that may be distributed; tuning is single-node; a workspace spans at
@@ -86,23 +87,38 @@ def kv_bytes_per_token(preset: Preset, dtype: str) -> int | None:
 
 
 def _native(quant, sku: GpuSku) -> bool:
-    return sku.fake or float(sku.cuda_compute) >= float(quant.min_cuda_compute)
+    """Whether the serving image runs ``quant`` at its stored width on ``sku``'s GPUs."""
+    return sku.fake or (quant.native_in_image and float(sku.cuda_compute) >= float(quant.min_cuda_compute))
+
+
+BF16_BYTES = 2
 
 
 def dequantized_gib(preset: Preset, sku: GpuSku, catalog: Catalog) -> float:
-    """Extra GPU memory when ``sku`` runs ``preset``'s weights dequantized to bf16 (FP8 on a
-    pre-Ada GPU: 2 bytes a weight instead of 1, so one more copy of the checkpoint's size)."""
+    """Extra GPU memory when ``sku`` runs ``preset``'s weights dequantized (transformers does it at
+    load where it cannot run the format): the model at 2 bytes a parameter, less the checkpoint
+    already counted (FP8: about one more copy; MXFP4's 4.25-bit experts: about three)."""
     quant = catalog.quantizations.get(preset.quantization or "")
     if quant is None or _native(quant, sku) or quant.older_gpus != "dequantize":
         return 0.0
-    return preset.weights_gib
+    return round(max(0.0, preset.params_b * 1e9 * BF16_BYTES / 2**30 - preset.weights_gib), 2)
 
 
 def quantization_problem(preset: Preset, sku: GpuSku, catalog: Catalog) -> str | None:
-    """Why ``sku``'s GPUs cannot run ``preset``'s quantized weights, or None."""
+    """Why ``sku``'s GPUs cannot run ``preset``'s quantized weights, or None: a format with no
+    fallback below its compute capability, or dequantized weights on a GPU without bfloat16."""
     quant = catalog.quantizations.get(preset.quantization or "")
-    if quant is None or _native(quant, sku) or quant.older_gpus == "dequantize":
+    if quant is None or _native(quant, sku):
         return None
+    if quant.older_gpus == "dequantize":
+        floor = quant.dequantized_min_cuda_compute
+        if floor is None or float(sku.cuda_compute) >= float(floor):
+            return None
+        return (
+            f"{preset.name} ships {quant.name} weights, which this engine runs dequantized to bfloat16: "
+            f"that needs GPUs of CUDA compute capability {floor} or newer; {sku.name}'s {sku.gpu_model} "
+            f"is {sku.cuda_compute}"
+        )
     return (
         f"{preset.name} ships {quant.name} weights, which need GPUs of CUDA compute capability "
         f"{quant.min_cuda_compute} or newer; {sku.name}'s {sku.gpu_model} is {sku.cuda_compute}"
@@ -112,19 +128,21 @@ def quantization_problem(preset: Preset, sku: GpuSku, catalog: Catalog) -> str |
 def _host_memory_problem(
     preset: Preset, sku: GpuSku, pp: int, stages_per_node: int, catalog: Catalog | None
 ) -> str | None:
-    """A checkpoint each stage reads whole (quantized, or tensors transformers converts) is in
-    every stage process's host memory at once while it loads: refuse what a node cannot hold."""
+    """Each pipeline stage reads only its share of the checkpoint (``rayserve.loading``: plain
+    tensors straight to its GPU; converted ones, fused experts and quantized blocks, through
+    host memory on their way): refuse a node whose host memory cannot hold the shares of the
+    stages it runs, which are a 1/pp slice each (dequantized weights counted at their bf16 size)."""
     catalog = catalog or default_catalog()
-    arch = catalog.architecture(preset.architecture)
-    if not (preset.quantization or (arch and arch.loads_whole)) or sku.fake:
+    if sku.fake:
         return None
     stages = min(pp, stages_per_node)
     whole = preset.weights_gib + dequantized_gib(preset, sku, catalog)
-    if whole * stages <= sku.memory_gib:
+    share = whole * stages / pp
+    if share <= sku.memory_gib:
         return None
     return (
-        f"each stage loads the whole {_num(round(whole, 2))} GiB checkpoint through transformers (its "
-        f"tensors are quantized or converted at load), {stages} on a node: more than the "
+        f"its {stages} stage{'s' if stages > 1 else ''} on a node read {stages}/{pp} of the "
+        f"{_num(round(whole, 2))} GiB checkpoint, {_num(round(share, 2))} GiB: more than the "
         f"{_num(sku.memory_gib)} GiB of host memory of {sku.name}"
     )
 
@@ -176,8 +194,10 @@ def effective_dtype(preset: Preset, sku: GpuSku) -> str:
     return "float16" if preset.dtype == "bfloat16" and not sku.supports_bfloat16 else preset.dtype
 
 
-def _tensor_parallel(preset: Preset, gpus_needed: int, gpus_per_node: int) -> int:
-    if gpus_needed == 1 or not preset.layout.tensor_parallel:
+def _tensor_parallel(preset: Preset, gpus_needed: int, gpus_per_node: int, catalog: Catalog) -> int:
+    arch = catalog.architecture(preset.architecture)
+    splits = preset.layout.tensor_parallel and (arch is None or arch.tensor_parallel)
+    if gpus_needed == 1 or not splits:
         return 1
     heads, kv = preset.num_attention_heads, preset.num_kv_heads
     return max(d for d in range(1, gpus_per_node + 1) if heads % d == 0 and (kv % d == 0 or d % kv == 0))
@@ -224,9 +244,8 @@ def estimate_nodes(
         what = preset.name
         catalog = catalog or default_catalog()
         if problem := quantization_problem(preset, sku, catalog):
-            quant = catalog.quantizations[preset.quantization or ""]
             newer = [s.name for s in skus_that_fit(needed, catalog)
-                     if float(s.cuda_compute) >= float(quant.min_cuda_compute)][:MAX_SUGGESTIONS]
+                     if quantization_problem(preset, s, catalog) is None][:MAX_SUGGESTIONS]
             hint = f". Use e.g. {_fmt_suggestions(newer, catalog)}" if newer else ""
             raise EstimateError(problem + hint, newer)
         if extra := dequantized_gib(preset, sku, catalog):
@@ -235,7 +254,7 @@ def estimate_nodes(
     usable = usable_gib_per_gpu(sku)
     gpn = sku.gpu_count
     gpus_needed = max(1, math.ceil(needed / usable - 1e-9))
-    tp = _tensor_parallel(preset, gpus_needed, gpn)
+    tp = _tensor_parallel(preset, gpus_needed, gpn, catalog or default_catalog())
     pp = math.ceil(gpus_needed / tp)
     nodes = math.ceil(pp / (gpn // tp))
     dtype = effective_dtype(preset, sku)

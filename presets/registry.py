@@ -64,8 +64,9 @@ class Architecture(_Data):
     supported: bool
     proof: str | None = None
     why: str | None = None
-    loads_whole: bool = Field(
-        False, description="each pipeline stage reads the whole checkpoint (tensors transformers converts)"
+    tensor_parallel: bool = Field(
+        True, description="rayserve.tensor_parallel can split its layers by heads (q/k/v or packed qkv "
+                          "attention, a gated MLP, the text model at model.model); else pipeline stages only"
     )
 
 
@@ -78,6 +79,13 @@ class QuantizationFormat(_Data):
     older_gpus: Literal["refuse", "dequantize"] = Field(
         "refuse", description="below min_cuda_compute: refused, or dequantized to bf16 when loaded"
     )
+    native_in_image: bool = Field(
+        True, description="the serving image carries what runs the format natively (false: transformers "
+                          "dequantizes it on every GPU, as on older ones)"
+    )
+    dequantized_min_cuda_compute: str | None = Field(
+        None, description="dequantized weights need bfloat16 (compute capability 8.0): refuse older GPUs"
+    )
     proof: str | None = None
     why: str | None = None
 
@@ -85,6 +93,8 @@ class QuantizationFormat(_Data):
 class Preset(_Data):
     name: str
     hf_model_id: str | None = None
+    revision: str | None = Field(None, pattern=r"^[0-9a-f]{40}$",
+                                 description="the hub commit the weights are pinned to; None: main")
     model_path: str | None = None
     params_b: float = Field(gt=0)
     weights_gib: float = Field(gt=0)
@@ -127,6 +137,12 @@ class Preset(_Data):
         assert self.hf_model_id, f"preset {self.name} has neither hf_model_id nor model_path"
         return self.hf_model_id
 
+    @property
+    def model_revision(self) -> str | None:
+        """The hub commit ``model_source`` is loaded at: the pin, or None for a local checkpoint
+        (a directory has no revisions) and for an unpinned preset."""
+        return None if self.resolved_model_path() is not None else self.revision
+
 
 class GpuSku(_Data):
     name: str
@@ -151,6 +167,25 @@ class GpuSku(_Data):
     def describe(self) -> str:
         """E.g. ``1x16GiB V100``."""
         return f"{self.gpu_count}x{_num(self.gpu_memory_gib)}GiB {self.gpu_model}"
+
+
+class MigProfile(_Data):
+    """A MIG slice profile (``1g.10gb``): its memory is in its name; see gpu_skus.yaml."""
+
+    name: str = Field(pattern=r"^[1-9][0-9]*g\.[0-9]+gb$")
+    min_cuda_compute: str
+
+    @property
+    def gpu_memory_gib(self) -> float:
+        return float(self.name.rsplit(".", 1)[1].removesuffix("gb"))
+
+    def slice_sku(self, memory_gib: float, vcpus: int = 1, cuda_compute: str | None = None,
+                  gpu_model: str | None = None) -> GpuSku:
+        """One slice as the estimator sees a node: one GPU of the profile's memory (a MIG
+        workload runs on exactly one slice, no tensor parallelism across slices)."""
+        return GpuSku(name=f"MIG {self.name}", gpu_count=1, gpu_memory_gib=self.gpu_memory_gib,
+                      gpu_model=f"{gpu_model or 'GPU'} MIG {self.name}",
+                      cuda_compute=cuda_compute or self.min_cuda_compute, vcpus=vcpus, memory_gib=memory_gib)
 
 
 def _num(value: float) -> str:
@@ -180,7 +215,9 @@ class Catalog:
         skus: Iterable[GpuSku],
         architectures: Iterable[Architecture] = (),
         quantizations: Iterable[QuantizationFormat] = (),
+        mig_profiles: Iterable[MigProfile] = (),
     ) -> None:
+        self.mig_profiles: dict[str, MigProfile] = {m.name: m for m in mig_profiles}
         self.architectures: dict[str, Architecture] = {a.name: a for a in architectures}
         self.quantizations: dict[str, QuantizationFormat] = {q.name: q for q in quantizations}
         self.presets: dict[str, Preset] = {}
@@ -207,12 +244,14 @@ class Catalog:
     @classmethod
     def from_files(cls, catalog_file: Path = CATALOG_FILE, sku_file: Path = SKU_FILE) -> Catalog:
         data = yaml.safe_load(catalog_file.read_text())
-        skus = yaml.safe_load(sku_file.read_text())["skus"]
+        sku_data = yaml.safe_load(sku_file.read_text())
+        skus = sku_data["skus"]
         return cls(
             (Preset.model_validate(p) for p in data["presets"]),
             (GpuSku.model_validate(s) for s in skus),
             (Architecture.model_validate(a) for a in data.get("architectures", [])),
             (QuantizationFormat.model_validate(q) for q in data.get("quantizations", [])),
+            (MigProfile.model_validate(m) for m in sku_data.get("mig_profiles", [])),
         )
 
     def preset(self, name: str) -> Preset | None:

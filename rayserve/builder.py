@@ -125,10 +125,8 @@ class ServeConfigInput(BaseModel):
 
     def _defaults_left_out(self) -> dict[str, Any]:
         """Fields newer than a workspace's serve config, left out at their defaults: no key and
-        no tensor parallelism, no pinned revision keep the serve config (bytes) a workspace always had."""
+        no tensor parallelism keep the serve config (bytes) a workspace always had."""
         out: dict[str, Any] = {}
-        if self.model.revision is None:
-            out["model"] = {"revision"}
         if self.api_key_env is None:
             out["api_key_env"] = True
         if self.tensor_parallel == 1:

@@ -8,6 +8,7 @@ sharded output stops matching the unsharded one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -70,14 +71,6 @@ def _ray_gpu_ids() -> list[str]:
     return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
-def pinned(spec: ModelSpec) -> dict[str, str]:
-    """``revision=`` for the hub reads of ``spec``, when the controller pinned one: the commit it sized
-    the model from, so the weights cannot change under a running Workspace, and a restarted replica
-    whose cache holds that commit reads no file from the hub (huggingface_hub trusts a cached commit,
-    and the files it lacks, without asking; transformers still lists the repo's chat templates)."""
-    return {"revision": spec.revision} if spec.revision else {}
-
-
 def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
     """'auto' is bfloat16 on GPU (Phi-3's training dtype) and float32 on CPU (fast, exact)."""
     if spec.dtype == "auto":
@@ -88,7 +81,8 @@ def resolve_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
 def load_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code, **pinned(spec))
+    tok = AutoTokenizer.from_pretrained(spec.path, revision=spec.revision,
+                                        trust_remote_code=spec.trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -114,10 +108,10 @@ def load_model(
     config, _ = load_config(spec)
     model = auto_class(config).from_pretrained(
         spec.path,
+        revision=spec.revision,
         dtype=dtype,
         attn_implementation=attention_implementation(spec, config),
         trust_remote_code=spec.trust_remote_code,
-        **pinned(spec),
     )
     model = _finish(model, adapters)
     return model.to(device) if move else model
@@ -157,7 +151,9 @@ def load_stage_model(
     files, straight onto ``device``, one by one. The rest stays on meta until the stage
     prunes it. Module names and ``layer_idx`` stay those of the full model, so checkpoint
     keys, adapter keys and KV-cache indices need no remapping and the result is what the
-    full load + prune gave. Checkpoints without safetensors fall back to the full load.
+    full load + prune gave. Tensors transformers converts at load (fused experts, FP8 / MXFP4
+    blocks) go through its own conversions, still only the stage's (``load_stage_converted``).
+    Checkpoints without safetensors fall back to the full load.
     """
     weights = safetensors_weight_map(spec.path, spec.revision)
     if weights is None:
@@ -168,10 +164,11 @@ def load_stage_model(
     # tensors they would load without error and decode garbage
     quantized = getattr(model.config, "quantization_config", None) is not None
     renamed = None if quantized else checkpoint_renames(model, list(weights))
-    if renamed is None:
-        log.warning("%s needs transformers' conversions or quantizer: stage [%d, %d) loads it all",
-                    spec.path, start, end)
-        return load_model(spec, device, adapters, move=False)
+    if renamed is None:  # fused experts, quantized blocks: transformers' own conversions, stage keys only
+        model, read = load_stage_converted(spec, start, end, device, weights)
+        log.info("stage [%d, %d) of %s: read %d of %d tensors through transformers' conversions",
+                 start, end, spec.name, len(read), len(weights))
+        return _finish(model, adapters)
     needed = _stage_tensors(model, start, end)
     _load_tensors(model, needed, {renamed[k]: f for k, f in weights.items()}, device,
                   {new: old for old, new in renamed.items()})
@@ -179,9 +176,73 @@ def load_stage_model(
     return _finish(model, adapters)
 
 
+def load_stage_converted(
+    spec: ModelSpec, start: int, end: int, device: torch.device, weights: dict[str, Path]
+) -> tuple[nn.Module, list[str]]:
+    """Stage ``[start, end)`` of a checkpoint whose tensors transformers converts at load, reading
+    only the checkpoint tensors that become the stage's parameters; returns the model (other
+    stages' parts on meta, as ``load_stage_model``) and the checkpoint keys read.
+
+    Why transformers' loader and not our own stacking: a MoE checkpoint stores one tensor per
+    expert (``mlp.experts.7.gate_proj.weight``) that transformers 5 fuses into one parameter
+    (``mlp.experts.gate_up_proj``: the experts stacked, gate and up concatenated), and FP8 /
+    MXFP4 checkpoints store blocks and scales its quantizer turns into quantized modules (or,
+    on a GPU that cannot run them, dequantizes). Its conversion table
+    (``conversion_mapping.get_model_conversion_mapping``) is the architecture's own record of
+    that layout, so the stage gets exactly what ``from_pretrained`` builds, with the quantizer's
+    modules. What changes is the input: the state dict handed to
+    ``convert_and_load_state_dict_in_model`` holds only the keys whose converted name is one of
+    the stage's parameters (lazy safetensors slices, read when converted), not the whole
+    checkpoint; nothing is initialised for the rest, which stays on meta until the stage prunes.
+    """
+    from safetensors import safe_open
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import (
+        WeightRenaming,
+        convert_and_load_state_dict_in_model,
+        rename_source_key,
+    )
+    from transformers.modeling_utils import LoadStateDictConfig
+    from transformers.quantizers.auto import get_hf_quantizer
+
+    config, _ = load_config(spec)
+    dtype = resolve_dtype(spec, device)
+    device_map = {"": device}
+    quantizer, config, device_map = get_hf_quantizer(config, None, device_map, True, {})
+    if quantizer is not None:
+        dtype = quantizer.update_dtype(dtype)
+    model = _skeleton(spec, dtype, config=config, quantizer=quantizer, device_map=device_map,
+                      files=sorted({str(f) for f in weights.values()}))
+    needed = _stage_tensors(model, start, end)
+    mapping = get_model_conversion_mapping(model, None, quantizer)
+    renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
+    converters = [m for m in mapping if not isinstance(m, WeightRenaming)]
+    meta_state, prefix = model.state_dict(), model.base_model_prefix
+    read = [key for key in weights
+            if rename_source_key(key, renamings, converters, prefix, meta_state)[0] in needed]
+    load = LoadStateDictConfig(pretrained_model_name_or_path=spec.path, device_map=device_map, dtype=dtype,
+                               dtype_plan=model._get_dtype_plan(dtype), hf_quantizer=quantizer,
+                               weight_mapping=mapping)
+    with contextlib.ExitStack() as files:
+        handles = {f: files.enter_context(safe_open(f, framework="pt", device="cpu"))
+                   for f in {weights[k] for k in read}}
+        state = {key: handles[weights[key]].get_slice(key) for key in read}
+        info, _ = convert_and_load_state_dict_in_model(model, state, load)
+    if errors := info.conversion_errors or info.mismatched_keys or info.error_msgs:
+        raise ValueError(f"checkpoint {spec.path}: stage [{start}, {end}) failed to convert: {errors}")
+    for target, source in _tied_pairs(model, needed).items():
+        _set_tensor(model, target, model.get_parameter(source))
+    if missing := sorted(name for name in needed if model.get_parameter_or_buffer(name).is_meta):
+        raise KeyError(f"checkpoint {spec.path} lacks tensors the stage needs: {missing}")
+    if quantizer is not None:
+        model.hf_quantizer = quantizer
+        quantizer.postprocess_model(model)
+    return model, read
+
+
 def safetensors_weight_map(path: str, revision: str | None = None) -> dict[str, Path] | None:
     """Tensor name -> safetensors file holding it, for a sharded (index json) or single-file
-    checkpoint (of a hub id: at ``revision``); None when the checkpoint has no safetensors (e.g.
+    checkpoint (a hub id's at ``revision``); None when the checkpoint has no safetensors (e.g.
     ``pytorch_model.bin``)."""
     from safetensors import safe_open
 
@@ -200,7 +261,8 @@ def safetensors_weight_map(path: str, revision: str | None = None) -> dict[str, 
 
 
 def _checkpoint_dir(path: str, revision: str | None = None) -> Path | None:
-    """The local directory of ``path``: itself, or the hub cache's snapshot of a hub id."""
+    """The local directory of ``path``: itself, or the hub cache's snapshot of a hub id at
+    ``revision`` (the preset's pinned commit; None: main)."""
     if Path(path).is_dir():
         return Path(path)
     try:
@@ -225,24 +287,30 @@ def _download_checkpoint(repo: str, revision: str | None = None) -> str:
         files = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
     except EntryNotFoundError:
         files = ["model.safetensors"]
-    return snapshot_download(repo, allow_patterns=["*.json", *files], revision=revision)
+    return snapshot_download(repo, revision=revision, allow_patterns=["*.json", *files])
 
 
-def _skeleton(spec: ModelSpec, dtype: torch.dtype) -> nn.Module:
-    """The full model from its config, parameters on meta, in ``dtype`` like ``load_model``."""
+def _skeleton(spec: ModelSpec, dtype: torch.dtype, *, config=None, quantizer=None, device_map=None,
+              files: list[str] | None = None) -> nn.Module:
+    """The full model from its config, parameters on meta, in ``dtype`` like ``load_model``;
+    with ``quantizer`` its modules replaced by the quantized ones (as ``from_pretrained`` does)."""
     from accelerate import init_empty_weights
 
-    config, _ = load_config(spec)
+    config = config if config is not None else load_config(spec)[0]
     # parameters on meta (no memory; the checkpoint fills them), buffers for real: non-persistent
     # ones computed at init (rotary inv_freq) are not in the checkpoint. The patch accelerate
     # applies is process-wide while it lasts; a stage actor builds its model before serving.
     with init_empty_weights(include_buffers=False):
-        return auto_class(config).from_config(
+        model = auto_class(config).from_config(
             config,
             dtype=dtype,
             attn_implementation=attention_implementation(spec, config),
             trust_remote_code=spec.trust_remote_code,
         )
+        if quantizer is not None:
+            quantizer.preprocess_model(model=model, dtype=dtype, device_map=device_map,
+                                       checkpoint_files=files, use_kernels=False)
+    return model
 
 
 def _stage_tensors(model: nn.Module, start: int, end: int) -> dict[str, torch.Tensor]:
@@ -384,9 +452,10 @@ def load_config(spec: ModelSpec):
     """The model's config and generation config (None when absent), without the weights."""
     from transformers import AutoConfig, GenerationConfig
 
-    config = AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code, **pinned(spec))
+    config = AutoConfig.from_pretrained(spec.path, revision=spec.revision,
+                                        trust_remote_code=spec.trust_remote_code)
     try:
-        gen = GenerationConfig.from_pretrained(spec.path, **pinned(spec))
+        gen = GenerationConfig.from_pretrained(spec.path, revision=spec.revision)
     except OSError:
         gen = None
     return config, gen

@@ -38,8 +38,8 @@ class ModelSpec(BaseModel):
 
     name: str = Field(min_length=1, description="served model name: what clients put in `model`")
     path: str = Field(description="local directory (or hub id where a hub is reachable)")
-    revision: str | None = Field(None, min_length=1, max_length=255,
-                                 description="of a hub id: the commit (or branch, tag) to load; None: main")
+    revision: str | None = Field(
+        None, description="the hub commit of a hub id (None: its main branch; ignored for a directory)")
     dtype: DType = Field("auto", description="'auto' = bfloat16 on GPU, float32 on CPU")
     max_context: int = Field(4096, gt=0, description="prompt + generated tokens per request")
     trust_remote_code: bool = False

@@ -24,8 +24,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.api.datasources import (
+    DEFAULT_MOUNT_POLICY,
     INPUT_VOLUME_TYPES,
     OUTPUT_VOLUME_TYPES,
+    MountPolicy,
     node_path_problem,
     volume_source_problem,
 )
@@ -96,7 +98,8 @@ def _spec(ws: Workspace) -> dict[str, Any]:
 
 
 def validate_workspace_object(
-    obj: dict[str, Any], old_obj: dict[str, Any] | None = None, *, catalog: Catalog | None = None
+    obj: dict[str, Any], old_obj: dict[str, Any] | None = None, *, catalog: Catalog | None = None,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> ValidationResult:
     """Validate raw API objects (as in an AdmissionReview); shape errors become field errors too."""
     result = ValidationResult()
@@ -113,14 +116,16 @@ def validate_workspace_object(
             old = Workspace.from_k8s(old_obj)
         except ValidationError:
             old = None  # an old object we cannot read: judge the new one as if created
-    return validate_workspace(ws, old, catalog=catalog)
+    return validate_workspace(ws, old, catalog=catalog, mounts=mounts)
 
 
 def validate_workspace(
-    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None, check_fit: bool = True
+    ws: Workspace, old: Workspace | None = None, *, catalog: Catalog | None = None, check_fit: bool = True,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> ValidationResult:
     """Validate a Workspace on create (``old`` None) or update; ``check_fit`` False leaves out the
-    estimator (whether the preset fits the instance type), for a caller that runs it itself."""
+    estimator (whether the preset fits the instance type), for a caller that runs it itself;
+    ``mounts``: the operator's CSI drivers and node path prefix."""
     catalog = catalog or default_catalog()
     result = ValidationResult()
     if old is not None:
@@ -129,15 +134,17 @@ def validate_workspace(
         validate_update(ws, old, result)
     else:
         validate_name(ws.name, result)
-    validate_spec(ws, catalog, result, check_fit=check_fit)
+    validate_spec(ws, catalog, result, check_fit=check_fit, mounts=mounts)
     return result
 
 
-def reconcile_problem(ws: Workspace, *, catalog: Catalog | None = None) -> str | None:
+def reconcile_problem(ws: Workspace, *, catalog: Catalog | None = None,
+                      mounts: MountPolicy = DEFAULT_MOUNT_POLICY) -> str | None:
     """None if the reconciler can build ``ws``, else every problem joined into one message: the
     create-time rules but the fit (see the module docstring), then what this controller cannot
     build yet."""
-    problems = validate_workspace(ws, catalog=catalog, check_fit=False).errors or controller_limits(ws)
+    problems = validate_workspace(ws, catalog=catalog, check_fit=False, mounts=mounts).errors or \
+        controller_limits(ws)
     return "; ".join(str(e) for e in problems) if problems else None
 
 
@@ -154,10 +161,10 @@ def bypasses_resource_checks(ws: Workspace) -> bool:
     return _truthy(ws.metadata.annotations and ws.metadata.annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS))
 
 
-def judge_fit(message: str, bypass: bool, result: ValidationResult) -> None:
+def judge_fit(message: str, bypass: bool, result: ValidationResult, path: str = "resource.instanceType"
+              ) -> None:
     """The estimator found the preset does not fit the instance type (``message``): an error on
-    resource.instanceType, or a warning under the bypass annotation."""
-    path = "resource.instanceType"
+    ``path``, or a warning under the bypass annotation."""
     if bypass:
         allowed_by = f"(allowed by annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS})"
         result.warnings.append(f"{path}: {message} {allowed_by}")
@@ -191,6 +198,8 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
         )
     if old.resource.label_selector != ws.resource.label_selector:
         result.error("resource.labelSelector", f"is immutable{hint}")
+    if old.resource.partition != ws.resource.partition:
+        result.error("resource.partition", f"is immutable{hint}")
     if old.inference and ws.inference:
         old_preset, new_preset = old.inference.preset, ws.inference.preset
         if old_preset and new_preset and old_preset.name != new_preset.name:
@@ -215,7 +224,8 @@ def validate_update(ws: Workspace, old: Workspace, result: ValidationResult) -> 
 
 
 def validate_spec(
-    ws: Workspace, catalog: Catalog, result: ValidationResult, *, check_fit: bool = True
+    ws: Workspace, catalog: Catalog, result: ValidationResult, *, check_fit: bool = True,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     if ws.inference is None and ws.tuning is None:
         result.error("(root)", "specify either inference or tuning; the workspace has neither")
@@ -225,9 +235,10 @@ def validate_spec(
         return
     instance_type = ws.resource.instance_type
     sku = catalog.sku(instance_type) if instance_type else None
-    if not instance_type:
+    partitioned = ws.resource.partition is not None
+    if not instance_type and not partitioned:
         result.error("resource.instanceType", "is required: name the GPU VM size, e.g. Standard_NC6s_v3")
-    elif sku is None:
+    elif instance_type and sku is None:
         result.error("resource.instanceType", unknown_sku_message(instance_type, catalog))
 
     if ws.resource.count > MAX_NODE_COUNT:  # not subject to the bypass annotation
@@ -237,8 +248,7 @@ def validate_spec(
             "(split the load over several workspaces)",
         )
     validate_node_labels(ws.resource.label_selector, result)
-    if problem := partition_problem(ws):
-        result.error("resource.partition", problem)
+    validate_partition(ws, catalog, result)
     bypass = bypasses_resource_checks(ws)
     if ws.inference is not None:
         inf = ws.inference
@@ -262,11 +272,16 @@ def validate_spec(
                     f"preset {preset.name} is gated on Hugging Face: set "
                     "inference.preset.presetOptions.modelAccessSecret to a Secret with key HF_TOKEN"
                 )
+            if warning := unpinned_warning(preset):
+                result.warnings.append(warning)
             if sku is not None and check_fit:
                 _check_fit(preset, sku, ws.resource.count, None, bypass, result, catalog)
-        validate_adapters(inf.adapters or [], result)
+            if check_fit and (problem := mig_fit_problem(ws, preset, catalog)):
+                judge_fit(problem, bypass, result, "resource.partition")
+        validate_adapters(inf.adapters or [], result, mounts)
     if ws.tuning is not None:
-        validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result)
+        validate_tuning(ws.tuning, ws.resource.count, sku if check_fit else None, bypass, catalog, result,
+                        mounts)
 
 
 def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> None:
@@ -279,19 +294,59 @@ def validate_node_labels(selector: LabelSelector, result: ValidationResult) -> N
             result.error(path, problem)
 
 
-def partition_problem(ws: Workspace) -> str | None:
-    """Kaito v0.12's ``resource.partition`` (MIG / accelerator partitions of BYO nodes): admitted by
-    the schema so a Kaito manifest decodes, refused here with what to change, since this operator
-    provisions whole GPU nodes per workspace and has no bring-your-own-node mode yet."""
+def validate_partition(ws: Workspace, catalog: Catalog, result: ValidationResult) -> None:
+    """Kaito v0.12's ``resource.partition``: the workspace runs on existing nodes matching its
+    label selector (bring-your-own; nothing is provisioned for it), its Ray workers asking for
+    ``count`` whole GPUs (mode accelerator) or one MIG slice of ``profile`` (mode mig). The rules
+    are Kaito's ``validatePartition``; the fit of an accelerator partition depends on the node's
+    GPUs, so the reconciler judges it once it sees a matching node (``controller.workspace.plan``)."""
     part = ws.resource.partition
     if part is None:
+        return
+    path = "resource.partition"
+    if ws.resource.instance_type:
+        result.error("resource.instanceType", (
+            "must be empty with resource.partition: a partitioned workspace runs on existing nodes "
+            "matching resource.labelSelector (nothing is provisioned); remove resource.instanceType, "
+            "or remove resource.partition to provision whole GPU nodes of that instance type"))
+    if ws.tuning is not None:
+        result.error(path, "GPU partitioning is not supported for tuning workloads: "
+                           "remove resource.partition")
+    if not (ws.resource.label_selector.match_labels or ws.resource.label_selector.match_expressions):
+        result.error("resource.labelSelector", "must select the nodes to partition: a partitioned "
+                                               "workspace uses existing nodes with these labels")
+    if part.mode == "accelerator":
+        if part.profile:
+            result.error(f"{path}.profile", "is not valid for mode accelerator (whole GPUs): remove it")
+        if part.count is None:
+            result.error(f"{path}.count", "is required for mode accelerator: the GPUs each replica uses")
+        return
+    if part.count is not None:
+        result.error(f"{path}.count", "is only valid for mode accelerator: a MIG workload runs on one "
+                                      "slice of resource.partition.profile; remove it")
+    if not part.profile:
+        result.error(f"{path}.profile", "is required for mode mig, e.g. 1g.10gb")
+    elif part.profile not in catalog.mig_profiles:
+        known = ", ".join(sorted(catalog.mig_profiles))
+        result.error(f"{path}.profile", f"unknown MIG profile {part.profile!r}: must be one of {known}")
+
+
+def mig_fit_problem(ws: Workspace, preset: Preset, catalog: Catalog) -> str | None:
+    """Why ``preset`` cannot run on one MIG slice of the workspace's profile, or None (also when
+    the workspace is not a MIG partition). The slice's GPU is not known before a node is, so the
+    oldest GPU offering the profile is assumed; the host memory is judged by the reconciler."""
+    part = ws.resource.partition
+    profile = catalog.mig_profiles.get(part.profile or "") if part and part.mode == "mig" else None
+    if profile is None:
         return None
-    what = f"MIG profile {part.profile}" if part.mode == "mig" and part.profile else f"mode {part.mode}"
-    return (
-        f"GPU partitioning ({what}) needs bring-your-own nodes, which this operator does not support yet: "
-        "remove resource.partition and set resource.instanceType to the GPU VM size to provision "
-        "(a whole node per replica), e.g. Standard_NC24ads_A100_v4"
-    )
+    try:
+        est = estimate_nodes(preset, profile.slice_sku(memory_gib=float("inf")), catalog=catalog)
+    except EstimateError as exc:
+        return f"{exc.message} (one MIG slice {profile.name}): pick a larger profile, or mode accelerator"
+    if est.gpus_needed > 1:
+        return (f"{est.message}: a MIG workload runs on exactly one slice; pick a larger profile than "
+                f"{profile.name}, or mode accelerator with count {est.gpus_needed}")
+    return None
 
 
 def serving_problem(preset: Preset, catalog: Catalog) -> str | None:
@@ -326,6 +381,16 @@ def uncatalogued_warning(name: str, catalog: Catalog) -> str:
             "config.json from the Hugging Face hub and sizes it; ResourceReady says whether it can be served")
 
 
+def unpinned_warning(preset: Preset) -> str | None:
+    """A warning for a hub preset the catalog pins to no commit: its pods load whatever the repo's
+    main branch holds when they start, so a push upstream changes the served model. Said at
+    admission so that it is never silent (the catalog says which presets these are and why)."""
+    if preset.hf_model_id is None or preset.model_revision is not None or preset.model_path is not None:
+        return None
+    return (f"preset {preset.name} is not pinned to a Hugging Face commit (Kaito pins none): its pods load "
+            f"the main branch of {preset.hf_model_id} as it is when they start")
+
+
 def _known_preset(name: str | None, path: str, catalog: Catalog, result: ValidationResult) -> Preset | None:
     if name is None:
         return None
@@ -350,7 +415,8 @@ def _check_fit(
         judge_fit(exc.message, bypass, result)
 
 
-def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> None:
+def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult,
+                      mounts: MountPolicy = DEFAULT_MOUNT_POLICY) -> None:
     if len(adapters) > MAX_ADAPTERS:
         result.error(
             "inference.adapters",
@@ -380,7 +446,8 @@ def validate_adapters(adapters: list[AdapterSpec], result: ValidationResult) -> 
         elif len(sources) != 1:
             found = ", ".join(sources) if sources else "none"
             result.error(f"{path}.source", f"set exactly one of image, volumeSource or path (found: {found})")
-        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result)
+        validate_mountable(path + ".source", adapter.source.volume_source, adapter.source.path, result,
+                           mounts=mounts)
         validate_pull_secrets(f"{path}.source", adapter.source, result)
         try:
             strength = float(adapter.strength)
@@ -400,6 +467,7 @@ def validate_tuning(
     bypass: bool,
     catalog: Catalog,
     result: ValidationResult,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     """The tuning rules; ``sku`` None (unknown, or the caller estimates itself) skips the fit."""
     preset = _known_preset(tuning.preset.name, "tuning.preset.name", catalog, result)
@@ -421,10 +489,10 @@ def validate_tuning(
     if len(sources) != 1:
         found = ", ".join(sources) if sources else "none"
         result.error("tuning.input", f"set exactly one of urls, image, volumeSource or path (found: {found})")
-    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result)
+    validate_mountable("tuning.input", tuning.input.volume_source, tuning.input.path, result, mounts=mounts)
     validate_pull_secrets("tuning.input", tuning.input, result)
     validate_mountable("tuning.output", tuning.output.volume_source, tuning.output.path, result,
-                       allowed=OUTPUT_VOLUME_TYPES)
+                       allowed=OUTPUT_VOLUME_TYPES, mounts=mounts)
     for j, url in enumerate(tuning.input.urls or []):
         problem = url_problem(url)
         if problem:
@@ -447,15 +515,16 @@ def validate_mountable(
     result: ValidationResult,
     *,
     allowed: tuple[str, ...] = INPUT_VOLUME_TYPES,
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
 ) -> None:
     """A data source's volume and node path become volumes of the controller's pods: only the
-    types and directories ``controller.api.datasources`` allows."""
+    types and directories ``controller.api.datasources`` allows, under the operator's ``mounts``."""
     if volume_source:
-        problem = volume_source_problem(volume_source, allowed)
+        problem = volume_source_problem(volume_source, allowed, mounts)
         if problem:
             result.error(f"{path}.volumeSource", problem)
     if node_path:
-        problem = node_path_problem(node_path)
+        problem = node_path_problem(node_path, mounts.node_path_prefix)
         if problem:
             result.error(f"{path}.path", problem)
 

@@ -76,16 +76,15 @@ def immutable(what: str) -> dict[str, Any]:
 
 
 class PartitionSpec(K8sModel):
-    """Kaito v0.12's GPU partitioning (MIG slices or whole accelerators of BYO nodes).
-
-    Why the field exists though nothing here builds it: a Kaito manifest that sets it must get a
-    webhook message saying what to change (``validation.partition_problem``), not an "unknown
-    field" decoding error from the API server.
+    """Kaito v0.12's GPU partitioning: existing nodes (no instanceType, nothing provisioned)
+    whose Ray workers ask for ``count`` whole GPUs (mode accelerator) or one MIG slice of
+    ``profile`` (mode mig, ``nvidia.com/mig-<profile>``). Rules: ``validation.validate_partition``.
     """
 
     mode: Literal["mig", "accelerator"] = Field(description="mig: MIG slices; accelerator: whole GPUs.")
     profile: str | None = Field(default=None, max_length=64, description="MIG profile, e.g. 1g.10gb.")
-    count: int | None = Field(default=None, ge=1, le=64, description="Slices or GPUs per replica.")
+    count: int | None = Field(default=None, ge=1, le=64,
+                              description="Whole GPUs per replica (mode accelerator).")
 
 
 class ResourceSpec(K8sModel):
@@ -110,7 +109,7 @@ class ResourceSpec(K8sModel):
     )
     partition: PartitionSpec | None = Field(
         default=None,
-        description="GPU partitioning of BYO nodes (Kaito v0.12); the webhook refuses it. Immutable.",
+        description="GPU partitioning of existing nodes (Kaito v0.12): no instanceType. Immutable.",
         json_schema_extra=immutable("resource.partition"),
     )
 

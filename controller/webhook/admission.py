@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller.api.datasources import DEFAULT_MOUNT_POLICY, MountPolicy
 from controller.api.validation import ValidationResult, validate_workspace_object
 from controller.api.workspace import GROUP as WORKSPACE_GROUP
 from presets.registry import Catalog
@@ -24,7 +25,8 @@ def _response(uid: str, result: ValidationResult) -> dict[str, Any]:
     return response
 
 
-def review(body: dict[str, Any], *, catalog: Catalog | None = None) -> dict[str, Any]:
+def review(body: dict[str, Any], *, catalog: Catalog | None = None,
+           mounts: MountPolicy = DEFAULT_MOUNT_POLICY) -> dict[str, Any]:
     """Answer one AdmissionReview request. Anything that is not a Workspace CREATE/UPDATE is allowed."""
     if body.get("kind") != "AdmissionReview" or not isinstance(body.get("request"), dict):
         raise ValueError("expected an admission.k8s.io/v1 AdmissionReview with a request")
@@ -39,7 +41,7 @@ def review(body: dict[str, Any], *, catalog: Catalog | None = None) -> dict[str,
     ):
         obj = request.get("object") or {}
         old = request.get("oldObject") if request.get("operation") == "UPDATE" else None
-        result = validate_workspace_object(obj, old, catalog=catalog)
+        result = validate_workspace_object(obj, old, catalog=catalog, mounts=mounts)
         name = f"{request.get('namespace', '')}/{request.get('name') or obj.get('metadata', {}).get('name')}"
         if result.allowed:
             log.debug("admitted %s %s", request.get("operation"), name)

@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+from controller.api.datasources import DEFAULT_MOUNT_POLICY, MountPolicy
 from controller.webhook.admission import review
 from controller.webhook.certs import ServingCerts, generate_serving_certs
 from presets.registry import Catalog
@@ -98,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = json.loads(self.rfile.read(length))
-            answer = review(body, catalog=self.server.catalog)
+            answer = review(body, catalog=self.server.catalog, mounts=self.server.mounts)
         except (ValueError, TypeError) as exc:
             self._send(400, f"bad AdmissionReview: {exc}".encode(), "text/plain")
             return
@@ -120,6 +121,7 @@ class _Server(HTTPServer):
     """An HTTPServer whose connections run on a bounded pool, each under a total deadline."""
 
     catalog: Catalog | None = None
+    mounts: MountPolicy = DEFAULT_MOUNT_POLICY
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], *, workers: int, pending: int,
                  deadline: float) -> None:
@@ -186,6 +188,7 @@ class WebhookServer:
         ca_bundle: bytes | None = None,
         hosts: list[str] | None = None,
         catalog: Catalog | None = None,
+        mounts: MountPolicy = DEFAULT_MOUNT_POLICY,
         workers: int = WORKERS,
         pending: int = PENDING,
         request_deadline: float = REQUEST_DEADLINE,
@@ -194,6 +197,7 @@ class WebhookServer:
         self._limits = {"workers": workers, "pending": pending, "deadline": request_deadline}
         self._port = port
         self._catalog = catalog
+        self._mounts = mounts  # the operator's CSI drivers and node path prefix (--allowed-csi-drivers)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if cert_file is None or key_file is None:
             certs: ServingCerts = generate_serving_certs(hosts or [host])
@@ -222,6 +226,7 @@ class WebhookServer:
         self._ctx = ctx
         httpd = _Server((self.host, self._port), _Handler, **self._limits)
         httpd.catalog = self._catalog
+        httpd.mounts = self._mounts
         httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name="kaito-webhook", daemon=True)

@@ -30,7 +30,10 @@ POD_REASONS = ("Unschedulable", "OOMKilled", "CrashLoopBackOff", "ImagePullBackO
 REASON_POD_FAILING = "RayPodFailing"
 # a Serve deployment is not healthy and Serve says why (KubeRay's serveDeploymentStatuses[].message)
 REASON_SERVE_DEPLOYMENT = "ServeDeploymentNotHealthy"
-REASONS = frozenset({*POD_REASONS, REASON_POD_FAILING, REASON_SERVE_DEPLOYMENT})  # all Warnings
+# fewer worker pods ready than the cluster wants, and no pod or Serve message says more
+REASON_WORKERS_NOT_READY = "RayWorkersNotReady"
+REASONS = frozenset({*POD_REASONS, REASON_POD_FAILING, REASON_SERVE_DEPLOYMENT,
+                     REASON_WORKERS_NOT_READY})  # all Warnings
 
 MAX_PODS = 3  # pods quoted in one message; the rest are counted
 SERVE_HEALTHY = "HEALTHY"
@@ -132,6 +135,19 @@ def serve_messages(rs: RayService | None) -> list[str]:
     return [f"Ray Serve deployment {name} {words}" for name, words in sorted(found.items())]
 
 
+def worker_messages(rs: RayService | None) -> list[str]:
+    """KubeRay's count of the serving cluster's worker Pods, when fewer are ready than it wants: a
+    Ray node lost (its Pod deleted, its container killed) shows here while KubeRay recreates it,
+    even where no Pod status says why (``rayClusterStatus.readyWorkerReplicas`` of
+    ``desiredWorkerReplicas``). Only the active cluster: a pending one's workers are still starting."""
+    active = rs.status.active_service_status if rs is not None and rs.status else None
+    cluster = (active.ray_cluster_status or {}) if active else {}
+    desired, ready = cluster.get("desiredWorkerReplicas"), cluster.get("readyWorkerReplicas")
+    if active is None or not isinstance(desired, int) or not isinstance(ready, int) or ready >= desired:
+        return []
+    return [f"Ray cluster {active.ray_cluster_name}: {ready} of {desired} worker pods ready"]
+
+
 def explain(state: InferenceState, rs_obj: dict | None, pods: Iterable[dict]) -> InferenceState:
     """``state`` with the pods' and Serve's words put first in its message and, while it is only
     waiting (not failed, not a spec update being applied), their reason as its reason."""
@@ -140,13 +156,15 @@ def explain(state: InferenceState, rs_obj: dict | None, pods: Iterable[dict]) ->
     rs = RayService.model_validate(rs_obj) if rs_obj is not None else None
     problems = pod_problems(cluster_pods(pods, rs))
     serve = serve_messages(rs)
-    if not problems and not serve:
+    workers = worker_messages(rs)
+    if not problems and not serve and not workers:
         return state
     details = [p.message for p in problems[:MAX_PODS]]
     if len(problems) > MAX_PODS:
         details.append(f"and {len(problems) - MAX_PODS} more Ray pod(s) not running")
-    details += serve
+    details += workers + serve
     reason = state.reason
     if not state.failed and state.reason != "RayServiceUpdating":
-        reason = problems[0].reason if problems else REASON_SERVE_DEPLOYMENT
+        reason = problems[0].reason if problems else (
+            REASON_SERVE_DEPLOYMENT if serve else REASON_WORKERS_NOT_READY)
     return replace(state, reason=reason, message=f"{'; '.join(details)} ({state.message})")

@@ -31,14 +31,19 @@ from controller.api.workspace import (
     DataSource,
     Workspace,
 )
-from controller.workspace import cluster_rollout, model_cache, names
+from controller.workspace import byo, cluster_rollout, model_cache, names, podsecurity
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ADAPTER_DIR = "/mnt/adapter"
-HEAD_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001), ("serve", names.SERVE_PORT),
-              ("metrics", 8080))
+# What the head publishes (its containerPorts, which KubeRay v1.5 turns into the head Service's
+# ports; with none declared it would add the Ray Client's 10001 too): GCS for the workers to join,
+# the dashboard for KubeRay's serve-config PUTs and status polls, Serve for clients, and metrics
+# for Prometheus (KubeRay adds that one anyway). Nothing here uses Ray Client, so its server is
+# not started at all (``ray-client-server-port: 0``).
+HEAD_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("serve", names.SERVE_PORT), ("metrics", 8080))
+HEAD_START_PARAMS = {"num-gpus": "0", "dashboard-host": "0.0.0.0", "ray-client-server-port": "0"}
 WORKER_GROUP = "gpu-group"
 
 
@@ -54,6 +59,9 @@ def pod_pinning(ws: Workspace) -> dict:
             {"key": names.GPU_TAINT_KEY, "operator": "Equal", "value": names.GPU_TAINT_VALUE,
              "effect": names.GPU_TAINT_EFFECT},
             {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+            # a MIG slice's resource, should the cluster taint MIG nodes with it (as Kaito tolerates)
+            *([{"key": byo.partition_resource(ws), "operator": "Exists", "effect": "NoSchedule"}]
+              if byo.partition_resource(ws) != GPU_RESOURCE else []),
         ],
     }
 
@@ -115,14 +123,15 @@ def hub_env(plan: Plan) -> list[dict]:
 
 
 def _pod_template(ws: Workspace, container: dict, extra_spec: dict | None = None) -> dict:
-    """A Ray pod: pinned to the workspace's nodes, and without a service account token (in-tree
+    """A Ray pod: pinned to the workspace's nodes, without a service account token (in-tree
     autoscaling is off, so nothing in a Ray pod calls the API server, and the adapters and models
-    it loads are the Workspace author's choice)."""
-    return {
-        "metadata": {"labels": pod_labels(ws)},
-        "spec": {**pod_pinning(ws), "automountServiceAccountToken": False, "containers": [container],
-                 **(extra_spec or {})},
-    }
+    it loads are the Workspace author's choice), and under ``podsecurity``'s defaults in every
+    container: the image's ray user, no capabilities, no privilege escalation, RuntimeDefault
+    seccomp (KubeRay copies the Ray container's securityContext into the init container it adds).
+    ``fsGroupChangePolicy: OnRootMismatch``: a large adapter volume is not re-chowned every start."""
+    spec = {**pod_pinning(ws), "automountServiceAccountToken": False, "containers": [container],
+            "securityContext": {"fsGroupChangePolicy": "OnRootMismatch"}, **(extra_spec or {})}
+    return {"metadata": {"labels": pod_labels(ws)}, "spec": podsecurity.restricted_pod(spec)}
 
 
 def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str) -> dict:
@@ -141,13 +150,14 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
     }
     adapters = _adapter_volumes(ws)
     volumes = [*adapters.volumes, model_cache.volume(plan)]
-    mounts, inits = [*adapters.mounts, model_cache.mount()], adapters.inits
+    cache_owner = model_cache.cache_owner(plan, image)  # first: before anything writes the cache
+    mounts, inits = [*adapters.mounts, model_cache.mount()], [*cache_owner, *adapters.inits]
     worker: dict = {
         "name": "ray-worker",
         "image": image,
         "resources": {
             "requests": {"cpu": "1", "memory": "2Gi"},
-            **({"limits": {GPU_RESOURCE: str(plan.gpus_per_node)}} if plan.gpus_per_node else {}),
+            **({"limits": {plan.gpu_resource: str(plan.gpus_per_node)}} if plan.gpus_per_node else {}),
         },
         "env": env,
         "volumeMounts": mounts,
@@ -168,8 +178,9 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
     cluster = {
         "enableInTreeAutoscaling": False,
         "headGroupSpec": {
-            "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
-            "template": _pod_template(ws, head, {"volumes": [model_cache.volume(plan)]}),
+            "rayStartParams": dict(HEAD_START_PARAMS),
+            "template": _pod_template(ws, head, {"volumes": [model_cache.volume(plan)],
+                                                 **({"initContainers": cache_owner} if cache_owner else {})}),
         },
         "workerGroupSpecs": [{
             "groupName": WORKER_GROUP,

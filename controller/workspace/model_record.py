@@ -61,4 +61,4 @@ def recalled(ws: Workspace, model_id: str) -> ResolvedModel | None:
         log.info("workspace %s: status.resolvedModel does not parse (%s); resolving %s again",
                  ws.key, exc.error_count(), model_id)
         return None
-    return ResolvedModel(preset, kept.revision, kept.sized_from, kept.endpoint)
+    return ResolvedModel(preset, kept.revision, kept.sized_from, kept.endpoint)  # preset.revision: the pin

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -46,6 +47,7 @@ REASON_MODEL_RESOLVED = "ModelResolved"
 REASON_MODEL_NOT_FOUND = "ModelNotFound"
 REASON_MODEL_ACCESS_DENIED = "ModelAccessDenied"
 REASON_HUB_UNREACHABLE = "ModelHubUnreachable"
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a hub commit sha: what a preset may pin
 @dataclass(frozen=True)
 class ResolvedModel:
     preset: Preset
@@ -150,6 +152,8 @@ class ModelResolver:
             config = self.hub.json_file(model_id, info.sha, "config.json", token)
             weights = Weights.from_headers(self.hub.safetensors_headers(info, token))
             preset = preset_from_config(model_id, config, weights, self.catalog, gated=info.gated)
+            if COMMIT.fullmatch(info.sha):  # pinned to the commit it was sized from (model_record.py)
+                preset = preset.model_copy(update={"revision": info.sha})
         except ModelConfigError as exc:
             return ModelProblem(exc.reason, str(exc), 0.0)
         except HubError as exc:

@@ -1,7 +1,7 @@
 """The NetworkPolicy of a workspace's Ray pods: clients reach the serve port, nothing else.
 
 Why: the Ray head listens on GCS (6379), the dashboard and its job API (8265, which runs any code
-it is handed), the Ray Client server (10001) and metrics (8080), with no authentication in the
+it is handed) and metrics (8080), and every raylet on ports of its own, with no authentication in the
 KubeRay v1.5 this operator pins (Ray's token auth needs KubeRay v1.6's ``authOptions``: v1.5's
 dashboard client sends no token, so turning it on would lock KubeRay itself out). In a cluster
 whose network plugin enforces NetworkPolicies, this one admits to the workspace's pods:

@@ -202,7 +202,7 @@ class WorkspaceReconciler:
         stores: Stores,
         recorder: EventRecorder | None = None,
         options: Options | None = None,
-        planner: Callable[[Workspace], Plan] = plan_for,
+        planner: Callable[[Workspace], Plan] | None = None,
         validator: Callable[[Workspace], str | None] = reconcile_problem,
         serve_config: Callable[[Workspace, Plan], str] = build_serve_config,
         prober: Callable[[str, str], bool] = probe.answered,
@@ -215,7 +215,8 @@ class WorkspaceReconciler:
         stores.pods.add_label_index(LABEL_WORKSPACE)  # POD_INDEX (idempotent)
         self.recorder = recorder
         self.options = options or Options()
-        self.planner = planner
+        # the catalog's estimate; a partitioned workspace's from the Nodes the cache holds
+        self.planner = planner or (lambda ws: plan_for(ws, nodes=self.stores.nodes.list()))
         self.validator = validator
         self.serve_config = serve_config
         self.prober = prober
@@ -260,12 +261,14 @@ class WorkspaceReconciler:
                     obs.model_problem, requeue = model, model.retry_in
                 elif model is None:
                     plan = self.planner(ws)
-                else:  # sized from the checkpoint, and pinned to the commit it was read at
+                else:  # sized from the checkpoint, pinned to the commit it was read at (its revision)
                     obs.resolved_model = model_record.record(model)
-                    plan = replace(plan_for(ws, preset=model.preset, sized_from=model.summary),
-                                   revision=model.revision)
+                    plan = plan_for(ws, nodes=self.stores.nodes.list(), preset=model.preset,
+                                    sized_from=model.summary)
             except PlanError as exc:
-                if exc.invalid:
+                if exc.waiting:
+                    obs.waiting = ("WaitingForNodes", str(exc))
+                elif exc.invalid:
                     obs.invalid = str(exc)
                 else:
                     obs.plan_error = str(exc)
@@ -348,12 +351,13 @@ class WorkspaceReconciler:
 
     def _ensure_machines(self, ws: Workspace, plan: Plan) -> MachineSummary:
         """Existing nodes first (preferredNodes; every matching node in BYO mode), Machines for the rest."""
-        provisions = self.options.node_provisioner != byo.BYO
+        # a partition runs on existing nodes only (it names no instance type to provision)
+        provisions = self.options.node_provisioner != byo.BYO and ws.resource.partition is None
         existing = byo.usable_nodes(ws, self.stores.nodes.list(), plan.gpus_per_node,
                                     any_matching=not provisions)[: plan.node_count]
         if not provisions:
             hint = (f"Ready nodes with labels {byo.selector_text(ws)} and {plan.gpus_per_node} "
-                    f"allocatable nvidia.com/gpu")
+                    f"allocatable {plan.gpu_resource}")
             return summarize_machines([], [], self.node_api).with_existing(
                 existing, plan.node_count, provisions=False, wait_hint=hint)
         # Machines that exist stay in use (a preferred node that turns up later must not leave a GPU

@@ -25,8 +25,8 @@ FAKE_CPUS = 0.5
 def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
     """The builder's input: model, adapters, autoscaling within the nodes' GPUs, replica layout."""
     fake = plan.fake_gpu
-    # None: the serve app's default (a catalog preset loads the hub's main, or its local path)
-    given = {"dtype": plan.dtype, "max_context": plan.max_context, "revision": plan.revision}
+    # None: the serve app's default (and for the revision: the repo's main branch, an unpinned preset)
+    given = {"dtype": plan.dtype, "max_context": plan.max_context, "revision": plan.model_revision}
     model = ModelSpec(name=plan.model_name, path=plan.model,
                       **{k: v for k, v in given.items() if v is not None})
     adapters = [
@@ -42,7 +42,11 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
         adapters=adapters,
         autoscaling=AutoscalingSpec(min_replicas=1, initial_replicas=1, max_replicas=plan.max_replicas),
         workers_per_replica=plan.pipeline_parallel,
-        gpus_per_worker=0 if fake else plan.tensor_parallel,
+        # A stage asks for its GPUs, so each stage is placed on a GPU node and the head (no GPUs)
+        # holds none. On the fake SKU a replica on one node asks for none (it runs on any CPU: the
+        # head of the local stand-in, at once), but stages spread over nodes ask for the GPU their
+        # nodes advertise, so they sit on distinct Ray nodes as on GPUs (the CPUs still run them).
+        gpus_per_worker=0 if fake and not spans_nodes else plan.tensor_parallel,
         # each stage's GPUs as that many rank actors, one GPU each (on the fake SKU: one CPU stage)
         tensor_parallel=1 if fake else plan.tensor_parallel,
         cpus_per_worker=FAKE_CPUS if fake else 1,

@@ -90,7 +90,8 @@ def build_tuning_job(ws: Workspace, plan: Plan, image: str, output_dir: str = OU
         "name": "tuning",
         "image": image,
         "command": ["python", "-m", "rayserve.tuning"],
-        "args": ["--model", plan.model, "--method", ws.tuning.method, *args],
+        "args": ["--model", plan.model, *(["--revision", plan.model_revision] if plan.model_revision else []),
+                 "--method", ws.tuning.method, *args],
         "volumeMounts": mounts,
     }
     if plan.gpus_per_node:

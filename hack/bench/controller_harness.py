@@ -110,7 +110,8 @@ class Proc:
 
 def start_controller(cp: ControlPlane, workdir: Path, name: str = "controller", *, workers: int = 2,
                      leader_elect: bool = False, webhook: bool = False, wait_ready: bool = True,
-                     log_level: str = "WARNING") -> Proc:
+                     log_level: str = "WARNING", extra_args: tuple[str, ...] = ()) -> Proc:
+    """kaito-controller against ``cp``; ``extra_args`` are further flags (an operator's settings)."""
     ports = {"metrics": free_port(), "health": free_port()}
     argv = [sys.executable, "-m", "controller.main", "--kubeconfig", str(cp.kubeconfig),
             "--namespace", SYSTEM_NS, "--workers", str(workers), "--bind-host", "127.0.0.1",
@@ -124,6 +125,7 @@ def start_controller(cp: ControlPlane, workdir: Path, name: str = "controller", 
     if webhook:
         ports["webhook"] = free_port()
         argv += ["--webhook-port", str(ports["webhook"])]
+    argv += extra_args
     env = {**QUIET_ENV, "LOG_LEVEL": log_level}
     mp = ManagedProcess(name, argv, workdir / f"{name}.log", env=env, cwd=REPO).start()
     proc = Proc(mp, ports)

@@ -22,8 +22,12 @@ where the operator can observe a difference, and simplifies where it cannot:
   where the apps answer is said in KubeRay's own words, the cluster's ``rayClusterStatus``
   (``head.serviceIP`` and the ``endpoints`` port map: ``serve``, ``dashboard``), and
   ``serve_endpoint`` adds the RayService's route base to it. The requeue period is KubeRay's 2 s.
-* rayClusterConfig (pods, worker groups, node selectors) is ignored: every replica runs on the
-  one local head.
+* Worker groups become Ray worker nodes (``workerpods.py`` derives the Pods KubeRay would create,
+  ``ray_workers.py`` runs one ``ray start --address`` per Pod and restarts a node whose processes
+  died, as KubeRay recreates the Pod); ``rayClusterStatus`` then counts them as KubeRay does
+  (``desiredWorkerReplicas``, ``readyWorkerReplicas``, ``availableWorkerReplicas``). Without
+  ``workers`` (attached to someone else's head) every replica runs on the head. The head's own
+  group and the Pods' other fields (images, volumes) are not emulated.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from controller.runtime.events import EventRecorder
 from controller.runtime.store import Store
 from controller.workspace.probe import status_endpoint
 from hack.kuberay_standin.dashboard import DashboardError, ServeDashboard
+from hack.kuberay_standin.ray_workers import RayWorkers
 from hack.kuberay_standin.serveconfig import (
     ParsedServeConfig,
     ServeConfigError,
@@ -60,6 +65,7 @@ from hack.kuberay_standin.serveconfig import (
     parse_serve_config,
     route_base,
 )
+from hack.kuberay_standin.workerpods import WorkerPod, cluster_name, worker_pods
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,8 @@ class RayServiceStandin:
         dashboard_url: str,
         recorder: EventRecorder | None = None,
         poll_interval: float = 2.0,
+        workers: RayWorkers | None = None,
+        nodes: Store | None = None,
     ) -> None:
         self.client = client
         self.kind = kind
@@ -115,6 +123,10 @@ class RayServiceStandin:
         self.dashboard_url = dashboard_url
         self.recorder = recorder
         self.poll_interval = poll_interval
+        self.workers = workers  # None: no worker nodes, every replica on the head
+        self.nodes = nodes  # the Kubernetes Nodes the worker Pods are scheduled to
+        self._ready_pods: dict[str, list[WorkerPod]] = {}  # RayService key -> its ready worker Pods
+        self._pods: dict[str, list[WorkerPod]] = {}  # RayService key -> its worker Pods
         self._lock = threading.Lock()  # one PUT at a time; the submitted config is shared state
         self._submitted: dict[str, Any] | None = None
         self._parsed: dict[str, tuple[tuple[Any, Any], ParsedServeConfig | tuple[str, str]]] = {}
@@ -196,8 +208,26 @@ class RayServiceStandin:
                         f"at {self.dashboard_url}",
                     )
 
+    # --- the worker nodes -----------------------------------------------------------------------------
+    def sync_workers(self) -> None:
+        """Every live RayService's worker Pods as running Ray nodes (level-triggered, all at once:
+        the nodes of RayServices deleted meanwhile are stopped); records which are ready."""
+        if self.workers is None:
+            return
+        nodes = self.nodes.list() if self.nodes is not None else []
+        pods: dict[str, list[WorkerPod]] = {}
+        for obj in self.store.list():
+            if (obj.get("metadata") or {}).get("deletionTimestamp") or _timed_out(obj):
+                continue  # KubeRay deletes the cluster of a deleted or timed-out RayService
+            pods[_key(obj)] = worker_pods(obj, nodes)
+        alive = self.workers.alive_pods()
+        self.workers.sync([p for group in pods.values() for p in group], alive)
+        self._pods = pods
+        self._ready_pods = {key: self.workers.ready_pods(group, alive) for key, group in pods.items()}
+
     # --- reconcile ----------------------------------------------------------------------------------
     def reconcile(self, request: Request) -> Result:
+        self.sync_workers()
         configs, rejected, details = self.sync_serve()
         obj = self.store.get(request.key)
         if obj is None:
@@ -243,7 +273,7 @@ class RayServiceStandin:
         statuses = application_statuses(cfg, details.get("applications") or {})
         active = dict(old.get("activeServiceStatus") or {})
         promoted = bool(active.get("rayClusterName"))
-        cluster = self._cluster_status(rs.name)
+        cluster = self._cluster_status(rs.name, _key(obj))
         if not promoted and all_running(cfg, statuses):
             promoted = True  # KubeRay: the pending cluster is ready -> promote it to active
         if promoted:
@@ -359,16 +389,21 @@ class RayServiceStandin:
         rs_status.pop("serviceStatus", None)
         return rs_status
 
-    def _cluster_status(self, name: str) -> dict[str, Any]:
-        return {
-            "rayClusterName": f"{name}-standin",
-            "rayClusterStatus": {
-                "state": "ready",
-                "head": {"podIP": self.serve_host, "serviceIP": self.serve_host},
-                # KubeRay's map of the head's named ports (gcs-server, dashboard, client, serve)
-                "endpoints": {"serve": str(self.serve_port), "dashboard": str(self._dashboard_port)},
-            },
+    def _cluster_status(self, name: str, key: str) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "state": "ready",
+            "head": {"podIP": self.serve_host, "serviceIP": self.serve_host},
+            # KubeRay's map of the head's named ports (gcs-server, dashboard, client, serve)
+            "endpoints": {"serve": str(self.serve_port), "dashboard": str(self._dashboard_port)},
         }
+        if self.workers is not None:
+            # KubeRay's counts of the worker Pods (ready: running and Ready; no probes here, so
+            # ready = available = the node's processes run and the GCS lists it ALIVE)
+            desired, ready = len(self._pods.get(key, [])), len(self._ready_pods.get(key, []))
+            status.update(
+                desiredWorkerReplicas=desired, readyWorkerReplicas=ready, availableWorkerReplicas=ready
+            )
+        return {"rayClusterName": cluster_name(name), "rayClusterStatus": status}
 
     @property
     def _dashboard_port(self) -> int:

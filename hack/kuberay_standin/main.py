@@ -1,9 +1,10 @@
-"""``kaito-kuberay-standin``: run RayServices' serveConfigV2 on one local Ray head, KubeRay-style.
+"""``kaito-kuberay-standin``: run RayServices' serveConfigV2 on a local Ray cluster, KubeRay-style.
 
     kaito-kuberay-standin --kubeconfig .kaito-run/kubeconfig --state-file .kaito-run/standin.json
 
-Starts ``ray start --head`` on loopback (free ports; stopped again on SIGTERM/SIGINT) or attaches
-to a running head with ``--ray-address``, then reconciles every RayService until signalled. A
+Starts ``ray start --head`` on loopback (free ports; stopped again on SIGTERM/SIGINT), plus one
+``ray start --address`` worker node per worker Pod of each RayService, or attaches to a running
+head with ``--ray-address``, then reconciles every RayService until signalled. A
 RayService's apps answer at ``controller.serve_endpoint(rayservice)`` (``http://127.0.0.1:<port>/<ns>/<name>``).
 """
 
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prepended to PYTHONPATH of the Ray head and its workers, so import_paths resolve"
         " (repeatable; the current directory is always added)",
     )
+    p.add_argument(
+        "--worker-nodes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one local Ray worker node per worker Pod of each RayService, joined to the head (default;"
+        " off with --ray-address); --no-worker-nodes runs every replica on the head",
+    )
     p.add_argument("--poll-interval", type=float, default=2.0, help="status poll period in s (KubeRay: 2)")
     p.add_argument("--health-port", type=int, help="serve /healthz and /readyz here (0: a free port)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (0: a free port)")
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         state_file=args.state_file,
+        worker_nodes=args.worker_nodes,
     )
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -58,7 +58,7 @@ def free_port(host: str = LOOPBACK) -> int:
         return s.getsockname()[1]
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """n distinct free ports (held open together so the kernel cannot hand out one twice)."""
     socks = []
     try:
@@ -81,6 +81,34 @@ def ray_binary() -> str:
     if found is None:
         raise RuntimeError("the 'ray' CLI is not installed in this environment (pip install 'ray[serve]')")
     return found
+
+
+def ray_env(python_path: list[str], extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a ``ray start``: ours, Ray's settings (RAY_ENV), ``extra``, and
+    ``python_path`` first on PYTHONPATH so the serve configs' ``import_path``s resolve in every
+    worker process the node starts."""
+    env = {**os.environ, **RAY_ENV, **extra}
+    paths = [*python_path, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float, what: str) -> None:
+    """Stop a ``ray start --block`` we started in its own session: SIGTERM the CLI only (it shuts
+    its children down in order: raylet, then GCS...), then SIGKILL whatever is left of its process
+    group (workers may linger a moment after the CLI exits). Never ``ray stop``: that kills every
+    Ray of the user on the machine."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs; killing it", what, grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
 
 
 def dashboard_up(dashboard_url: str, timeout: float = 2.0) -> bool:
@@ -152,7 +180,7 @@ class RayHead:
     def start(self) -> RayHead:
         """Start ``ray start --head --block`` on loopback and wait until Serve's REST API answers."""
         (gcs, dash, client, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr, serve) = (
-            _free_ports(10)
+            free_ports(10)
         )
         dash = self.dashboard_port or dash
         self.metrics_port = self.metrics_port or metrics
@@ -183,10 +211,7 @@ class RayHead:
         ]
         if self.resources:
             argv.append(f"--resources={json.dumps(self.resources)}")
-        env = {**os.environ, **RAY_ENV, **self.extra_env}
-        paths = [*self.python_path, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-        if paths:
-            env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env = ray_env(self.python_path, self.extra_env)
         log_path = self.log_path or Path(self.temp_dir) / "ray-start.log"
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
         log.info("starting Ray head: %s (log %s)", " ".join(argv), log_path)
@@ -239,18 +264,7 @@ class RayHead:
         if not self.owned or self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            # Only the CLI: it shuts its own children down in order (raylet, then GCS...).
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                log.warning("Ray head did not stop within %.0fs; killing it", grace)
-        # Workers may linger a moment after the CLI exits; they share our process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
+        stop_process_group(proc, grace, "Ray head")
         if self._log_file is not None:
             with contextlib.suppress(Exception):
                 self._log_file.close()  # type: ignore[attr-defined]

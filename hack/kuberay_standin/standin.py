@@ -13,10 +13,12 @@ from typing import Any
 from controller.api.kinds import RAYSERVICES
 from controller.runtime.client import Client
 from controller.runtime.controller import Controller
+from controller.runtime.kinds import NODES
 from controller.runtime.manager import Manager
 from hack.kuberay_standin.controller import RayServiceStandin
 from hack.kuberay_standin.dashboard import DashboardError, ServeDashboard
 from hack.kuberay_standin.ray_head import LOOPBACK, RayHead, dashboard_up, free_port
+from hack.kuberay_standin.ray_workers import RayWorkers
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,13 @@ NAME = "kuberay-standin"
 
 
 class Standin:
-    """Start: Ray head (unless attached) -> Serve started with our HTTP options -> informer synced ->
+    """Start: Ray head (unless attached) -> Serve started with our HTTP options -> informers synced ->
     the whole desired config submitted once (drops apps of RayServices deleted while we were down)
-    -> reconcile loop. Stop reverses it, and stops the head only if we started it."""
+    -> reconcile loop. Stop reverses it: worker nodes, then the head, only if we started it.
+
+    ``worker_nodes``: one Ray worker node per worker Pod of each RayService (``ray_workers.py``);
+    needs a head we started (its GCS address). Off, every replica runs on the head.
+    """
 
     def __init__(
         self,
@@ -38,6 +44,7 @@ class Standin:
         health_port: int | None = None,
         metrics_port: int | None = None,
         state_file: Path | None = None,
+        worker_nodes: bool = True,
     ) -> None:
         self.client = client
         self.head = head
@@ -54,6 +61,8 @@ class Standin:
             bind_host=LOOPBACK,
         )
         self.reconciler: RayServiceStandin | None = None
+        self.worker_nodes = worker_nodes and not ray_address
+        self.workers: RayWorkers | None = None
         self.dashboard: ServeDashboard | None = None
 
     @property
@@ -75,6 +84,17 @@ class Standin:
             self.dashboard = ServeDashboard(self.head.dashboard_url)
             self._pick_serve_port()
             informer = self.manager.informer(RAYSERVICES, self.namespace)
+            node_informer = None
+            if self.worker_nodes:
+                node_informer = self.manager.informer(NODES)
+                self.workers = RayWorkers(
+                    self.head.gcs_address,
+                    self.head.dashboard_url,
+                    log_dir=Path(self.head.temp_dir or ".") / "standin-workers",
+                    python_path=self.head.python_path,
+                    extra_env=self.head.extra_env,
+                    object_store_memory=self.head.object_store_memory,
+                )
             self.reconciler = RayServiceStandin(
                 self.client,
                 RAYSERVICES,
@@ -85,14 +105,20 @@ class Standin:
                 dashboard_url=self.head.dashboard_url,
                 recorder=self.manager.event_recorder(NAME),
                 poll_interval=self.poll_interval,
+                workers=self.workers,
+                nodes=node_informer.store if node_informer is not None else None,
             )
             ctrl = Controller(NAME, self.reconciler, workers=1)
             ctrl.watch(informer)
             self.manager.add_controller(ctrl)
             self.manager.add_ready_check("ray-dashboard", lambda: dashboard_up(self.head.dashboard_url))
             informer.start()
+            if node_informer is not None:
+                node_informer.start()
             if not informer.wait_for_sync(120):
                 raise TimeoutError("RayService informer did not sync (is the RayService CRD installed?)")
+            if node_informer is not None and not node_informer.wait_for_sync(120):
+                raise TimeoutError("Node informer did not sync")
             self.reconciler.sync_serve()  # starts Serve, drops stale apps
             self.manager.start()
             self._write_state_file()
@@ -151,4 +177,6 @@ class Standin:
         finally:
             if self.dashboard is not None:
                 self.dashboard.close()
+            if self.workers is not None:
+                self.workers.stop()
             self.head.stop()

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # from flags given (argparse.SUPPRESS) and a --config file can fill them.
 _FLAGS: dict[str, tuple[type, str]] = {
     "--model": (str, "base model directory"),
+    "--revision": (str, "the hub commit of a hub-id --model (the preset's pin)"),
     "--data": (str, "a dataset of OpenAI-chat rows (jsonl, json, parquet, arrow, csv): a path, a directory "
                     "or an http(s)/file URL; repeat the flag for several"),
     "--output": (str, "adapter output directory (or TrainingArguments.output_dir in --config)"),

@@ -52,6 +52,7 @@ class TuningConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
+    revision: str | None = Field(None, description="the hub commit of a hub-id model (None: main)")
     data: list[str] = Field(min_length=1, description="datasets: paths, directories or URLs, read in order")
     output: str
     method: Literal["lora", "qlora"] = "lora"

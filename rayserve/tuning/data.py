@@ -17,8 +17,10 @@ plus the one token after it (the template's end-of-turn marker) so the model lea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import ssl
 import tempfile
 import time
 import urllib.parse
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from rayserve.tuning import netguard
+from rayserve.tuning import jsonstream, netguard
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -61,16 +63,20 @@ def fetch(
     source: str,
     workdir: str | None = None,
     *,
-    url_check: Callable[[str], str | None] | None = None,
+    resolve: netguard.Resolver | None = None,
+    address_check: netguard.AddressCheck | None = None,
+    verify: ssl.SSLContext | bool = True,
     max_bytes: int = MAX_DOWNLOAD_BYTES,
     deadline_s: float = DOWNLOAD_DEADLINE_S,
 ) -> Path:
     """A local path for ``source``: itself when it is a path (a file or a directory), else a download
     (http/https) named by the URL path's suffix, which is checked before anything is downloaded.
 
-    A download checks the host of the URL and of every redirect with ``url_check`` (None: the
-    module's ``netguard.url_problem`` at call time, every address the name resolves to), follows at most
-    ``MAX_REDIRECTS``, and stops past ``max_bytes`` or ``deadline_s`` in all."""
+    A download resolves the host of the URL and of every redirect once (``resolve``; None: the
+    system resolver at call time), checks every address with ``address_check`` (None:
+    ``netguard.address_problem``) and connects to one of those very addresses (``_pinned_get``),
+    follows at most ``MAX_REDIRECTS``, and stops past ``max_bytes`` or ``deadline_s`` in all.
+    ``verify``: the TLS trust (True: the system's CAs), checked against the URL's host name."""
     url = urllib.parse.urlparse(source)
     if url.scheme in ("", "file"):
         path = Path(urllib.request.url2pathname(url.path) if url.scheme == "file" else source)
@@ -84,22 +90,61 @@ def fetch(
     suffix = dataset_suffix(urllib.parse.unquote(url.path), source)
     target = Path(workdir or tempfile.mkdtemp(prefix="kaito-data-")) / f"dataset{suffix}"
     deadline = time.monotonic() + deadline_s
-    check = url_check or netguard.url_problem
     current = source
-    with httpx.Client(follow_redirects=False, timeout=60) as http:
-        for _ in range(MAX_REDIRECTS + 1):
-            problem = check(current)
-            if problem:
-                raise DownloadRefused(f"dataset {source}: {problem}")
-            with http.stream("GET", current) as r:
-                if r.is_redirect:
-                    current = urllib.parse.urljoin(current, r.headers.get("location", ""))
-                    continue
-                r.raise_for_status()
-                _save(r, target, source, max_bytes, deadline)
-                log.info("downloaded dataset %s to %s", source, target)
-                return target
+    for _ in range(MAX_REDIRECTS + 1):
+        addresses = _vetted(source, current, resolve or netguard.resolve,
+                            address_check or netguard.address_problem)
+        # a client per hop: a pooled TLS connection made for one name is never reused for another
+        with httpx.Client(follow_redirects=False, timeout=60, verify=verify) as http, \
+                _pinned_get(http, current, addresses) as r:
+            if r.is_redirect:
+                current = urllib.parse.urljoin(current, r.headers.get("location", ""))
+                continue
+            r.raise_for_status()
+            _save(r, target, source, max_bytes, deadline)
+            log.info("downloaded dataset %s to %s", source, target)
+            return target
     raise DownloadRefused(f"dataset {source}: more than {MAX_REDIRECTS} redirects")
+
+
+def _vetted(source: str, url: str, resolve: netguard.Resolver, check: netguard.AddressCheck
+            ) -> list[netguard.IPAddress]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DownloadRefused(f"dataset {source}: {url[:200]!r} is not an http(s) URL")
+    try:
+        return netguard.vetted_addresses(parts.hostname, resolve, check)
+    except netguard.HostRefused as exc:
+        raise DownloadRefused(f"dataset {source}: {netguard.refusal(url, str(exc))}") from None
+
+
+@contextlib.contextmanager
+def _pinned_get(http, url: str, addresses: list[netguard.IPAddress]) -> Iterator:
+    """GET ``url`` over a connection to one of ``addresses`` (in order, the next on a refused
+    connection), never to what the name resolves to now: the URL's host is replaced by the
+    address, the name goes in the Host header and, for https, in the TLS SNI, against which the
+    server's certificate is verified (httpcore's ``sni_hostname``)."""
+    import httpx
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # name[:port], what Host says (credentials never sent)
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    for i, ip in enumerate(addresses):
+        literal = f"[{ip}]" if ip.version == 6 else str(ip)
+        netloc = f"{literal}:{parts.port}" if parts.port else literal
+        pinned = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        request = http.build_request("GET", pinned, headers={"Host": host}, extensions=extensions)
+        try:
+            response = http.send(request, stream=True)
+        except httpx.ConnectError:
+            if i == len(addresses) - 1:
+                raise
+            continue
+        try:
+            yield response
+        finally:
+            response.close()
+        return
 
 
 def _save(response, target: Path, source: str, max_bytes: int, deadline: float) -> None:
@@ -195,32 +240,32 @@ def _messages_field(path: Path, where: str, row: object) -> object:
     return row["messages"]
 
 
-def _json_lines(path: Path, text: str) -> Rows:
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise DatasetError(f"{path}, line {n}: not JSON: {e}") from None
-        yield f"line {n}", _messages_field(path, f"line {n}", row)
-
-
 def _read_jsonl(path: Path) -> Rows:
-    return _json_lines(path, path.read_text())
+    """One row per line, read line by line (a line longer than a row may be is an error, not an
+    unbounded read)."""
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(iter(lambda: f.readline(jsonstream.MAX_ROW_CHARS + 1), ""), start=1):
+            if len(line) > jsonstream.MAX_ROW_CHARS:
+                raise DatasetError(f"{path}, line {n}: longer than {jsonstream.MAX_ROW_CHARS} characters")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise DatasetError(f"{path}, line {n}: not JSON: {e}") from None
+            yield f"line {n}", _messages_field(path, f"line {n}", row)
 
 
 def _read_json(path: Path) -> Rows:
     """A JSON array of rows (or a single row); JSON Lines content too, which pandas and datasets
-    write into ``.json`` files as often as into ``.jsonl`` ones."""
-    text = path.read_text()
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        yield from _json_lines(path, text)
-        return
-    for n, row in enumerate(doc if isinstance(doc, list) else [doc], start=1):
-        yield f"row {n}", _messages_field(path, f"row {n}", row)
+    write into ``.json`` files as often as into ``.jsonl`` ones. Streamed (``jsonstream``): the
+    file is never held whole, nor parsed into one document."""
+    with path.open(encoding="utf-8") as f:
+        try:
+            for where, row in jsonstream.json_rows(f):
+                yield where, _messages_field(path, where, row)
+        except jsonstream.JsonStreamError as e:
+            raise DatasetError(f"{path}, {e}") from None
 
 
 def _table_rows(path: Path, load: Callable[[], pa.Table]) -> Rows:

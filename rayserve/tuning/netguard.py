@@ -9,13 +9,15 @@ not enough (issue 11, item 5): a DNS name can resolve to a private address, ``21
 - at admission (``controller.api.validation``) to the URL's literal host, numeric forms
   included (no DNS there: admission must be fast and deterministic);
 - in the trainer (``rayserve.tuning.data.fetch``) to every address the host resolves to, at the
-  time of the fetch, and again for every redirect.
+  time of the fetch, and again for every redirect; the trainer then connects to one of exactly
+  those addresses (``vetted_addresses``), never resolving the name a second time, so a name that
+  answers a public address to the check and a private one to the connect (DNS rebinding) gets
+  nowhere.
 
 Refused: loopback, private (RFC 1918, ULA), link-local (169.254/16 holds the clouds' instance
 metadata), unspecified, multicast, reserved, the carrier-grade NAT range 100.64/10 (cloud
 providers' internal services live there), Azure's WireServer 168.63.129.16, IPv4-mapped IPv6 forms
-of all of these, and the metadata host names. What is left (a name rebinding between our
-resolution and the connection) is bounded by the job's deadline and said in docs/SECURITY.md.
+of all of these, and the metadata host names.
 """
 
 from __future__ import annotations
@@ -26,10 +28,23 @@ import socket
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["BLOCKED_HOSTS", "address_problem", "host_problem", "literal_address", "url_problem"]
+__all__ = [
+    "BLOCKED_HOSTS",
+    "HostRefused",
+    "address_problem",
+    "host_problem",
+    "literal_address",
+    "url_problem",
+    "vetted_addresses",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Iterable[str]]
+AddressCheck = Callable[[IPAddress], str | None]
+
+
+class HostRefused(ValueError):
+    """A host a tuning job may not connect to; the message says why (as ``host_problem``)."""
 
 BLOCKED_HOSTS = frozenset({"localhost", "metadata", "metadata.google.internal", "metadata.azure.com"})
 _EXTRA_BLOCKED = (
@@ -67,29 +82,57 @@ def address_problem(ip: IPAddress) -> str | None:
     return None
 
 
-def _resolve(host: str) -> list[str]:
+def resolve(host: str) -> list[str]:
+    """Every address the system resolver gives ``host`` (the trainer's default resolver)."""
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+
+
+_resolve = resolve  # the name the defaults below were written with
+
+
+def vetted_addresses(host: str, resolve: Resolver = resolve, check: AddressCheck = address_problem
+                     ) -> list[IPAddress]:
+    """The addresses of ``host`` (resolved once, with ``resolve``), every one of which passed
+    ``check``: what a fetch connects to, so the address checked is the address connected to.
+    Raises ``HostRefused`` when the name is a local one, does not resolve, or any address fails."""
+    name = _normal(host)
+    if _blocked_name(name):
+        raise HostRefused(f"{host}, a local or metadata host")
+    ip = literal_address(name)
+    if ip is not None:
+        if problem := check(ip):
+            raise HostRefused(problem)
+        return [ip]
+    try:
+        addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolve(name)]
+    except OSError as exc:
+        raise HostRefused(f"{host}, which does not resolve ({exc})") from None
+    for addr in addresses:
+        if problem := check(addr):
+            raise HostRefused(f"{host}, which resolves to {problem}")
+    if not addresses:
+        raise HostRefused(f"{host}, which resolves to no address")
+    return addresses
 
 
 def host_problem(host: str, resolve: Resolver | None = _resolve) -> str | None:
     """Why ``host`` may not be fetched from, or None; ``resolve`` None checks the name's text only."""
-    name = host.strip().rstrip(".").lower()
-    if name in BLOCKED_HOSTS or name.endswith(".localhost"):
-        return f"{host}, a local or metadata host"
-    ip = literal_address(name)
-    if ip is not None:
-        return address_problem(ip)
-    if resolve is None:
-        return None
+    name = _normal(host)
+    if resolve is None and literal_address(name) is None and not _blocked_name(name):
+        return None  # a name, and no resolving asked for (admission)
     try:
-        addresses = list(resolve(name))
-    except OSError as exc:
-        return f"{host}, which does not resolve ({exc})"
-    for addr in addresses:
-        problem = address_problem(ipaddress.ip_address(addr.split("%", 1)[0]))
-        if problem:
-            return f"{host}, which resolves to {problem}"
-    return None if addresses else f"{host}, which resolves to no address"
+        vetted_addresses(host, resolve or _resolve)  # resolves nothing but a name
+    except HostRefused as exc:
+        return str(exc)
+    return None
+
+
+def _normal(host: str) -> str:
+    return host.strip().rstrip(".").lower()
+
+
+def _blocked_name(name: str) -> bool:
+    return name in BLOCKED_HOSTS or name.endswith(".localhost")
 
 
 def url_problem(url: str, resolve: Resolver | None = _resolve) -> str | None:
@@ -98,6 +141,9 @@ def url_problem(url: str, resolve: Resolver | None = _resolve) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{url!r} is not an http(s) URL"
     problem = host_problem(parts.hostname, resolve)
-    if problem is None:
-        return None
+    return None if problem is None else refusal(url, problem)
+
+
+def refusal(url: str, problem: str) -> str:
+    """The one wording of a refused dataset URL, at admission and in the trainer."""
     return f"{url[:200]!r} points at {problem}; serve the data from a public host or use a volume"

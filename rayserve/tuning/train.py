@@ -55,12 +55,12 @@ def _load_base(cfg: TuningConfig, device: torch.device):
                 bnb_4bit_use_double_quant=cfg.double_quant,
             )
             model = AutoModelForCausalLM.from_pretrained(
-                cfg.model, quantization_config=quant, device_map={"": 0}
+                cfg.model, revision=cfg.revision, quantization_config=quant, device_map={"": 0}
             )
             return prepare_model_for_kbit_training(model)
         log.warning("qlora needs bitsandbytes and a GPU; falling back to lora")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(device)
+    return AutoModelForCausalLM.from_pretrained(cfg.model, revision=cfg.revision, dtype=dtype).to(device)
 
 
 def _mean_loss(model, data, pad_id: int, device: torch.device) -> float:
@@ -111,7 +111,7 @@ def train(cfg: TuningConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     device = pick_device()
-    tok = load_tokenizer(ModelSpec(name="base", path=cfg.model))
+    tok = load_tokenizer(ModelSpec(name="base", path=cfg.model, revision=cfg.revision))
     convs = [conv for source in cfg.data for conv in read_conversations(fetch(source))]
     data = [tokenize(tok, c, cfg.max_length) for c in convs]
     model = _load_base(cfg, device)

@@ -66,6 +66,10 @@ TUNING = {
     "output": {"image": "registry.example.com/out:1", "imagePushSecret": "push"},
 }
 
+# the operator's data-source settings this bed runs with (issue 11, item 2): narrower than the
+# defaults, so a case the defaults admit shows the flags reach the webhook and the reconciler
+SETTINGS = ("--allowed-csi-drivers", "file.csi.azure.com", "--node-path-prefix", "/var/lib/kaito-py/data/")
+
 # (id, object, substrings the rejection message must contain)
 REJECTED: list[tuple[str, dict, list[str]]] = [
     ("unknown preset", ws(preset="phi-9-ultra"), ["inference.preset.name", "phi-9-ultra"]),
@@ -152,6 +156,15 @@ REJECTED: list[tuple[str, dict, list[str]]] = [
      edit(ws("tune", tuning=TUNING, instance_type="Standard_NC24ads_A100_v4"), "tuning.input",
           {"volumeSource": {"csi": {"driver": "secrets-store.csi.k8s.io"}}}),
      ["tuning.input.volumeSource", "CSI driver"]),
+    ("tuning data from a CSI driver this operator's --allowed-csi-drivers leaves out",
+     edit(ws("tune", tuning=TUNING, instance_type="Standard_NC24ads_A100_v4"), "tuning.input",
+          {"volumeSource": {"csi": {"driver": "blob.csi.azure.com"}}}),
+     ["tuning.input.volumeSource",
+      "CSI driver 'blob.csi.azure.com' is not allowed: use one of file.csi.azure.com"]),
+    ("adapter from a node path outside this operator's --node-path-prefix",
+     edit(edit(ws(adapters=[ADAPTER]), "inference.adapters.0.source.image", DELETE),
+          "inference.adapters.0.source.path", "/var/lib/kaito-py/adapters/a1"),
+     ["inference.adapters[0].source.path", "not under /var/lib/kaito-py/data/"]),
     ("tuning output into /etc of the node",
      edit(ws("tune", tuning=TUNING, instance_type="Standard_NC24ads_A100_v4"), "tuning.output",
           {"path": "/etc"}), ["tuning.output.path", "not under"]),
@@ -246,11 +259,17 @@ def test_bad_input_catalogue(bed: Bed) -> None:
                                   "inference.adapters.0.source.path", "/"), ["source.path"]),
         "old-template": (edit(edit(ws("old-template"), "inference.preset", DELETE), "inference.template",
                               {"spec": {"containers": [{"name": "x", "image": "x"}]}}), ["template"]),
+        # admitted by the built-in rules, not by this operator's --node-path-prefix
+        "old-outside-prefix": (edit(edit(ws("old-outside-prefix", adapters=[ADAPTER]),
+                                         "inference.adapters.0.source.image", DELETE),
+                                    "inference.adapters.0.source.path", "/var/lib/kaito-py/adapters/a1"),
+                               ["not under /var/lib/kaito-py/data/"]),
     }
     for obj, _ in unguarded.values():
         client.create(WORKSPACES, obj, ns)
 
-    ctrl = bed.track(start_controller(bed.cp, bed.workdir, webhook=True, log_level="INFO"))
+    ctrl = bed.track(start_controller(bed.cp, bed.workdir, webhook=True, log_level="INFO",
+                                      extra_args=SETTINGS))
 
     # a good one first, for the immutable edits and an "adapter pointing nowhere"
     client.create(WORKSPACES, ws("good"), ns)

@@ -163,6 +163,57 @@ def test_load_balancers_only_when_the_values_allow_them(helm: Helm) -> None:
     assert allowed.load_balancer_source_ranges == "10.0.0.0/8,203.0.113.0/24"
 
 
+def test_node_provisioner_and_node_api_values(helm: Helm) -> None:
+    """nodeProvisioner and nodeAPI reach the controller's flags; with byo the chart runs no
+    provisioner (nothing would serve node objects) and grants it nothing."""
+    from controller.main import parse_args
+
+    def rendered(values: dict[str, Any]) -> tuple[Any, dict[str, dict[str, dict[str, Any]]]]:
+        objs = helm.template(values)
+        kinds = {k: _by_kind(objs, k) for k in ("Deployment", "ServiceAccount", "ClusterRole")}
+        args = kinds["Deployment"]["kaito-controller"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        return parse_args(args), kinds
+
+    default, objs = rendered(FAKE)
+    assert (default.node_provisioner, default.node_api) == ("gpu-provisioner", "auto")
+    assert "kaito-provisioner" in objs["Deployment"] and "kaito-provisioner" in objs["ClusterRole"]
+
+    byo, objs = rendered({"nodeProvisioner": "byo", "nodeAPI": "nodeclaim"})  # no provisioner.cloud needed
+    assert (byo.node_provisioner, byo.node_api) == ("byo", "nodeclaim")
+    for kind in ("Deployment", "ServiceAccount", "ClusterRole"):
+        assert not [n for n in objs[kind] if n.startswith("kaito-provisioner")], (kind, list(objs[kind]))
+    assert "kaito-controller" in objs["Deployment"] and "kaito-controller" in objs["ClusterRole"]
+
+    res = helm.run("template", "kaito", str(CHART), "--set", "nodeProvisioner=karpenter", check=False)
+    assert res.returncode != 0
+    assert 'nodeProvisioner must be gpu-provisioner or byo, not "karpenter"' in res.stderr
+    res = helm.run("template", "kaito", str(CHART), "--set", "nodeProvisioner=byo", "--set", "nodeAPI=v1",
+                   check=False)
+    assert res.returncode != 0 and 'nodeAPI must be auto, nodeclaim or machine, not "v1"' in res.stderr
+
+
+def test_data_source_settings_render_as_the_controllers_flags(helm: Helm) -> None:
+    """The chart's dataSources values are the controller's --allowed-csi-drivers and
+    --node-path-prefix; the defaults are the built-in rules, and a bad value stops it at start."""
+    from controller.api.datasources import DEFAULT_MOUNT_POLICY, MountPolicy
+    from controller.main import mount_policy, parse_args
+
+    def controller_args(values: dict[str, Any]) -> list[str]:
+        dep = _by_kind(helm.template(values), "Deployment")["kaito-controller"]
+        return dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert mount_policy(parse_args(controller_args(FAKE))) == DEFAULT_MOUNT_POLICY
+    custom = {**FAKE, "controller": {"dataSources": {"csiDrivers": ["blob.csi.azure.com"],
+                                                     "nodePathPrefix": "/data/kaito"}}}
+    want = MountPolicy(("blob.csi.azure.com",), "/data/kaito/")
+    assert mount_policy(parse_args(controller_args(custom))) == want
+    none = {**FAKE, "controller": {"dataSources": {"csiDrivers": []}}}
+    assert mount_policy(parse_args(controller_args(none))).csi_drivers == ()
+    bad = {**FAKE, "controller": {"dataSources": {"nodePathPrefix": "/"}}}
+    with pytest.raises(SystemExit):
+        parse_args(controller_args(bad))
+
+
 # --- against the API server -----------------------------------------------------------------------
 def test_every_rendered_object_is_accepted_by_the_api_server(cluster, helm: Helm, admin: RestClient) -> None:
     cp, _ = cluster

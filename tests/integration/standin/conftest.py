@@ -30,7 +30,9 @@ def standin(rs_client: Client, tmp_path_factory: pytest.TempPathFactory):  # typ
 
     log_dir = tmp_path_factory.mktemp("standin")
     head = RayHead(num_cpus=2, python_path=[str(HERE)], log_path=log_dir / "ray-start.log")
-    st = Standin(rs_client, head, poll_interval=1.0).start()
+    # worker nodes off: these tests are about status and Serve, and a Ray node per echo RayService
+    # would cost seconds of a 2-core machine each (multi-node: test_workspace_standin_multinode_it.py)
+    st = Standin(rs_client, head, poll_interval=1.0, worker_nodes=False).start()
     try:
         yield st
     finally:

@@ -26,13 +26,15 @@ from controller.workspace import names
 pytestmark = pytest.mark.integration
 
 
-def _node(client: Client, name: str, labels: dict[str, str], gpus: int = 2) -> None:
+def _node(client: Client, name: str, labels: dict[str, str], gpus: int = 2,
+          devices: dict[str, str] | None = None) -> None:
     """A Ready GPU node, as a kubelet with the NVIDIA device plugin would report it."""
     client.create(NODES, {"metadata": {"name": name, "labels": {**labels, "kubernetes.io/hostname": name}}})
+    devices = devices or {"nvidia.com/gpu": str(gpus)}
     client.patch(NODES, name, {"status": {
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready"}],
-        "allocatable": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": str(gpus)},
-        "capacity": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": str(gpus)}}}, subresource="status")
+        "allocatable": {"cpu": "8", "memory": "64Gi", **devices},
+        "capacity": {"cpu": "8", "memory": "64Gi", **devices}}}, subresource="status")
 
 
 @contextlib.contextmanager
@@ -114,6 +116,43 @@ def test_byo_mode_waits_for_enough_matching_gpu_nodes(ws_client: Client, ws_ns: 
         rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
         for selector, pinned in _pinning(rs):
             assert selector == labels and pinned == [first, second]
+        assert not machines_of(client, ns, name)
+        client.delete(WORKSPACES, name, ns)
+        wait_for(lambda: gone(client, WORKSPACES, name, ns), what="workspace gone")
+
+
+# GPU Feature Discovery's labels on an A100 80GB node (what a partition is planned from)
+A100_LABELS = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920",
+               "nvidia.com/cuda.compute.major": "8", "nvidia.com/cuda.compute.minor": "0"}
+
+
+def test_kaitos_accelerator_partition_runs_on_an_existing_node_with_count_gpus(
+    ws_client: Client, ws_ns: str, kubeconfig: str
+) -> None:
+    """Kaito v0.12's accelerator example's shape (no instanceType, partition count 2): no Machine,
+    the RayService's workers ask for 2 GPUs of the matching node, which has 4."""
+    client, ns, name = ws_client, ws_ns, "accel"
+    tag = uuid.uuid4().hex[:6]
+    labels = {"apps": f"{name}-{tag}"}
+    node = f"a100-{tag}"
+    with _nodes(client) as made, running_controller(kubeconfig):
+        manifest = workspace_manifest(name)
+        manifest["resource"] = {"labelSelector": {"matchLabels": labels},
+                                "partition": {"mode": "accelerator", "count": 2}}
+        client.create(WORKSPACES, manifest, ns)
+        rr = wait_for(lambda: (c := conditions(client, ns, name).get("ResourceReady", {}))
+                      .get("reason") == "WaitingForNodes" and c, what="waiting for a node")
+        assert "2 allocatable nvidia.com/gpu yet" in rr["message"]
+        _node(client, node, {**labels, **A100_LABELS}, gpus=4)
+        made.append(node)
+        rr = wait_for(lambda: (c := conditions(client, ns, name)["ResourceReady"])["status"] == "True" and c,
+                      what="NodesReady")
+        assert f"on nodes {node}" in rr["message"] and "NVIDIA-A100-SXM4-80GB" in rr["message"]
+        rs = wait_for(lambda: client.get(RAYSERVICES, names.rayservice_name(name), ns), what="RayService")
+        [worker] = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        assert worker["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+        for selector, pinned in _pinning(rs):
+            assert selector == labels and pinned == [node]
         assert not machines_of(client, ns, name)
         client.delete(WORKSPACES, name, ns)
         wait_for(lambda: gone(client, WORKSPACES, name, ns), what="workspace gone")

@@ -41,6 +41,9 @@ pytestmark = pytest.mark.integration
 RAYCLUSTERS = ResourceKind(group="ray.io", version="v1", plural="rayclusters", kind="RayCluster")
 PODS = ResourceKind(group="", version="v1", plural="pods", kind="Pod")
 GPU = "nvidia.com/gpu"
+NVME_SKU = "Standard_NC48ads_A100_v4"  # 2 GPUs, local NVMe (presets/gpu_skus.yaml)
+RAY_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "serve": names.SERVE_PORT, "metrics": 8080}
 
 
 @contextlib.contextmanager
@@ -77,7 +80,8 @@ def test_kuberay_turns_the_workspace_rayservice_into_a_gpu_ray_cluster(
     inventory = make_namespace(client)
     with (kuberay_operator(kubeconfig, ns, tmp_path) as operator, running_provisioner(kubeconfig, inventory),
           running_controller(kubeconfig)):
-        client.create(WORKSPACES, workspace_manifest("phi", count=2), ns)
+        # an SKU with local NVMe: the weights cache is a hostPath that an init container must chown
+        client.create(WORKSPACES, workspace_manifest("phi", count=2, instance_type=NVME_SKU), ns)
         rs_name = names.rayservice_name("phi")
 
         def cluster() -> dict | None:
@@ -110,14 +114,30 @@ def test_kuberay_turns_the_workspace_rayservice_into_a_gpu_ray_cluster(
         # --- the head: ports, ray start, the head Service KubeRay makes from them -----------------
         [head_pod] = head
         [head_c] = [c for c in head_pod["spec"]["containers"] if c["name"] == "ray-head"]
+        # only the ports used: no Ray Client (10001), which KubeRay adds when none are declared
         ports = {p["name"]: p["containerPort"] for p in head_c["ports"]}
-        assert ports["gcs-server"] == 6379 and ports["dashboard"] == 8265 and ports["client"] == 10001
-        assert ports["serve"] == names.SERVE_PORT
+        assert ports == HEAD_PORTS, ports
         start = ray_start(head_c)
         assert "ray start --head" in start and "--num-gpus=0" in start and "--dashboard-host=0.0.0.0" in start
+        assert "--ray-client-server-port=0" in start  # and no Ray Client server listening at all
         svc = wait_for(lambda: client.get(SERVICES, f"{rc['metadata']['name']}-head-svc", ns), 60, "head svc")
         svc_ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
-        assert svc_ports.get("dashboard") == 8265 and svc_ports.get("serve") == names.SERVE_PORT, svc_ports
+        assert svc_ports == HEAD_PORTS, svc_ports
+        # --- the security context KubeRay keeps, in its own wait-for-GCS init container too ---------
+        for pod in [head_pod, *workers]:
+            spec = pod["spec"]
+            assert spec["automountServiceAccountToken"] is False
+            assert not any(v.get("projected") for v in spec.get("volumes", [])), "a service account token"
+            ctx = spec["securityContext"]
+            assert (ctx["runAsNonRoot"], ctx["runAsUser"], ctx["runAsGroup"]) == (True, 1000, 100), ctx
+            assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+            [owner, *inits] = spec["initContainers"]
+            assert owner["name"] == "model-cache-owner" and owner["command"][0] == "chown"
+            assert owner["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+            for c in [*spec["containers"], *inits]:
+                assert c["securityContext"] == RAY_SECURITY, (pod["metadata"]["name"], c["name"], c)
+            if pod is not head_pod:
+                assert any(c["name"] == "wait-gcs-ready" for c in inits), inits  # KubeRay's
         # our Service (port 80 -> serve) selects KubeRay's Ray pods
         ours = client.get(SERVICES, names.service_name("phi"), ns)
         head_labels = head_pod["metadata"]["labels"]

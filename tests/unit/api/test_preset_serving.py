@@ -1,4 +1,4 @@
-"""What the webhook says about presets the engine cannot serve, and Kaito's partition field."""
+"""What the webhook says about presets the engine cannot serve."""
 
 from __future__ import annotations
 
@@ -24,8 +24,15 @@ def test_an_unproven_architecture_is_refused_naming_it_and_what_is_served():
 
 
 def test_a_proven_architecture_in_an_unproven_weight_format_is_refused():
-    msg = validate_workspace_object(ws("gpt-oss-20b")).message
-    assert "preset gpt-oss-20b ships mxfp4 weights" in msg and "Pick a preset with unquantized weights" in msg
+    msg = validate_workspace_object(ws("Qwen/Qwen3-8B-AWQ")).message
+    assert "preset Qwen/Qwen3-8B-AWQ ships awq weights" in msg
+    assert "Pick a preset with unquantized weights" in msg
+
+
+def test_mxfp4_is_served_dequantized_and_refused_where_bfloat16_is_missing():
+    assert validate_workspace_object(ws("gpt-oss-20b")).allowed
+    msg = validate_workspace_object(ws("gpt-oss-20b", "Standard_NC6s_v3")).message
+    assert "runs dequantized to bfloat16: that needs GPUs of CUDA compute capability 8.0" in msg
 
 
 def test_a_catalog_entry_named_by_its_hugging_face_id_is_found_and_judged():
@@ -40,10 +47,3 @@ def test_kaito_deprecated_preset_is_refused():
 
 def test_falcon_presets_are_served():
     assert validate_workspace_object(ws("falcon-40b-instruct", "Standard_NC96ads_A100_v4")).allowed
-
-
-def test_partition_decodes_and_is_refused_with_what_to_change():
-    result = validate_workspace_object(ws("phi-4", partition={"mode": "mig", "profile": "1g.10gb"}))
-    assert not result.allowed
-    assert "resource.partition: GPU partitioning (MIG profile 1g.10gb) needs bring-your-own" in result.message
-    assert "remove resource.partition" in result.message

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from presets.estimator import MAX_NODES, EstimateError, estimate_for
+from presets.estimator import MAX_NODES, EstimateError, estimate_for, estimate_nodes
+from presets.registry import GpuSku, default_catalog
 
 
 def test_phi_3_mini_fits_one_v100():
@@ -153,10 +154,24 @@ def test_unquantized_weights_run_on_old_gpus():
 def test_fp8_before_ada_is_planned_dequantized_to_bf16():
     a100 = estimate_for("ministral-3-8b-instruct", "Standard_NC24ads_A100_v4")
     h100 = estimate_for("ministral-3-8b-instruct", "Standard_NC40ads_H100_v5")
-    # 9.7 GiB of FP8 weights: 11.7 GiB on a GPU that runs FP8, one more copy where transformers
-    # dequantizes them (compute capability below 8.9)
-    assert h100.needed_gib == 11.7 and a100.needed_gib == 21.4
-    assert "(fp8 weights dequantized to bf16 on A100) needs 21.4 GiB" in a100.message
+    # 9.7 GiB of FP8 weights: 11.7 GiB on a GPU that runs FP8; where transformers dequantizes them
+    # (compute capability below 8.9) the model is 8.92B parameters x 2 bytes = 16.61 GiB, 6.91 more
+    assert h100.needed_gib == 11.7 and a100.needed_gib == 18.61
+    assert "(fp8 weights dequantized to bf16 on A100) needs 18.61 GiB" in a100.message
+
+
+def test_mxfp4_is_planned_dequantized_on_every_gpu_since_the_image_lacks_its_kernels():
+    """Kaito's gpt-oss examples: transformers keeps MXFP4 4-bit only with the `kernels` package,
+    which the serving image does not carry, so the experts become bf16 (20.91B x 2 bytes = 38.94
+    GiB for gpt-oss-20b, not its 12.8 GiB of MXFP4): 2 A10 nodes, 4 A100 nodes for the 120b."""
+    small = estimate_for("gpt-oss-20b", "Standard_NV36ads_A10_v5")
+    assert (small.needed_gib, small.node_count, small.pipeline_parallel) == (42.52, 2, 2)
+    assert "(mxfp4 weights dequantized to bf16 on A10)" in small.message
+    big = estimate_for("gpt-oss-120b", "Standard_NC24ads_A100_v4")
+    assert (big.needed_gib, big.node_count, big.pipeline_parallel) == (230.77, 4, 4)
+    assert estimate_for("gpt-oss-20b", "Standard_NC40ads_H100_v5").needed_gib == 42.52  # Hopper too
+    with pytest.raises(EstimateError, match=r"compute capability 8\.0 or newer; Standard_NC6s_v3's V100"):
+        estimate_for("gpt-oss-20b", "Standard_NC6s_v3")
 
 
 def test_a_format_without_a_fallback_is_refused_on_older_gpus_naming_newer_ones():
@@ -170,10 +185,23 @@ def test_a_format_without_a_fallback_is_refused_on_older_gpus_naming_newer_ones(
     assert "ships nvfp4 weights, which need GPUs of CUDA compute capability 10.0 or newer" in str(err.value)
 
 
-def test_a_checkpoint_each_stage_reads_whole_must_fit_the_nodes_host_memory():
+def test_each_stage_reads_its_share_so_kaitos_deepseek_example_fits_nc80adis():
+    """Kaito's DeepSeek examples: 6 x Standard_NC80adis_H100_v5 (2 x 94 GiB H100 NVL, 640 GiB of
+    host memory each) for a 641.3 GiB FP8 checkpoint. FP8 stays FP8 on Hopper: 706.5 GiB of GPU
+    memory / 84.6 usable per GPU -> 9 GPUs -> 9 pipeline stages (MLA and MoE layers do not split
+    by heads in the engine), two per node, each reading 1/9 of the checkpoint: 142.5 GiB a node,
+    not 641.3 GiB per stage."""
+    est = estimate_for("deepseek-v3-0324", "Standard_NC80adis_H100_v5", 6)
+    assert (est.tensor_parallel, est.pipeline_parallel, est.node_count) == (1, 9, 6)
+    assert "dequantized" not in est.message
+
+
+def test_a_node_whose_host_memory_cannot_hold_its_stages_share_is_refused():
+    preset = default_catalog().preset("deepseek-v3-0324")
+    small_host = GpuSku(name="Test_8xH100_64GiB_host", gpu_count=8, gpu_memory_gib=94, gpu_model="H100",
+                        cuda_compute="9.0", vcpus=96, memory_gib=64)
     with pytest.raises(EstimateError) as err:
-        estimate_for("deepseek-v3-0324", "Standard_NC80adis_H100_v5")
+        estimate_nodes(preset, small_host)
     msg = str(err.value)
-    assert "each stage loads the whole 641.3 GiB checkpoint through transformers" in msg
-    assert "more than the 640 GiB of host memory" in msg and "Standard_ND96isr_H100_v5" in msg
-    assert estimate_for("deepseek-v3-0324", "Standard_ND96isr_H100_v5").node_count == 2
+    assert "its 8 stages on a node read 8/9 of the 641.3 GiB checkpoint, 570.04 GiB" in msg
+    assert "more than the 64 GiB of host memory of Test_8xH100_64GiB_host" in msg

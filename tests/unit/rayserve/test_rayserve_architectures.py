@@ -18,7 +18,7 @@ import torch
 
 from presets.registry import default_catalog
 from rayserve.engine import Engine
-from rayserve.loading import load_model, load_stage_model
+from rayserve.loading import load_model, load_stage_converted, load_stage_model, safetensors_weight_map
 from rayserve.params import SamplingParams
 from rayserve.pipeline import LocalPipeline
 from rayserve.spec import ModelSpec
@@ -87,6 +87,35 @@ def test_architecture_logits_match_the_models_forward(case: str, tmp_path: Path)
     inp = StageInput(mask=mask, positions=positions, cache_key="t")
     got = pipe.stages[0].forward(ids, inp)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# checkpoints whose tensors transformers converts at load: per-expert tensors fused into one
+# parameter (DeepSeek V3's MoE), FP8 blocks + scales its quantizer reads
+CONVERTED = ["DeepseekV3ForCausalLM", "GptOssForCausalLM-mxfp4", "Mistral3ForConditionalGeneration-fp8"]
+
+
+def _layer_of(key: str) -> int | None:
+    parts = key.split(".")
+    return int(parts[parts.index("layers") + 1]) if "layers" in parts else None
+
+
+@pytest.mark.parametrize("case", CONVERTED)
+def test_a_converted_checkpoints_stage_reads_only_its_share(case: str, tmp_path: Path):
+    """Each stage hands transformers' converter only the checkpoint tensors of its own layers
+    (and the embedding / head it owns): a node holds its stages' share, not the checkpoint once
+    per stage. Together the stages read every text tensor exactly once."""
+    spec = ModelSpec(name=case, path=str(build_tiny(case, tmp_path / case)))
+    weights = safetensors_weight_map(spec.path)
+    assert weights is not None
+    seen: list[str] = []
+    for a, b in split_layers(COMMON["num_hidden_layers"], 2):
+        _, read = load_stage_converted(spec, a, b, CPU, weights)
+        layers = {_layer_of(k) for k in read} - {None}
+        assert layers == set(range(a, b)), f"stage [{a}, {b}) read layers {sorted(layers)}"
+        assert any(k.endswith(("_blocks", "weight_scale_inv")) or ".experts.0." in k for k in read)
+        seen += read
+    text = [k for k in weights if "vision" not in k and "multi_modal_projector" not in k]
+    assert sorted(seen) == sorted(text)
 
 
 def test_a_multimodal_config_is_read_through_its_text_model():

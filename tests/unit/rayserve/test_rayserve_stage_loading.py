@@ -218,26 +218,25 @@ def test_a_hub_checkpoint_downloads_only_the_files_its_index_names(monkeypatch, 
                                                 "b": "model-00002-of-00002.safetensors",
                                                 "c": "model-00001-of-00002.safetensors"}}))
     asked: list[list[str]] = []
-    revisions: list[str | None] = []
+    revisions: list[str | None] = []  # both calls get the preset's pinned commit
 
-    def snapshot(repo: str, allow_patterns: list[str], revision: str | None = None) -> str:
+    def snapshot(repo: str, revision: str | None, allow_patterns: list[str]) -> str:
         asked.append(allow_patterns)
         revisions.append(revision)
         return str(tmp_path)
 
-    def download(repo: str, name: str, revision: str | None = None) -> str:
+    def download(repo: str, name: str, revision: str | None) -> str:
         revisions.append(revision)
         return str(index)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
-    assert loading._checkpoint_dir("mistralai/Mistral-7B-Instruct-v0.3") == tmp_path
+    sha = "e0bc86c23ce5aae1db576c8cca6f06f1f73af2db"
+    assert loading._checkpoint_dir("mistralai/Mistral-7B-Instruct-v0.3", sha) == tmp_path
     assert asked[-1] == ["*.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
-    # a revision the controller pinned (status.resolvedModel) is what both reads ask for
-    assert loading._checkpoint_dir("mistralai/Mistral-7B-Instruct-v0.3", "0123abc") == tmp_path
-    assert revisions == [None, None, "0123abc", "0123abc"]
+    assert revisions == [sha, sha]
 
-    def no_index(repo: str, name: str, revision: str | None = None) -> str:
+    def no_index(repo: str, name: str, revision: str | None) -> str:
         raise EntryNotFoundError(f"{name} not in {repo}")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_index)

@@ -256,3 +256,10 @@ def test_aliases_huge_files_and_huge_values_are_refused_briefly() -> None:
     with pytest.raises(TrainingConfigError) as caught:
         parse_training_config("LoraConfig: {r: [" + ", ".join(["1"] * 5000) + "]}")
     assert "LoraConfig.r" in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_the_trainer_takes_the_presets_pinned_revision() -> None:
+    """The tuning Job passes ``--revision`` (the preset's commit); without it the base model floats."""
+    sha = "0a67737cc96d2554230f90338b163bc6380a2a85"
+    assert config_from_args([*BASE, "--output", "o", "--revision", sha]).revision == sha
+    assert config_from_args([*BASE, "--output", "o"]).revision is None

@@ -213,11 +213,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _loopback_ok(url: str) -> str | None:
-    """The test server is on loopback: let it through, apply the real rules to any other host."""
-    if urllib.parse.urlsplit(url).hostname == "127.0.0.1":
-        return None
-    return netguard.url_problem(url, resolve=None)
+def _loopback_ok(ip: netguard.IPAddress) -> str | None:
+    """The test server is on 127.0.0.1: let it through, apply the real rules to any other address."""
+    return None if str(ip) == "127.0.0.1" else netguard.address_problem(ip)
 
 
 @pytest.fixture
@@ -241,7 +239,7 @@ def test_url_path_suffix_decides_the_format(fmt: str, served, tmp_path: Path):
     name, write = WRITERS[fmt]
     write(root / name, CONVS)
     # the query string (Hugging Face's ?download=true) is not part of the suffix
-    path = fetch(f"{base}/{name}?download=true", workdir=str(tmp_path), url_check=_loopback_ok)
+    path = fetch(f"{base}/{name}?download=true", workdir=str(tmp_path), address_check=_loopback_ok)
     assert path.suffix == Path(name).suffix and path.parent == tmp_path
     assert read_conversations(path) == CONVS
 
@@ -250,7 +248,7 @@ def test_unsupported_url_suffix_fails_before_downloading(served):
     base, _ = served
     # the file does not exist: a download attempt would fail with HTTP 404 rather than this error
     with pytest.raises(DatasetError, match=r"missing\.txt\?x=1: unsupported dataset file type '\.txt'"):
-        fetch(f"{base}/missing.txt?x=1", url_check=_loopback_ok)
+        fetch(f"{base}/missing.txt?x=1", address_check=_loopback_ok)
 
 
 def _jsonl(root: Path) -> None:
@@ -265,9 +263,8 @@ def test_a_download_from_a_private_address_is_refused(served):
     with pytest.raises(DownloadRefused, match=r"127\.0\.0\.1"):
         fetch(f"{base}/d.jsonl")
     port = urllib.parse.urlsplit(base).port
-    rebind = functools.partial(netguard.url_problem, resolve=lambda host: ["93.184.216.34", "127.0.0.1"])
     with pytest.raises(DownloadRefused, match=r"data\.example\.com, which resolves to .*127\.0\.0\.1"):
-        fetch(f"http://data.example.com:{port}/d.jsonl", url_check=rebind)
+        fetch(f"http://data.example.com:{port}/d.jsonl", resolve=lambda host: ["93.184.216.34", "127.0.0.1"])
 
 
 def test_every_redirect_is_checked(served, tmp_path: Path):
@@ -275,19 +272,19 @@ def test_every_redirect_is_checked(served, tmp_path: Path):
     _jsonl(root)
     target = urllib.parse.quote(f"{base}/d.jsonl", safe="")
     assert read_conversations(fetch(f"{base}/to/{target}#.jsonl", workdir=str(tmp_path),
-                                    url_check=_loopback_ok)) == CONVS
+                                    address_check=_loopback_ok)) == CONVS
     metadata = urllib.parse.quote("http://169.254.169.254/latest/meta-data.jsonl", safe="")
     with pytest.raises(DownloadRefused, match=r"169\.254\.169\.254"):
-        fetch(f"{base}/to/{metadata}#.jsonl", url_check=_loopback_ok)
+        fetch(f"{base}/to/{metadata}#.jsonl", address_check=_loopback_ok)
     loop = urllib.parse.quote(f"{base}/to/" + urllib.parse.quote(f"{base}/d.jsonl", safe=""), safe="")
-    assert fetch(f"{base}/to/{loop}#.jsonl", url_check=_loopback_ok, workdir=str(tmp_path))
+    assert fetch(f"{base}/to/{loop}#.jsonl", address_check=_loopback_ok, workdir=str(tmp_path))
 
 
 def test_a_download_is_capped_in_bytes(served):
     base, root = served
     _jsonl(root)
     with pytest.raises(DownloadRefused, match="over the limit of 10"):
-        fetch(f"{base}/d.jsonl", url_check=_loopback_ok, max_bytes=10)
+        fetch(f"{base}/d.jsonl", address_check=_loopback_ok, max_bytes=10)
 
 
 def test_reading_jsonl_does_not_import_pyarrow():

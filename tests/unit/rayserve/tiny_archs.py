@@ -88,6 +88,14 @@ TINY_CONFIGS: dict[str, tuple[str, Callable[[], Any]]] = {
         first_k_dense_replace=1, moe_intermediate_size=16, q_lora_rank=16, kv_lora_rank=16,
         qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=8, head_dim=4, num_key_value_heads=4,
     )),
+    # "-mxfp4": the experts stored as Kaito's gpt-oss checkpoints ship them (see to_mxfp4)
+    "GptOssForCausalLM-mxfp4": (
+        "GptOssForCausalLM",
+        lambda: _cfg(
+            "GptOssConfig", head_dim=8, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+            layer_types=LOCAL_GLOBAL,
+        ),
+    ),
     # Ministral 3's multimodal checkpoint around its Ministral3 text model; "-fp8": stored as
     # Kaito's Ministral 3 checkpoints are (block-wise FP8 weights + scales, see to_fp8)
     "Mistral3ForConditionalGeneration": ("Mistral3ForConditionalGeneration", lambda: _mistral3_multimodal()),
@@ -155,6 +163,54 @@ def to_fp8(path: Path) -> None:
     (path / "config.json").write_text(json.dumps(config))
 
 
+MXFP4_BLOCK = 32  # values sharing one scale
+# the 16 e2m1 (FP4) values in nibble order, as transformers.integrations.mxfp4.FP4_VALUES lists them
+E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+
+
+def mxfp4_pack(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``w`` ``[experts, rows, cols]`` in OCP MXFP4: per row, each group of 32 columns shares one
+    e8m0 scale (a power of two, stored as exponent + 127) and every value becomes the nearest
+    e2m1 code, two codes a byte (the even column in the low nibble). Returns blocks ``[experts,
+    rows, cols / 32, 16]`` (uint8) and scales ``[experts, rows, cols / 32]`` (uint8), the shapes
+    transformers' ``Mxfp4Dequantize`` reads."""
+    experts, rows, cols = w.shape
+    groups = w.float().reshape(experts, rows, cols // MXFP4_BLOCK, MXFP4_BLOCK)
+    amax = groups.abs().amax(dim=-1, keepdim=True).clamp(min=2.0**-126)
+    exponent = torch.ceil(torch.log2(amax / 6.0))  # the largest value maps to at most 6
+    scaled = groups / torch.exp2(exponent)
+    codes = (scaled[..., None] - torch.tensor(E2M1)).abs().argmin(dim=-1).to(torch.uint8)
+    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return packed, (exponent[..., 0] + 127).to(torch.uint8)
+
+
+def to_mxfp4(path: Path) -> None:
+    """Rewrite the tiny GptOss checkpoint at ``path`` as openai/gpt-oss-* ship it: every layer's
+    ``mlp.experts.{gate_up_proj,down_proj}`` as ``*_blocks`` + ``*_scales`` (``mxfp4_pack`` of the
+    weight as ``[experts, out, in]``: transformers' GptOss keeps it ``[experts, in, out]``),
+    biases, attention, router, embeddings and head unquantized, and the checkpoint's
+    ``quantization_config`` in config.json."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path / "model.safetensors")
+    out: dict[str, torch.Tensor] = {}
+    for key, w in tensors.items():
+        if key.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            out[f"{key}_blocks"], out[f"{key}_scales"] = mxfp4_pack(w.transpose(1, 2))
+        else:
+            out[key] = w
+    save_file(out, path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config["quantization_config"] = {
+        "quant_method": "mxfp4",
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                   "model.embed_tokens", "lm_head"],
+    }
+    (path / "config.json").write_text(json.dumps(config))
+
+
 def build_tiny(arch: str, path: Path) -> Path:
     """Save the random checkpoint of proof case ``arch`` (config + safetensors, seed 0) at ``path``."""
     from rayserve.loading import auto_class
@@ -165,4 +221,6 @@ def build_tiny(arch: str, path: Path) -> Path:
     model.save_pretrained(path)
     if arch.endswith("-fp8"):
         to_fp8(path)
+    if arch.endswith("-mxfp4"):
+        to_mxfp4(path)
     return path

@@ -1,15 +1,25 @@
 """Bring-your-own nodes: which existing nodes a Workspace uses, how its pods are pinned to them,
-and what ResourceReady says while BYO mode waits."""
+and what ResourceReady says while BYO mode waits; a partitioned Workspace (``resource.partition``)
+planned from its node's GPUs and asking for ``count`` GPUs or one MIG slice."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 from test_workspace_inference import PLAN
 from ws_unit_helpers import workspace
 
-from controller.workspace import byo
+from controller.api.kinds import WORKSPACES
+from controller.api.workspace import LABEL_WORKSPACE, Workspace
+from controller.runtime import Request, Store
+from controller.runtime.fake import FakeClient
+from controller.workspace import byo, names
 from controller.workspace.inference import build_rayservice
 from controller.workspace.machines import MachineSummary
+from controller.workspace.reconciler import Options, Stores, WorkspaceReconciler
 from controller.workspace.status import Observation, resource_condition
+from presets.registry import default_catalog
 
 LABELS = {"apps": "phi-3"}
 
@@ -69,3 +79,102 @@ def test_preferred_nodes_count_towards_the_machines() -> None:
     assert summary.all_ready and summary.worker_nodes == ["byo", "prov"]
     assert summary.describe().startswith("existing nodes used: byo; 1/1 machines ready")
     assert not MachineSummary(desired=1, pending=["m0"]).with_existing(["byo"], 2).all_ready
+
+
+# --- resource.partition: existing nodes only, planned from what the node is -------------------------
+
+GFD = {"nvidia.com/gpu.product": "NVIDIA-H100-NVL", "nvidia.com/gpu.memory": "95830",
+       "nvidia.com/cuda.compute.major": "9", "nvidia.com/cuda.compute.minor": "0"}
+
+
+def gfd_node(name: str, allocatable: dict[str, str], labels: dict | None = None) -> dict:
+    """A GPU node as GPU Feature Discovery and the device plugin describe it."""
+    return {"metadata": {"name": name, "labels": {**LABELS, **GFD, **(labels or {})}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "capacity": {"cpu": "80", "memory": "659554304Ki", **allocatable},
+                       "allocatable": allocatable}}
+
+
+def partitioned(partition: dict, preset: str = "llama-3.1-8b-instruct") -> dict:
+    return {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+            "metadata": {"name": "part", "namespace": "ns", "uid": "u1", "resourceVersion": "1",
+                         "generation": 1, "finalizers": [names.FINALIZER]},
+            "resource": {"labelSelector": {"matchLabels": LABELS}, "partition": partition},
+            "inference": {"preset": {"name": preset, "presetOptions": {"modelAccessSecret": "hf"}}}}
+
+
+def test_a_partition_sku_is_the_nodes_gpus_scaled_to_count_or_one_mig_slice() -> None:
+    catalog = default_catalog()
+    accel = Workspace.model_validate(partitioned({"mode": "accelerator", "count": 2}))
+    sku = byo.partition_sku(accel, [gfd_node("h", {"nvidia.com/gpu": "4"})], catalog)
+    assert (sku.gpu_count, sku.gpu_memory_gib, sku.cuda_compute, sku.gpu_model) == (2, 93.58, "9.0",
+                                                                                      "NVIDIA-H100-NVL")
+    assert round(sku.memory_gib) == 629  # the node's memory: the host-memory check reads it
+    mig = Workspace.model_validate(partitioned({"mode": "mig", "profile": "3g.47gb"}))
+    assert byo.partition_resource(mig) == "nvidia.com/mig-3g.47gb" and byo.partition_devices(mig) == 1
+    sku = byo.partition_sku(mig, [gfd_node("m", {"nvidia.com/mig-3g.47gb": "2"})], catalog)
+    assert (sku.gpu_count, sku.gpu_memory_gib, sku.cuda_compute) == (1, 47.0, "9.0")
+    with pytest.raises(byo.NoPartitionNode, match=r"2 allocatable nvidia\.com/gpu yet"):
+        byo.partition_sku(accel, [gfd_node("small", {"nvidia.com/gpu": "1"})], catalog)
+    bare = gfd_node("bare", {"nvidia.com/gpu": "2"})
+    bare["metadata"]["labels"] = LABELS
+    with pytest.raises(byo.NoPartitionNode, match=r"lacks nvidia\.com/gpu\.product"):
+        byo.partition_sku(accel, [bare], catalog)
+
+
+def _partition_reconciler(obj: dict) -> tuple[WorkspaceReconciler, Stores, FakeClient]:
+    client = FakeClient()
+    client.add(WORKSPACES, copy.deepcopy(obj))
+    stores = Stores(Store(), Store(), Store(), Store(), Store())
+    stores.machines.add_label_index(LABEL_WORKSPACE)
+    stores.workspaces.add(copy.deepcopy(obj))
+    return WorkspaceReconciler(client, stores, options=Options()), stores, client
+
+
+def _resource_ready(client: FakeClient) -> dict:
+    status = client.objects[("workspaces", "ns", "part")]["status"]
+    return next(c for c in status["conditions"] if c["type"] == "ResourceReady")
+
+
+def test_an_accelerator_partition_waits_for_a_node_then_asks_for_count_gpus_on_it() -> None:
+    rec, stores, client = _partition_reconciler(partitioned({"mode": "accelerator", "count": 2}))
+    rec.reconcile(Request("ns", "part"))
+    rr = _resource_ready(client)
+    assert (rr["status"], rr["reason"]) == ("False", "WaitingForNodes")
+    assert "no Ready node with labels apps=phi-3 and 2 allocatable nvidia.com/gpu yet" in rr["message"]
+    stores.workspaces.add(client.objects[("workspaces", "ns", "part")])
+    stores.nodes.add(gfd_node("h100-a", {"nvidia.com/gpu": "4"}))
+    rec.reconcile(Request("ns", "part"))
+    assert not [k for k in client.objects if k[0] == "machines"]  # nothing is provisioned
+    rr = _resource_ready(client)
+    assert rr["status"] == "True" and "on nodes h100-a" in rr["message"]
+    assert "2 of node h100-a's GPUs" in rr["message"]
+    rs = client.objects[("rayservices", "ns", "part")]
+    [worker] = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert worker["rayStartParams"]["num-gpus"] == "2"
+    assert worker["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    affinity = worker["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["h100-a"]
+
+
+def test_a_mig_partition_asks_for_one_slice_of_its_profile() -> None:
+    rec, stores, client = _partition_reconciler(partitioned({"mode": "mig", "profile": "3g.47gb"}))
+    stores.nodes.add(gfd_node("h100-mig", {"nvidia.com/mig-3g.47gb": "2"}))
+    rec.reconcile(Request("ns", "part"))
+    rs = client.objects[("rayservices", "ns", "part")]
+    [worker] = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    spec = worker["template"]["spec"]
+    assert worker["rayStartParams"]["num-gpus"] == "1"  # KubeRay counts nvidia.com/gpu only: said here
+    assert spec["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-3g.47gb": "1"}
+    toleration = {"key": "nvidia.com/mig-3g.47gb", "operator": "Exists", "effect": "NoSchedule"}
+    assert toleration in spec["tolerations"]
+
+
+def test_a_model_that_outgrows_the_nodes_mig_slice_is_refused_at_plan_time() -> None:
+    rec, stores, client = _partition_reconciler(partitioned({"mode": "mig", "profile": "1g.12gb"}))
+    stores.nodes.add(gfd_node("h100-mig", {"nvidia.com/mig-1g.12gb": "7"}))
+    rec.reconcile(Request("ns", "part"))
+    rr = _resource_ready(client)
+    assert rr["reason"] == "InvalidWorkspace" and "exactly one slice" in rr["message"]
+    assert not [k for k in client.objects if k[0] == "rayservices"]

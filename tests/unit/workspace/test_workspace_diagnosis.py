@@ -7,10 +7,12 @@ from controller.api.rayservice import RayService
 from controller.workspace.diagnosis import (
     REASON_POD_FAILING,
     REASON_SERVE_DEPLOYMENT,
+    REASON_WORKERS_NOT_READY,
     cluster_pods,
     explain,
     pod_problem,
     serve_messages,
+    worker_messages,
 )
 from controller.workspace.inference import InferenceState, rayservice_state
 
@@ -139,3 +141,22 @@ def test_many_pods_are_counted_not_listed() -> None:
             for i in range(5)]
     state = explain(WAITING, None, pods)
     assert state.message.count("ErrImagePull") == 3 and "and 2 more Ray pod(s) not running" in state.message
+
+
+def test_a_lost_worker_of_the_serving_cluster_is_counted() -> None:
+    """KubeRay's readyWorkerReplicas below desiredWorkerReplicas on the active cluster: a Ray node
+    lost; on the pending cluster the workers are merely starting."""
+    def with_workers(where: str, ready: int) -> dict:
+        rs = rayservice({"llm": {"status": "UNHEALTHY"}}, where=where)
+        rs["status"][where]["rayClusterStatus"] = {"desiredWorkerReplicas": 2, "readyWorkerReplicas": ready}
+        return rs
+
+    lost = with_workers("activeServiceStatus", 1)
+    said = "Ray cluster rs-abcde: 1 of 2 worker pods ready"
+    assert worker_messages(RayService.model_validate(lost)) == [said]
+    state = explain(rayservice_state(lost), lost, [])
+    assert state.reason == "ServeApplicationFailed" and state.message.startswith(said)
+    waiting = explain(InferenceState(False, "ServeNotReady", "waiting"), lost, [])
+    assert waiting.reason == REASON_WORKERS_NOT_READY
+    assert worker_messages(RayService.model_validate(with_workers("activeServiceStatus", 2))) == []
+    assert worker_messages(RayService.model_validate(with_workers("pendingServiceStatus", 0))) == []

@@ -350,3 +350,81 @@ def test_adapter_image_pull_secrets_reach_the_worker_pods() -> None:
               "output": {"volumeSource": {"emptyDir": {}}}}
     pod = build_tuning_job(workspace(tuning=tuning), PLAN, "img:1")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "reg"}]
+
+
+def test_the_serve_config_and_the_tuning_job_carry_the_presets_pinned_revision() -> None:
+    """An upstream push must not change the served model (issue 11, item 7): the pin reaches the
+    loaders through the serve config's model spec and the trainer's ``--revision``."""
+    import yaml
+
+    from controller.workspace.plan import plan_for
+    from controller.workspace.serveconfig import build_serve_config
+
+    sha = "0a67737cc96d2554230f90338b163bc6380a2a85"  # Kaito v0.12's pin of Phi-3-mini-4k-instruct
+    ws = workspace(preset="phi-3-mini-4k-instruct")
+    plan = plan_for(ws)
+    assert plan.model_revision == sha
+    [app] = yaml.safe_load(build_serve_config(ws, plan))["applications"]
+    assert app["args"]["model"]["path"] == "microsoft/Phi-3-mini-4k-instruct"
+    assert app["args"]["model"]["revision"] == sha
+    tune = workspace(tuning={"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora",
+                             "input": {"urls": ["https://example.com/a.jsonl"]},
+                             "output": {"volumeSource": {"emptyDir": {}}}},
+                     instance_type="Standard_NC24ads_A100_v4")
+    job = build_tuning_job(tune, plan_for(tune), "img:1")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--revision") + 1] == sha
+    # a local checkpoint has no revision: none is sent
+    local = workspace(preset="tiny-phi-3", instance_type="Standard_Fake_GPU")
+    [app] = yaml.safe_load(build_serve_config(local, plan_for(local)))["applications"]
+    assert app["args"]["model"].get("revision") is None
+
+
+def _ray_templates(plan: Plan) -> list[dict]:
+    ws = workspace(adapters=[{"source": {"name": "fr", "image": "reg/fr:1"}}])
+    cluster = build_rayservice(ws, plan, "applications: []\n", "img:1")["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]]
+
+
+def test_ray_pods_run_as_the_ray_user_without_capabilities_or_a_token() -> None:
+    """Issue 11, item 4: the Ray pods ran with the image's defaults (capabilities, escalation)."""
+    for template in _ray_templates(PLAN):
+        spec = template["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True
+        assert (pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"]) == (1000, 100, 100)
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["fsGroupChangePolicy"] == "OnRootMismatch"
+        for c in [*spec["containers"], *spec.get("initContainers", [])]:  # the adapter puller too
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"]}}, c
+        assert not any(c["name"] == "model-cache-owner" for c in spec.get("initContainers", []))  # emptyDir
+
+
+def test_the_nvme_cache_is_given_to_the_ray_user_by_an_init_container_with_chown_only() -> None:
+    from dataclasses import replace
+
+    for template in _ray_templates(replace(PLAN, local_nvme=True)):
+        spec = template["spec"]
+        owner = spec["initContainers"][0]  # before the adapter puller and the Ray container
+        assert owner["name"] == "model-cache-owner"
+        assert owner["command"] == ["chown", "1000:100", "/mnt/model-cache"]  # that directory only
+        assert owner["volumeMounts"] == [{"name": "model-cache", "mountPath": "/mnt/model-cache"}]
+        assert owner["securityContext"] == {"runAsUser": 0, "runAsNonRoot": False,
+                                            "allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}}
+        [ray] = spec["containers"]
+        assert ray["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_head_publishes_only_the_ports_used_and_starts_no_ray_client_server() -> None:
+    """Issue 11, item 9: the Ray Client port (10001) was published though nothing uses it."""
+    rs = build_rayservice(workspace(), PLAN, "applications: []\n", "img:1")
+    head = rs["spec"]["rayClusterConfig"]["headGroupSpec"]
+    [container] = head["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"gcs-server": 6379, "dashboard": 8265, "serve": names.SERVE_PORT, "metrics": 8080}
+    assert head["rayStartParams"]["ray-client-server-port"] == "0"  # ray start: 0 = no client server
+    [worker] = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    assert "ports" not in worker

@@ -48,12 +48,12 @@ def _proof_case(preset_name: str) -> str:
     return quant.proof.split("[")[1].rstrip("]") if quant else case
 
 
-def _stand_in(cache: Path, case: str, repo: str) -> None:
-    """The tiny checkpoint laid out as the hub cache keeps a downloaded repo."""
+def _stand_in(cache: Path, case: str, repo: str, commit: str) -> None:
+    """The tiny checkpoint laid out as the hub cache keeps a downloaded repo at ``commit``."""
     root = cache / f"models--{repo.replace('/', '--')}"
-    build_tiny(case, root / "snapshots" / COMMIT)
+    build_tiny(case, root / "snapshots" / commit)
     (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(COMMIT)
+    (root / "refs" / "main").write_text(commit)
 
 
 @pytest.mark.parametrize("preset_name", sorted(PRESETS))
@@ -70,6 +70,7 @@ def test_a_workspace_serves_its_preset_from_a_stand_in_under_the_models_id(
     spec = ModelSpec.model_validate({**args["model"], "dtype": "float32"})  # CPU: exact arithmetic
     preset = default_catalog().preset(preset_name)
     assert spec.path == preset.hf_model_id and spec.name == preset.name
-    _stand_in(tmp_path, _proof_case(preset_name), spec.path)
+    assert spec.revision == preset.revision  # the pinned commit, which the loaders ask the cache for
+    _stand_in(tmp_path, _proof_case(preset_name), spec.path, spec.revision or COMMIT)
     expected = _reference(spec)
     assert _engine_tokens(LocalPipeline.load(spec, stages=1, gpus=0)) == expected

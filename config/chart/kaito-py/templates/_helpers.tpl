@@ -42,3 +42,19 @@ prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when the chart runs the gpu-provisioner: it is enabled and the controller provisions nodes
+(nodeProvisioner byo creates no node objects, so nothing would serve them: no Deployment, no
+ServiceAccount, no RBAC). Also checks nodeProvisioner and nodeAPI against the controller's choices.
+*/}}
+{{- define "kaito.provisionerEnabled" -}}
+{{- $mode := .Values.nodeProvisioner | default "gpu-provisioner" -}}
+{{- if not (has $mode (list "gpu-provisioner" "byo")) -}}
+{{- fail (printf "nodeProvisioner must be gpu-provisioner or byo, not %q" $mode) -}}
+{{- end -}}
+{{- if not (has .Values.nodeAPI (list "auto" "nodeclaim" "machine")) -}}
+{{- fail (printf "nodeAPI must be auto, nodeclaim or machine, not %q" .Values.nodeAPI) -}}
+{{- end -}}
+{{- if and .Values.provisioner.enabled (ne $mode "byo") }}true{{ end -}}
+{{- end }}
