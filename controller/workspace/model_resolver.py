@@ -48,6 +48,8 @@ REASON_MODEL_NOT_FOUND = "ModelNotFound"
 REASON_MODEL_ACCESS_DENIED = "ModelAccessDenied"
 REASON_HUB_UNREACHABLE = "ModelHubUnreachable"
 COMMIT = re.compile(r"[0-9a-f]{40}")  # a hub commit sha: what a preset may pin
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     preset: Preset

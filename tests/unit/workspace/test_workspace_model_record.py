@@ -71,6 +71,7 @@ def test_a_restarted_controller_plans_from_the_record_with_the_hub_down_and_keep
     assert resource["status"] == "True" and f"Sized from {MODEL}" in resource["message"], resource
     assert after["conditions"] == before and after["resolvedModel"] == kept
     assert not [c for c in client.calls if c[0] == "update" and c[1] == RAYSERVICES.plural]
+    assert not [c for c in client.calls if c[0] == "update_status"]  # the record reads back equal: no churn
 
 
 def test_a_record_of_another_model_or_one_that_no_longer_parses_is_not_used() -> None:
