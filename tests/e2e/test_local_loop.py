@@ -3,7 +3,9 @@
 Every piece is a real process (kube-apiserver + etcd, controller with its webhook, provisioner
 over the fake GPU cloud, the KubeRay stand-in with a local Ray head, Prometheus), driven by
 the same LocalStack the README's demo uses. One test walks the whole loop in order, because
-each step needs the previous one and the stack costs ~a minute to start.
+each step needs the previous one and the stack costs ~a minute to start. On the way, an
+uncatalogued model from the local hub has its serve replica killed (it reloads from the cache, not
+the hub, and the timeline shows the reload), and the controller is restarted with the hub down.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def _a_killed_replica_reloads_from_the_cache(stack: LocalStack, hub: FakeHub, re
     assert (kept["name"], kept["revision"]) == (UNCATALOGUED, repo.sha), kept
     assert f"revision: {repo.sha}" in stack.get_json("rayservice", name)["spec"]["serveConfigV2"]
     served, asked = hub.bytes_served(UNCATALOGUED), len(hub.requests)
+    weights = (DEFAULT_DIR / "model.safetensors").stat().st_size
+    # the first load downloaded the weights once (beside the controller's range read of the header)
+    assert weights <= hub.bytes_served(UNCATALOGUED, "model.safetensors") < 2 * weights
     pids = _wait(lambda: _replica_pids(stack, name), 60, "the replica's pid")
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
