@@ -151,9 +151,9 @@ class FakeHub:
 
 
 class _Error(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.commit = status, code, message, commit
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -180,8 +180,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _Error(404, "", f"no route {path}")
         except _Error as err:
-            self._send_json(err.status, {"error": err.message}, body,
-                            {"X-Error-Code": err.code, "X-Error-Message": err.message} if err.code else {})
+            headers = {"X-Error-Code": err.code, "X-Error-Message": err.message} if err.code else {}
+            if err.commit:
+                headers["X-Repo-Commit"] = err.commit
+            self._send_json(err.status, {"error": err.message}, body, headers)
 
     # --- /api/models/{id}[/revision/{rev} | /tree/{rev}[/path]] ------------------------------------
     def _api(self, rest: str, body: bool) -> None:
@@ -210,7 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
                              "are not in the authorized list.")
         target = repo.root / filename
         if not filename or filename not in repo.files():
-            raise _Error(404, "EntryNotFound", f"{filename} does not exist on {rev}")
+            # with the commit, as the Hub sends it: huggingface_hub then caches "absent at this
+            # commit" (.no_exist) and does not ask again for a pinned revision
+            raise _Error(404, "EntryNotFound", f"{filename} does not exist on {rev}", commit=repo.sha)
         size = target.stat().st_size
         start, end = 0, size - 1
         status = 200
