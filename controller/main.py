@@ -73,6 +73,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="image of the Ray head/worker pods (contains the rayserve package)")
     p.add_argument("--tuning-image", default=os.environ.get("KAITO_TUNING_IMAGE", DEFAULT_SERVE_IMAGE),
                    help="image of tuning Jobs")
+    p.add_argument("--ray-token-auth", action=argparse.BooleanOptionalAction, default=True,
+                   help="Ray's token authentication on each workspace's Ray cluster (KubeRay >= 1.6 "
+                        "makes and injects the token); off only where KubeRay is older, whose CRD "
+                        "drops authOptions")
     p.add_argument("--first-request-url", choices=URL_SOURCES, default="service",
                    help="where the timeline's one-token first request goes: the workspace's Service, "
                    "the address the local KubeRay stand-in publishes (rayservice-status), or off")
@@ -239,6 +243,7 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
         mgr, workers=args.workers,
         options=Options(
             serve_image=args.serve_image, tuning_image=args.tuning_image,
+            ray_token_auth=args.ray_token_auth,
             first_request_url=args.first_request_url,
             allow_load_balancer=args.allow_load_balancer, node_provisioner=args.node_provisioner,
             load_balancer_source_ranges=tuple(

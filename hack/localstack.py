@@ -30,6 +30,7 @@ from controller.workspace.timeline import parse_time
 from hack import prometheus
 from hack.chart import Helm, local_values, start_pod
 from hack.controlplane.local import ControlPlane, free_port
+from hack.kuberay_standin import ray_auth
 from hack.kuberay_standin.controller import serve_endpoint
 from hack.procs import ManagedProcess
 from hack.service_proxy import ServiceProxy
@@ -99,6 +100,8 @@ class LocalStack:
     # and the Ray head downloads them from it into hf_home, the stand-in's "node volume" (a real
     # cluster's is controller/workspace/model_cache.py's), which outlives a replica's restart
     hf_endpoint: str | None = None
+    # the stand-in's Ray auth token (KubeRay would make one per cluster and keep it in a Secret)
+    ray_auth_token: str = field(default_factory=ray_auth.generate_token)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -147,13 +150,14 @@ class LocalStack:
         return {**RAY_ENV, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
                 "HF_ENDPOINT": self.hf_endpoint, "HF_HOME": str(self.hf_home), "HF_HUB_DISABLE_XET": "1"}
 
-    def _py(self, name: str, module: str, args: list[str], kubeconfig: Path | None = None) -> ManagedProcess:
+    def _py(self, name: str, module: str, args: list[str], kubeconfig: Path | None = None,
+            env: dict[str, str] | None = None) -> ManagedProcess:
         assert self.cp is not None
         proc = ManagedProcess(
             name,
             [sys.executable, "-m", module, "--kubeconfig", str(kubeconfig or self.cp.kubeconfig), *args],
             self.workdir / f"{name}.log",
-            env=self._ray_env(),
+            env={**self._ray_env(), **(env or {})},
             cwd=REPO,
         ).start()
         self.procs[name] = proc
@@ -208,6 +212,9 @@ class LocalStack:
                 "--num-cpus", str(self.ray_cpus),
                 "--num-gpus", str(self.ray_gpus),
             ],
+            # the stand-in's Ray runs with token auth, as KubeRay sets it up; we pick the token, so
+            # our own dashboard calls can carry it (a client in a cluster reads it from the Secret)
+            env={ray_auth.TOKEN_ENV: self.ray_auth_token},
         )
         proc.wait_http(f"http://127.0.0.1:{self.ports['health']}/readyz", timeout=180)
         return proc
@@ -312,7 +319,9 @@ class LocalStack:
 
     def serve_applications(self) -> dict:
         """Ray Serve's view of the running apps, from the dashboard's REST API."""
-        with urllib.request.urlopen(f"{self.dashboard_url}/api/serve/applications/", timeout=10) as resp:
+        req = urllib.request.Request(f"{self.dashboard_url}/api/serve/applications/",
+                                     headers=ray_auth.headers(self.ray_auth_token))
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return json.load(resp).get("applications") or {}
 
     def promql(self, query: str) -> list[dict]:

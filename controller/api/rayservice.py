@@ -51,8 +51,17 @@ class WorkerGroupSpec(LooseModel):
     )
 
 
+class AuthOptions(LooseModel):
+    """KubeRay v1.6's ``RayCluster.spec.authOptions`` (``controller/workspace/ray_auth.py``)."""
+
+    mode: Literal["disabled", "token"] | None = None
+    secret_name: str | None = None
+    enable_k8s_token_auth: bool | None = Field(default=None, alias="enableK8sTokenAuth")
+
+
 class RayClusterSpec(LooseModel):
     ray_version: str | None = None
+    auth_options: AuthOptions | None = None
     enable_in_tree_autoscaling: bool | None = None
     autoscaler_options: dict[str, Any] | None = Field(default=None, json_schema_extra=_LOOSE)
     head_group_spec: HeadGroupSpec

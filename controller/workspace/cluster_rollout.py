@@ -5,7 +5,7 @@ serving one and switches over once it is ready. A workspace's GPU nodes are exac
 cluster needs, so the second cluster's workers never schedule and the upgrade never finishes: an
 adapter edit (its puller and volume live in the worker pod template) left the workspace stuck.
 
-So the RayService asks for ``upgradeStrategy.type: None`` (KubeRay v1.5): a change of the serve
+So the RayService asks for ``upgradeStrategy.type: None`` (KubeRay v1.5+): a change of the serve
 config alone is applied in place, to the running cluster, with no restart; a change of the cluster
 spec is left to us. We then replace the cluster rather than double it: the RayService carries
 the hash of its ``rayClusterConfig`` in the annotation ``kaito.sh/cluster-hash``, which KubeRay

@@ -31,13 +31,13 @@ from controller.api.workspace import (
     DataSource,
     Workspace,
 )
-from controller.workspace import byo, cluster_rollout, model_cache, names, podsecurity
+from controller.workspace import byo, cluster_rollout, model_cache, names, podsecurity, ray_auth
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ADAPTER_DIR = "/mnt/adapter"
-# What the head publishes (its containerPorts, which KubeRay v1.5 turns into the head Service's
+# What the head publishes (its containerPorts, which KubeRay turns into the head Service's
 # ports; with none declared it would add the Ray Client's 10001 too): GCS for the workers to join,
 # the dashboard for KubeRay's serve-config PUTs and status polls, Serve for clients, and metrics
 # for Prometheus (KubeRay adds that one anyway). Nothing here uses Ray Client, so its server is
@@ -134,11 +134,13 @@ def _pod_template(ws: Workspace, container: dict, extra_spec: dict | None = None
     return {"metadata": {"labels": pod_labels(ws)}, "spec": podsecurity.restricted_pod(spec)}
 
 
-def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str) -> dict:
+def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str, *,
+                     ray_token_auth: bool = True) -> dict:
     """The RayService: a CPU-only head and one GPU worker per node, running ``serve_config_v2``.
 
     Both keep the Hugging Face cache on a volume of the node (``model_cache``), so a restarted
-    container finds the weights it downloaded."""
+    container finds the weights it downloaded. ``ray_token_auth``: KubeRay turns on Ray's token
+    authentication and keeps the token (``ray_auth``)."""
     env = [*_env(ws), *model_cache.env(), *hub_env(plan)]
     head = {
         "name": "ray-head",
@@ -176,6 +178,7 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
     if pull:  # the adapter images' registries (the pullers run in the worker pods)
         worker_extra["imagePullSecrets"] = pull
     cluster = {
+        **ray_auth.cluster_fields(ray_token_auth),
         "enableInTreeAutoscaling": False,
         "headGroupSpec": {
             "rayStartParams": dict(HEAD_START_PARAMS),

@@ -1,10 +1,10 @@
 """The NetworkPolicy of a workspace's Ray pods: clients reach the serve port, nothing else.
 
 Why: the Ray head listens on GCS (6379), the dashboard and its job API (8265, which runs any code
-it is handed) and metrics (8080), and every raylet on ports of its own, with no authentication in the
-KubeRay v1.5 this operator pins (Ray's token auth needs KubeRay v1.6's ``authOptions``: v1.5's
-dashboard client sends no token, so turning it on would lock KubeRay itself out). In a cluster
-whose network plugin enforces NetworkPolicies, this one admits to the workspace's pods:
+it is handed) and metrics (8080), and every raylet on ports of its own. Ray's token auth
+(``ray_auth.py``, through KubeRay v1.6) guards the dashboard, GCS and raylets, but not metrics, and
+is off where the operator runs with ``--no-ray-token-auth``; this policy is the second wall. In a
+cluster whose network plugin enforces NetworkPolicies, it admits to the workspace's pods:
 
 - the workspace's own Ray pods, on every port (workers join the head's GCS, objects move between
   raylets);

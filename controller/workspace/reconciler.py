@@ -148,6 +148,8 @@ class Stores:
 class Options:
     serve_image: str = DEFAULT_SERVE_IMAGE
     tuning_image: str = DEFAULT_SERVE_IMAGE
+    # Ray's token auth on every workspace's Ray cluster, through KubeRay v1.6's authOptions (ray_auth.py)
+    ray_token_auth: bool = True
     machine_poll_seconds: float = 5.0  # re-check while Machines come up (events usually come first)
     inference_poll_seconds: float = 30.0  # safety net while waiting for KubeRay
     # look again at a missing or invalid tuning ConfigMap: no informer watches ConfigMaps (caching
@@ -464,7 +466,8 @@ class WorkspaceReconciler:
             log.exception("workspace %s: building the serve config failed", ws.key)
             return InferenceState(False, "ServeConfigFailed", f"building the Ray Serve config failed: {exc}",
                                   failed=True)
-        desired = build_rayservice(ws, plan, serve_config, self.options.serve_image)
+        desired = build_rayservice(ws, plan, serve_config, self.options.serve_image,
+                                   ray_token_auth=self.options.ray_token_auth)
         if nodes is not None and nodes.existing_nodes:  # nodes we did not label: pinned by name
             desired = byo.pin_to_nodes(desired, ws, nodes.worker_nodes)
         try:

@@ -51,9 +51,12 @@ from controller.api.rayservice import (
 )
 from controller.runtime.client import ApiError, Client, NotFound, ResourceKind
 from controller.runtime.controller import Request, Result
+from controller.runtime.errors import AlreadyExists
 from controller.runtime.events import EventRecorder
+from controller.runtime.kinds import SECRETS
 from controller.runtime.store import Store
 from controller.workspace.probe import status_endpoint
+from hack.kuberay_standin import ray_auth
 from hack.kuberay_standin.dashboard import DashboardError, ServeDashboard
 from hack.kuberay_standin.ray_workers import RayWorkers
 from hack.kuberay_standin.serveconfig import (
@@ -113,6 +116,7 @@ class RayServiceStandin:
         poll_interval: float = 2.0,
         workers: RayWorkers | None = None,
         nodes: Store | None = None,
+        auth_token: str | None = None,
     ) -> None:
         self.client = client
         self.kind = kind
@@ -125,6 +129,8 @@ class RayServiceStandin:
         self.poll_interval = poll_interval
         self.workers = workers  # None: no worker nodes, every replica on the head
         self.nodes = nodes  # the Kubernetes Nodes the worker Pods are scheduled to
+        self.auth_token = auth_token  # the head's Ray auth token (None: the head runs without auth)
+        self._auth_warned: set[str] = set()  # RayServices told that the head has no auth (by uid)
         self._ready_pods: dict[str, list[WorkerPod]] = {}  # RayService key -> its ready worker Pods
         self._pods: dict[str, list[WorkerPod]] = {}  # RayService key -> its worker Pods
         self._lock = threading.Lock()  # one PUT at a time; the submitted config is shared state
@@ -243,6 +249,8 @@ class RayServiceStandin:
             if changed and self.recorder is not None:
                 self.recorder.event(obj, "Warning", event, message)
             return Result()  # a spec change (new generation) re-enqueues it
+        if ray_auth.wants_token_auth(obj):
+            self._ensure_token_secret(obj)
         cfg = configs[request.key]
         status = self._status(obj, cfg, details)
         changed = self._write_status(obj, status)
@@ -250,6 +258,27 @@ class RayServiceStandin:
             ready = next(c for c in status["conditions"] if c["type"] == CONDITION_READY)
             self.recorder.event(obj, "Warning", EVENT_INITIALIZING_TIMEOUT, ready["message"])
         return Result(requeue_after=self.poll_interval)
+
+    def _ensure_token_secret(self, obj: dict) -> None:
+        """KubeRay's ``reconcileAuthSecret``: the cluster's token Secret, created if missing (the
+        head's token: one head, one token), never rewritten; looked up on every reconcile, as
+        KubeRay does. A head without auth cannot give a RayService the auth it asks for: a
+        Warning Event says so, once per RayService."""
+        uid = obj["metadata"].get("uid", "")
+        if self.auth_token is None:
+            if uid not in self._auth_warned:
+                self._auth_warned.add(uid)
+                log.warning("%s asks for Ray token auth; this stand-in's head runs without it", _key(obj))
+                if self.recorder is not None:
+                    self.recorder.event(obj, "Warning", "TokenAuthUnavailable", "authOptions.mode is "
+                                        "token, but the stand-in's Ray head runs without auth")
+            return
+        secret = ray_auth.token_secret(obj, cluster_name(obj["metadata"]["name"]), self.auth_token)
+        try:
+            self.client.get(SECRETS, secret["metadata"]["name"], secret["metadata"]["namespace"])
+        except NotFound:
+            with contextlib.suppress(AlreadyExists):
+                self.client.create(SECRETS, secret)
 
     def _finalize(self, obj: dict, details: dict[str, Any]) -> Result:
         """Drop the legacy finalizer once none of this RayService's apps is left in Serve."""

@@ -19,9 +19,12 @@ class DashboardError(RuntimeError):
 
 
 class ServeDashboard:
-    def __init__(self, dashboard_url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, dashboard_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None
+    ) -> None:
+        """``headers``: the head's auth token, as KubeRay's dashboard client sends it (``ray_auth``)."""
         self.url = dashboard_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

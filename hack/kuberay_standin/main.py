@@ -20,6 +20,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from hack.kuberay_standin.ray_auth import TOKEN_ENV
 from hack.kuberay_standin.ray_head import RAY_ENV, RayHead
 
 
@@ -31,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ray-address",
         help="attach to a running Ray head's dashboard (e.g. http://127.0.0.1:8265) instead of starting one;"
         " it is not stopped on exit",
+    )
+    p.add_argument(
+        "--ray-token-auth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Ray's token auth on the head and its nodes, as KubeRay v1.6 sets it up (default); the token"
+        " is $RAY_AUTH_TOKEN if set (also what --ray-address is called with), else generated",
     )
     p.add_argument("--serve-port", type=int, help="Serve HTTP port (default: a free port)")
     p.add_argument("--dashboard-port", type=int, help="Ray dashboard port of a started head (default: free)")
@@ -98,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_export_port,
         temp_dir=args.ray_temp_dir,
         log_path=args.ray_log,
+        token_auth=args.ray_token_auth,
+        auth_token=os.environ.get(TOKEN_ENV) or None,
     )
     standin = Standin(
         RestClient.from_kubeconfig(args.kubeconfig),

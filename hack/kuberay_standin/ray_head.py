@@ -17,8 +17,12 @@ Why each choice:
   for GPUs (``num_gpus``, GPU placement-group bundles) stays DEPLOYING forever on such a head, as
   on a real cluster without GPU workers; ``num_gpus``/``resources`` declare logical GPUs or custom
   resources (Ray does not check that they exist) when a demo needs such a config to schedule.
-* ``RAY_AUTH_MODE=disabled``: Ray 2.60 turns token auth on by default and the dashboard REST API
-  then answers 401.
+* Ray's token auth (``ray_auth.py``), as KubeRay v1.6 turns it on: ``RAY_AUTH_MODE=token`` and
+  the head's ``auth_token`` (generated unless given) in the head's and every node's environment,
+  whatever the caller's environment says (the tests' own Ray runs with ``RAY_AUTH_MODE=disabled``),
+  and the token on every dashboard call (``auth_headers``). ``token_auth=False``:
+  ``RAY_AUTH_MODE=disabled`` (Ray 2.60 would otherwise turn auth on with a token of its own in
+  ``~/.ray``, which the stand-in does not know).
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ from pathlib import Path
 
 import httpx
 
+from hack.kuberay_standin import ray_auth
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 MAX_TEMP_DIR_BYTES = 40  # + ~63 bytes of session/socket path must stay under Linux's 107
 RAY_ENV = {
-    "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
     # On SIGTERM the head would first "drain" for up to 30 s (for Kubernetes pod deletion during
     # RayService upgrades); a local stand-in has nobody to drain for.
@@ -111,10 +116,10 @@ def stop_process_group(proc: subprocess.Popen, grace: float, what: str) -> None:
         proc.wait(5)
 
 
-def dashboard_up(dashboard_url: str, timeout: float = 2.0) -> bool:
+def dashboard_up(dashboard_url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> bool:
     """True when the dashboard's Serve REST API answers (the head is usable for deploys)."""
     try:
-        resp = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=timeout)
+        resp = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=timeout, headers=headers)
     except httpx.HTTPError:
         return False
     return resp.status_code == 200
@@ -141,6 +146,9 @@ class RayHead:
     metrics_port: int | None = None
     temp_dir: str | None = None
     startup_timeout: float = 90.0
+    # Ray's token auth on the head and its nodes; the token is generated at start unless given
+    token_auth: bool = True
+    auth_token: str | None = None
 
     dashboard_url: str = ""
     gcs_address: str = ""
@@ -148,6 +156,16 @@ class RayHead:
     owned: bool = False
     _log_file: object | None = None
     _created_temp_dir: str | None = None  # ours to remove on stop (a requested dir is the caller's)
+
+    @property
+    def node_env(self) -> dict[str, str]:
+        """Ray's auth settings for a ``ray start`` joining this head (the head's own, too)."""
+        return ray_auth.node_env(self.auth_token if self.token_auth else None)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What a dashboard request to this head carries (KubeRay's header; none without auth)."""
+        return ray_auth.headers(self.auth_token if self.token_auth else None)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def _short_temp_dir(self) -> str:
@@ -211,7 +229,9 @@ class RayHead:
         ]
         if self.resources:
             argv.append(f"--resources={json.dumps(self.resources)}")
-        env = ray_env(self.python_path, self.extra_env)
+        if self.token_auth and not self.auth_token:
+            self.auth_token = ray_auth.generate_token()
+        env = ray_env(self.python_path, {**self.extra_env, **self.node_env})
         log_path = self.log_path or Path(self.temp_dir) / "ray-start.log"
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
         log.info("starting Ray head: %s (log %s)", " ".join(argv), log_path)
@@ -222,7 +242,7 @@ class RayHead:
         self.dashboard_url = f"http://{LOOPBACK}:{dash}"
         self.gcs_address = f"{LOOPBACK}:{gcs}"
         deadline = time.monotonic() + self.startup_timeout
-        while not dashboard_up(self.dashboard_url):
+        while not dashboard_up(self.dashboard_url, headers=self.auth_headers):
             if self.proc.poll() is not None:
                 tail = Path(log_path).read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"ray start exited ({self.proc.returncode}):\n{tail}")
@@ -239,7 +259,7 @@ class RayHead:
         self.dashboard_url = dashboard_url.rstrip("/")
         if "://" not in self.dashboard_url:
             self.dashboard_url = f"http://{self.dashboard_url}"
-        if not dashboard_up(self.dashboard_url, timeout=10):
+        if not dashboard_up(self.dashboard_url, timeout=10, headers=self.auth_headers):
             raise RuntimeError(f"no Ray dashboard answers at {self.dashboard_url}")
         self.owned = False
         return self

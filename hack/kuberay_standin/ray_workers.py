@@ -68,7 +68,8 @@ class RayWorkers:
     dashboard_url: str
     log_dir: Path
     python_path: list[str] = field(default_factory=list)
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # the head's Ray auth settings among them
+    headers: dict[str, str] = field(default_factory=dict)  # of the head's dashboard (its auth token)
     object_store_memory: int = 100 * 1024 * 1024
     stop_grace: float = 20.0
     nodes: dict[str, RayWorkerNode] = field(default_factory=dict)  # by Pod name
@@ -177,7 +178,8 @@ class RayWorkers:
         """``RayWorkerNode.gcs_key`` of each worker node the GCS lists ALIVE; None if it cannot say."""
         try:
             resp = httpx.get(
-                f"{self.dashboard_url}{NODES_API}", params={"limit": 1000, "detail": "true"}, timeout=10
+                f"{self.dashboard_url}{NODES_API}", params={"limit": 1000, "detail": "true"}, timeout=10,
+                headers=self.headers,
             )
             resp.raise_for_status()
             rows = ((resp.json().get("data") or {}).get("result") or {}).get("result") or []

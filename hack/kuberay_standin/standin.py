@@ -81,7 +81,7 @@ class Standin:
         else:
             self.head.start()
         try:
-            self.dashboard = ServeDashboard(self.head.dashboard_url)
+            self.dashboard = ServeDashboard(self.head.dashboard_url, headers=self.head.auth_headers)
             self._pick_serve_port()
             informer = self.manager.informer(RAYSERVICES, self.namespace)
             node_informer = None
@@ -92,7 +92,8 @@ class Standin:
                     self.head.dashboard_url,
                     log_dir=Path(self.head.temp_dir or ".") / "standin-workers",
                     python_path=self.head.python_path,
-                    extra_env=self.head.extra_env,
+                    extra_env={**self.head.extra_env, **self.head.node_env},
+                    headers=self.head.auth_headers,
                     object_store_memory=self.head.object_store_memory,
                 )
             self.reconciler = RayServiceStandin(
@@ -107,11 +108,15 @@ class Standin:
                 poll_interval=self.poll_interval,
                 workers=self.workers,
                 nodes=node_informer.store if node_informer is not None else None,
+                auth_token=self.head.auth_token if self.head.token_auth else None,
             )
             ctrl = Controller(NAME, self.reconciler, workers=1)
             ctrl.watch(informer)
             self.manager.add_controller(ctrl)
-            self.manager.add_ready_check("ray-dashboard", lambda: dashboard_up(self.head.dashboard_url))
+            head = self.head
+            self.manager.add_ready_check(
+                "ray-dashboard", lambda: dashboard_up(head.dashboard_url, headers=head.auth_headers)
+            )
             informer.start()
             if node_informer is not None:
                 node_informer.start()

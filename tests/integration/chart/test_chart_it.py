@@ -148,19 +148,28 @@ def test_pods_run_restricted(helm: Helm) -> None:
             assert c["resources"]["requests"]
 
 
+def _controller_args(helm: Helm, values: dict[str, Any]) -> list[str]:
+    dep = _by_kind(helm.template(values), "Deployment")["kaito-controller"]
+    return dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 def test_load_balancers_only_when_the_values_allow_them(helm: Helm) -> None:
     from controller.main import parse_args
 
-    def controller_args(values: dict[str, Any]) -> list[str]:
-        dep = _by_kind(helm.template(values), "Deployment")["kaito-controller"]
-        return dep["spec"]["template"]["spec"]["containers"][0]["args"]
-
-    default = parse_args(controller_args(FAKE))
+    default = parse_args(_controller_args(helm, FAKE))
     assert default.allow_load_balancer is False and default.load_balancer_source_ranges == ""
-    allowed = parse_args(controller_args({**FAKE, "controller": {"loadBalancer": {
+    allowed = parse_args(_controller_args(helm, {**FAKE, "controller": {"loadBalancer": {
         "allow": True, "sourceRanges": ["10.0.0.0/8", "203.0.113.0/24"]}}}))
     assert allowed.allow_load_balancer is True
     assert allowed.load_balancer_source_ranges == "10.0.0.0/8,203.0.113.0/24"
+
+
+def test_ray_token_auth_is_on_unless_the_values_turn_it_off(helm: Helm) -> None:
+    from controller.main import parse_args
+
+    assert parse_args(_controller_args(helm, FAKE)).ray_token_auth is True
+    off = _controller_args(helm, {**FAKE, "controller": {"rayTokenAuth": False}})
+    assert "--no-ray-token-auth" in off and parse_args(off).ray_token_auth is False
 
 
 def test_node_provisioner_and_node_api_values(helm: Helm) -> None:
@@ -198,20 +207,16 @@ def test_data_source_settings_render_as_the_controllers_flags(helm: Helm) -> Non
     from controller.api.datasources import DEFAULT_MOUNT_POLICY, MountPolicy
     from controller.main import mount_policy, parse_args
 
-    def controller_args(values: dict[str, Any]) -> list[str]:
-        dep = _by_kind(helm.template(values), "Deployment")["kaito-controller"]
-        return dep["spec"]["template"]["spec"]["containers"][0]["args"]
-
-    assert mount_policy(parse_args(controller_args(FAKE))) == DEFAULT_MOUNT_POLICY
+    assert mount_policy(parse_args(_controller_args(helm, FAKE))) == DEFAULT_MOUNT_POLICY
     custom = {**FAKE, "controller": {"dataSources": {"csiDrivers": ["blob.csi.azure.com"],
                                                      "nodePathPrefix": "/data/kaito"}}}
     want = MountPolicy(("blob.csi.azure.com",), "/data/kaito/")
-    assert mount_policy(parse_args(controller_args(custom))) == want
+    assert mount_policy(parse_args(_controller_args(helm, custom))) == want
     none = {**FAKE, "controller": {"dataSources": {"csiDrivers": []}}}
-    assert mount_policy(parse_args(controller_args(none))).csi_drivers == ()
+    assert mount_policy(parse_args(_controller_args(helm, none))).csi_drivers == ()
     bad = {**FAKE, "controller": {"dataSources": {"nodePathPrefix": "/"}}}
     with pytest.raises(SystemExit):
-        parse_args(controller_args(bad))
+        parse_args(_controller_args(helm, bad))
 
 
 # --- against the API server -----------------------------------------------------------------------

@@ -129,7 +129,8 @@ def http_get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
     return resp.status_code, body
 
 
-def serve_apps(dashboard_url: str) -> dict[str, Any]:
-    resp = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=10)
+def serve_apps(dashboard_url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Serve's apps, from the dashboard (``headers``: the head's auth token, ``RayHead.auth_headers``)."""
+    resp = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=10, headers=headers)
     resp.raise_for_status()
     return resp.json().get("applications") or {}

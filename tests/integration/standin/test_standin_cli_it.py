@@ -1,5 +1,6 @@
-"""``kaito-kuberay-standin`` as the demo runs it: a real process that starts its own Ray head,
-reports readiness, serves a RayService, and on SIGTERM stops that head and nothing else."""
+"""``kaito-kuberay-standin`` as the demo runs it: a real process that starts its own Ray head
+(with Ray's token auth, the token from its environment), reports readiness, serves a RayService,
+and on SIGTERM stops that head and nothing else."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from standin_helpers import HERE, echo_serve_config, http_get_json, rayservice, wait_for, wait_ready
 
 from controller.api.kinds import RAYSERVICES
+from hack.kuberay_standin import ray_auth
 from hack.kuberay_standin.controller import serve_endpoint
 from hack.kuberay_standin.ray_head import free_port
 from hack.procs import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.serve]
+TOKEN = ray_auth.generate_token()
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -45,12 +49,16 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
             "--ray-temp-dir", str(tmp_path / "ray"),  # long, as LocalStack passes it
         ],
         tmp_path / "standin.log",
-        env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"},
+        # the token the stand-in's Ray runs with; our own RAY_AUTH_MODE=disabled must not switch it off
+        env={"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN": TOKEN},
     ).start()  # fmt: skip
     try:
         proc.wait_http(f"http://127.0.0.1:{health}/readyz", timeout=120)
         state = json.loads(state_file.read_text())
         assert state["dashboardURL"].startswith("http://127.0.0.1:")
+        apps = f"{state['dashboardURL']}/api/serve/applications/"
+        assert httpx.get(apps, timeout=10).status_code == 401
+        assert httpx.get(apps, headers=ray_auth.headers(TOKEN), timeout=10).status_code == 200
         temp_dir = os.path.realpath(state["rayTempDir"])  # what Ray's processes see
         assert _processes_mentioning(temp_dir), "the Ray head's processes should be running"
 

@@ -56,6 +56,11 @@ class StatusRecorder:
         self._stream.close()
 
 
+def apps(standin) -> dict:  # type: ignore[no-untyped-def]
+    """Serve's apps on the module's head, asked with its auth token."""
+    return serve_apps(standin.head.dashboard_url, standin.head.auth_headers)
+
+
 def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_client, rs_namespace):
     rec = StatusRecorder(rs_client, rs_namespace, "echo")
     try:
@@ -90,7 +95,7 @@ def test_create_deploys_reports_kuberay_status_and_answers_http(standin, rs_clie
     assert serve_endpoint(obj) == f"http://127.0.0.1:{standin.serve_port}/{rs_namespace}/echo"
     code, body = http_get_json(serve_endpoint(obj))
     assert code == 200 and body["message"] == "hello"
-    assert f"{rs_namespace}.echo.echo" in serve_apps(standin.head.dashboard_url)
+    assert f"{rs_namespace}.echo.echo" in apps(standin)
     wait_for_events(rs_client, rs_namespace, "echo", {"UpdatedServeApplications"}, timeout=20)
 
 
@@ -158,10 +163,10 @@ def test_delete_removes_the_app_from_serve(standin, rs_client, rs_namespace):
     obj = wait_ready(rs_client, rs_namespace, "gone")
     url = serve_endpoint(obj)
     serve_name = f"{rs_namespace}.gone.echo"
-    assert serve_name in serve_apps(standin.head.dashboard_url)
+    assert serve_name in apps(standin)
 
     rs_client.delete(RAYSERVICES, "gone", rs_namespace)
-    wait_for(lambda: serve_name not in serve_apps(standin.head.dashboard_url), 60, "the app gone from Serve")
+    wait_for(lambda: serve_name not in apps(standin), 60, "the app gone from Serve")
     assert http_get_json(url)[0] == 404
 
 
@@ -232,7 +237,7 @@ def test_initializing_timeout_annotation_is_terminal_and_removes_the_app(standin
     assert condition(got, "Ready")["status"] == "False"
     assert "timeout of 3s" in condition(got, "Ready")["message"]
     wait_for(
-        lambda: f"{rs_namespace}.slow.echo" not in serve_apps(standin.head.dashboard_url), 30, "app removed"
+        lambda: f"{rs_namespace}.slow.echo" not in apps(standin), 30, "app removed"
     )
     wait_for_events(rs_client, rs_namespace, "slow", {"RayServiceInitializingTimeout"}, timeout=20)
 
@@ -252,13 +257,15 @@ def test_restarted_standin_attaches_keeps_apps_and_drops_deleted_ones(standin, r
     standin.manager.stop()
     rs_client.delete(RAYSERVICES, "drop", rs_namespace)
     dashboard = standin.head.dashboard_url
-    assert f"{rs_namespace}.drop.echo" in serve_apps(dashboard)  # nobody reconciled the delete
+    assert f"{rs_namespace}.drop.echo" in apps(standin)  # nobody reconciled the delete
 
-    again = Standin(rs_client, RayHead(), ray_address=dashboard, poll_interval=1.0).start()
+    # attached to a head with auth: the token is the caller's to give (the CLI: $RAY_AUTH_TOKEN)
+    again = Standin(rs_client, RayHead(auth_token=standin.head.auth_token), ray_address=dashboard,
+                    poll_interval=1.0).start()
     try:
         assert again.serve_port == standin.serve_port  # read from the running Serve
         wait_for(
-            lambda: f"{rs_namespace}.drop.echo" not in serve_apps(dashboard), 60, "the orphaned app gone"
+            lambda: f"{rs_namespace}.drop.echo" not in apps(standin), 60, "the orphaned app gone"
         )
         assert http_get_json(serve_endpoint(keep))[1]["message"] == "kept"
         rs_client.create(RAYSERVICES, rayservice("after", rs_namespace, echo_serve_config("new")))
@@ -267,4 +274,4 @@ def test_restarted_standin_attaches_keeps_apps_and_drops_deleted_ones(standin, r
         assert is_ready(get_rs(rs_client, rs_namespace, "keep"))
     finally:
         again.stop()
-    assert standin.head.running and dashboard_up(dashboard)
+    assert standin.head.running and dashboard_up(dashboard, headers=standin.head.auth_headers)

@@ -5,12 +5,14 @@ the RayService our controller writes (on nodes our provisioner's fake cloud regi
 what a GPU cluster would run: a RayCluster, head and worker Pods and the head Service. No kubelet
 runs, so the Pods stay Pending; what is checked is what the scheduler and Ray would be handed:
 the GPU count each worker requests, the nodes it selects and the taint it tolerates, the ports
-and ``ray start`` parameters KubeRay derives, a serveConfigV2 KubeRay accepts, and a RayService
-spec that our controller and KubeRay's defaulting leave alone once written (no update loop).
+and ``ray start`` parameters KubeRay derives, Ray's token auth (KubeRay's token Secret and the
+env it injects from it), a serveConfigV2 KubeRay accepts, and a RayService spec that our
+controller and KubeRay's defaulting leave alone once written (no update loop).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 from collections.abc import Iterator
@@ -29,8 +31,8 @@ from ws_it_helpers import (
 from controller.api.kinds import RAYSERVICES, WORKSPACES
 from controller.runtime import Client
 from controller.runtime.client import ResourceKind
-from controller.runtime.kinds import NAMESPACES, NODES, SERVICES
-from controller.workspace import cluster_rollout, names
+from controller.runtime.kinds import NAMESPACES, NODES, SECRETS, SERVICES
+from controller.workspace import cluster_rollout, names, ray_auth
 from controller.workspace.reconciler import RAY_POD_SELECTOR
 from hack.controlplane.local import bin_dir, free_port
 from hack.kuberay_standin.serveconfig import parse_serve_config
@@ -138,6 +140,24 @@ def test_kuberay_turns_the_workspace_rayservice_into_a_gpu_ray_cluster(
                 assert c["securityContext"] == RAY_SECURITY, (pod["metadata"]["name"], c["name"], c)
             if pod is not head_pod:
                 assert any(c["name"] == "wait-gcs-ready" for c in inits), inits  # KubeRay's
+        # --- Ray's token auth: KubeRay's own Secret, its token in every Ray container ---------------
+        assert rc["spec"]["authOptions"] == {"mode": "token"}
+        secret_name = ray_auth.token_secret_name(rc["metadata"]["name"])
+        secret = wait_for(lambda: client.get(SECRETS, secret_name, ns), 30, "KubeRay's token Secret")
+        assert base64.b64decode(secret["data"][ray_auth.TOKEN_SECRET_KEY])  # a token, never ours
+        assert [(o["kind"], o["uid"]) for o in secret["metadata"]["ownerReferences"]] == [
+            ("RayCluster", rc["metadata"]["uid"])]  # it goes with the cluster
+        token_ref = {"secretKeyRef": {"name": secret_name, "key": ray_auth.TOKEN_SECRET_KEY}}
+        for pod in [head_pod, *workers]:
+            ray_containers = [c for c in [*pod["spec"]["containers"], *pod["spec"]["initContainers"]]
+                              if c["name"] in ("ray-head", "ray-worker", "wait-gcs-ready")]
+            assert len(ray_containers) == (1 if pod is head_pod else 2)
+            for c in ray_containers:
+                env = {e["name"]: e for e in c["env"]}
+                assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}, c["name"]
+                assert env["RAY_AUTH_TOKEN"]["valueFrom"] == token_ref, c["name"]
+        # probes under auth: Ray >= 2.53 gets the agent's /api/healthz, which Ray leaves open
+        assert head_c["readinessProbe"]["httpGet"]["path"] == "/api/healthz", head_c["readinessProbe"]
         # our Service (port 80 -> serve) selects KubeRay's Ray pods
         ours = client.get(SERVICES, names.service_name("phi"), ns)
         head_labels = head_pod["metadata"]["labels"]
@@ -188,7 +208,7 @@ def test_kuberay_turns_the_workspace_rayservice_into_a_gpu_ray_cluster(
         assert f"pod {stuck['metadata']['name']}: Unschedulable: {why}" in inference["message"]
 
         # --- an adapter edit on fixed nodes: one cluster replaced, never a second beside it ---------
-        assert now["spec"]["upgradeStrategy"] == {"type": "None"}  # KubeRay v1.5 accepts it as is
+        assert now["spec"]["upgradeStrategy"] == {"type": "None"}  # KubeRay accepts it as is
         old = rc["metadata"]["uid"]  # KubeRay may reuse the name the status holds: a new object
         ws = client.get(WORKSPACES, "phi", ns)
         ws["inference"]["adapters"] = [{"source": {"name": "fr", "image": "registry.example.com/fr:1"}}]

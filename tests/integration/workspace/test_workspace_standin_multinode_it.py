@@ -82,10 +82,11 @@ def completions(url: str) -> list[str]:
     return texts
 
 
-def stage_placement(dashboard_url: str) -> dict[str, dict[str, str]]:
+def stage_placement(head: RayHead) -> dict[str, dict[str, str]]:
     """ALIVE stage actors -> the labels of the Ray node each runs on (Ray's state API)."""
-    actors = httpx.get(f"{dashboard_url}/api/v0/actors", params={"limit": 1000, "detail": "true"}, timeout=30)
-    nodes = httpx.get(f"{dashboard_url}/api/v0/nodes", params={"limit": 1000, "detail": "true"}, timeout=30)
+    query = {"params": {"limit": 1000, "detail": "true"}, "timeout": 30, "headers": head.auth_headers}
+    actors = httpx.get(f"{head.dashboard_url}/api/v0/actors", **query)
+    nodes = httpx.get(f"{head.dashboard_url}/api/v0/nodes", **query)
     node_labels = {n["node_id"]: n.get("labels") or {} for n in nodes.json()["data"]["result"]["result"]}
     return {
         a["actor_id"]: node_labels.get(a["node_id"], {})
@@ -136,7 +137,7 @@ def test_two_node_workspace_stages_on_two_ray_nodes_survive_a_lost_node(
             assert len(k8s_nodes) == 2
 
             # --- one stage on each worker Ray node, each on its own Kubernetes node ------------------
-            placed = stage_placement(head.dashboard_url)
+            placed = stage_placement(head)
             assert len(placed) == 2, placed
             pods = {labels.get(LABEL_POD) for labels in placed.values()}
             assert len(pods) == 2 and None not in pods, placed  # worker nodes, not the head
@@ -174,7 +175,7 @@ def test_two_node_workspace_stages_on_two_ray_nodes_survive_a_lost_node(
             )
             print(f"Ready again {time.monotonic() - t_kill:.1f}s after the kill")
             assert standin.workers is not None and standin.workers.nodes[victim].restarts >= 1
-            placed = stage_placement(head.dashboard_url)
+            placed = stage_placement(head)
             assert len({labels.get(LABEL_POD) for labels in placed.values()} - {None}) == 2, placed
             assert completions(url) == expected
         finally:
