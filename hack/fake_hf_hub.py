@@ -51,6 +51,9 @@ class HubRepo:
     repo_id: str
     root: Path
     token: str | None = None  # a gated repo: files need ``Authorization: Bearer <token>``
+    # the commit the repo's main points at: a catalog preset's pinned revision (presets/catalog.yaml),
+    # so a stand-in is served at the commit the serve pods ask for; None: one derived from the files
+    commit: str | None = None
     _etags: dict[str, str] = field(default_factory=dict, repr=False)
 
     def files(self) -> list[str]:
@@ -72,6 +75,8 @@ class HubRepo:
     @property
     def sha(self) -> str:
         """A 40-hex commit id that changes when any file does (huggingface_hub wants a commit hash)."""
+        if self.commit:
+            return self.commit
         listing = "\n".join(f"{n}:{(self.root / n).stat().st_size}:{(self.root / n).stat().st_mtime_ns}"
                             for n in self.files())
         return hashlib.sha1(f"{self.repo_id}\n{listing}".encode()).hexdigest()
@@ -108,9 +113,13 @@ class FakeHub:
         self._thread: threading.Thread | None = None
 
     # --- repos --------------------------------------------------------------------------------------
-    def add_repo(self, repo_id: str, root: str | Path, *, token: str | None = None) -> HubRepo:
-        """Serve ``root``'s files as ``repo_id`` (``token``: a gated repo that needs it)."""
-        repo = HubRepo(repo_id, Path(root).expanduser().resolve(), token)
+    def add_repo(self, repo_id: str, root: str | Path, *, token: str | None = None,
+                 commit: str | None = None) -> HubRepo:
+        """Serve ``root``'s files as ``repo_id`` (``token``: a gated repo that needs it; ``commit``:
+        the 40-hex commit its main is at, e.g. a pinned preset's revision)."""
+        if commit is not None and not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise ValueError(f"commit must be 40 lowercase hex digits, not {commit!r}")
+        repo = HubRepo(repo_id, Path(root).expanduser().resolve(), token, commit)
         if not repo.root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory")
         self.repos[repo_id.lower()] = repo
@@ -151,9 +160,9 @@ class FakeHub:
 
 
 class _Error(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.commit = status, code, message, commit
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -180,8 +189,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _Error(404, "", f"no route {path}")
         except _Error as err:
-            self._send_json(err.status, {"error": err.message}, body,
-                            {"X-Error-Code": err.code, "X-Error-Message": err.message} if err.code else {})
+            headers = {"X-Error-Code": err.code, "X-Error-Message": err.message} if err.code else {}
+            if err.commit:
+                headers["X-Repo-Commit"] = err.commit
+            self._send_json(err.status, {"error": err.message}, body, headers)
 
     # --- /api/models/{id}[/revision/{rev} | /tree/{rev}[/path]] ------------------------------------
     def _api(self, rest: str, body: bool) -> None:
@@ -210,7 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
                              "are not in the authorized list.")
         target = repo.root / filename
         if not filename or filename not in repo.files():
-            raise _Error(404, "EntryNotFound", f"{filename} does not exist on {rev}")
+            # with the commit, as the Hub sends it: huggingface_hub then caches "absent at this
+            # commit" (.no_exist) and does not ask again for a pinned revision
+            raise _Error(404, "EntryNotFound", f"{filename} does not exist on {rev}", commit=repo.sha)
         size = target.stat().st_size
         start, end = 0, size - 1
         status = 200

@@ -26,6 +26,7 @@ from pathlib import Path
 from controller.api.workspace import INFERENCE_PHASES
 from controller.runtime import RestClient
 from controller.runtime.kinds import CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS
+from controller.workspace.timeline import parse_time
 from hack import prometheus
 from hack.chart import Helm, local_values, start_pod
 from hack.controlplane.local import ControlPlane, free_port
@@ -41,12 +42,17 @@ RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_
 
 def phase_table(ws: dict) -> str:
     """A Workspace's ``status.timeline`` (written by the controller) as a table: each phase, when
-    it ended after the workspace was created, and how long it took."""
+    it ended after the workspace was created, and how long it took; a restart's entries
+    (ServingInterrupted, WeightsReloaded) say which restart they are."""
     rows = ["| phase | ended (s after creation) | took (s) |", "|---|---|---|"]
+    created = parse_time((ws.get("metadata") or {}).get("creationTimestamp"))
     total = 0.0
     for p in (ws.get("status") or {}).get("timeline") or []:
         total += float(p.get("seconds") or 0)
-        rows.append(f"| {p.get('phase')} | {total:.1f} | {float(p.get('seconds') or 0):.1f} |")
+        end = parse_time(p.get("endedAt"))
+        after = (end - created).total_seconds() if end and created else total
+        name = f"{p.get('phase')} (restart {p['count']})" if p.get("count") else p.get("phase")
+        rows.append(f"| {name} | {after:.1f} | {float(p.get('seconds') or 0):.1f} |")
     return "\n".join(rows)
 
 

@@ -265,17 +265,39 @@ PHASE_FIRST_REQUEST_ANSWERED = "FirstRequestAnswered"
 INFERENCE_PHASES = (PHASE_NODES_CREATED, PHASE_NODES_READY, PHASE_RAY_CLUSTER_UP, PHASE_WEIGHTS_LOADED,
                     PHASE_FIRST_REQUEST_ANSWERED)
 TUNING_PHASES = (PHASE_NODES_CREATED, PHASE_NODES_READY)
+# after the cold start: the latest time the serve deployments stopped being HEALTHY (a replica or
+# container restart, a redeploy) and the latest time they were HEALTHY again (workspace/timeline.py)
+PHASE_SERVING_INTERRUPTED = "ServingInterrupted"
+PHASE_WEIGHTS_RELOADED = "WeightsReloaded"
+RESTART_PHASES = (PHASE_SERVING_INTERRUPTED, PHASE_WEIGHTS_RELOADED)
 
 
 class PhaseEnd(K8sModel):
     """One phase of the cold start: when it ended and how long it took (since the previous one)."""
 
     phase: str = Field(min_length=1, max_length=63, description="NodesCreated, NodesReady, RayClusterUp, "
-                       "WeightsLoaded or FirstRequestAnswered")
+                       "WeightsLoaded, FirstRequestAnswered; after the cold start ServingInterrupted and "
+                       "WeightsReloaded (the latest restart of the serve deployments)")
     ended_at: str = Field(max_length=40, description="RFC 3339 time the phase ended",
                           json_schema_extra={"format": "date-time"})
     seconds: float = Field(ge=0, description="how long the phase took: since the previous phase ended "
-                           "(the first: since the workspace was created)")
+                           "(the first: since the workspace was created; ServingInterrupted: since the "
+                           "weights were last loaded; WeightsReloaded: since ServingInterrupted)")
+    count: int | None = Field(default=None, ge=1, description="ServingInterrupted and WeightsReloaded: "
+                              "how many times so far (the entry describes the latest)")
+
+
+class ResolvedModelStatus(K8sModel):
+    """A model id the catalog lacks, as the controller resolved it from the hub (controller/workspace/
+    model_record.py says why it is kept here): the preset derived from the checkpoint, the commit
+    it was read at (what the serve pods load) and what ResourceReady says it was sized from."""
+
+    name: str = Field(min_length=1, max_length=255, description="the Hugging Face model id")
+    revision: str = Field(min_length=1, max_length=255, description="the hub's commit sha of the checkpoint")
+    endpoint: str = Field(default="", max_length=2048, description="the hub it was read from")
+    sized_from: str = Field(default="", max_length=1024, description="what ResourceReady quotes")
+    preset: dict[str, Any] = Field(description="the preset derived from config.json and the safetensors "
+                                   "headers (presets.registry.Preset)", json_schema_extra=PRESERVE_UNKNOWN)
 
 
 class WorkspaceStatus(K8sModel):
@@ -288,10 +310,14 @@ class WorkspaceStatus(K8sModel):
     target_node_count: int | None = Field(default=None, ge=0)
     timeline: list[PhaseEnd] | None = Field(
         default=None,
-        description="The cold start: when each phase ended and how long it took; set once per phase.",
+        description="The cold start: when each phase ended and how long it took; set once per phase. "
+                    "Then the latest restart of the serve deployments, and how long the reload took.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["phase"],
                            "maxItems": 16},
     )
+    resolved_model: ResolvedModelStatus | None = Field(
+        default=None, description="An uncatalogued model id as resolved from the hub, kept so that a "
+        "restarted controller needs no hub read and the served revision stays pinned.")
 
 
 class Workspace(K8sObject):

@@ -12,14 +12,16 @@ never buys a GPU.
 
 Cached per (model id, token): a resolved model stays resolved for this process's life (a running
 workspace must not lose its plan because the hub is down for a minute; a restarted controller
-resolves again), and a failure is kept until its retry time, which doubles per failure (10 s up to
-5 min by default), so events on the Workspace do not turn into requests to the hub.
+finds what it resolved in the Workspace's status, model_record.py), and a failure is kept until
+its retry time, which doubles per failure (10 s up to 5 min by default), so events on the
+Workspace do not turn into requests to the hub.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -45,11 +47,15 @@ REASON_MODEL_RESOLVED = "ModelResolved"
 REASON_MODEL_NOT_FOUND = "ModelNotFound"
 REASON_MODEL_ACCESS_DENIED = "ModelAccessDenied"
 REASON_HUB_UNREACHABLE = "ModelHubUnreachable"
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a hub commit sha: what a preset may pin
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     preset: Preset
-    revision: str
+    revision: str  # the commit sha the hub reported: what the serve pods load (model_record.py)
     summary: str  # for ResourceReady: what was read and what it says
+    endpoint: str = ""  # the hub it was read from
 
 
 @dataclass(frozen=True)
@@ -148,12 +154,14 @@ class ModelResolver:
             config = self.hub.json_file(model_id, info.sha, "config.json", token)
             weights = Weights.from_headers(self.hub.safetensors_headers(info, token))
             preset = preset_from_config(model_id, config, weights, self.catalog, gated=info.gated)
+            if COMMIT.fullmatch(info.sha):  # pinned to the commit it was sized from (model_record.py)
+                preset = preset.model_copy(update={"revision": info.sha})
         except ModelConfigError as exc:
             return ModelProblem(exc.reason, str(exc), 0.0)
         except HubError as exc:
             log.info("model %s on %s: %s (%s)", model_id, where, exc.code, exc)
             return self._problem(model_id, exc, token, secret)
-        return ResolvedModel(preset, info.sha, describe(preset, weights, info.sha, where))
+        return ResolvedModel(preset, info.sha, describe(preset, weights, info.sha, where), where)
 
     def _problem(self, model_id: str, exc: HubError, token: str | None, secret: str | None) -> ModelProblem:
         where = self.hub.endpoint

@@ -53,7 +53,17 @@ from controller.runtime import (
 )
 from controller.runtime.events import ObjectReference
 from controller.runtime.kinds import CONFIGMAPS, JOBS, NETWORKPOLICIES, SECRETS, SERVICES
-from controller.workspace import byo, cluster_rollout, diagnosis, metrics, names, probe, relaunch, timeline
+from controller.workspace import (
+    byo,
+    cluster_rollout,
+    diagnosis,
+    metrics,
+    model_record,
+    names,
+    probe,
+    relaunch,
+    timeline,
+)
 from controller.workspace.hf_hub import DEFAULT_ENDPOINT, HubClient
 from controller.workspace.inference import (
     InferenceState,
@@ -249,9 +259,12 @@ class WorkspaceReconciler:
                 model = self._resolve_model(ws)
                 if isinstance(model, ModelProblem):
                     obs.model_problem, requeue = model, model.retry_in
-                else:
-                    plan = self.planner(ws) if model is None else plan_for(
-                        ws, nodes=self.stores.nodes.list(), preset=model.preset, sized_from=model.summary)
+                elif model is None:
+                    plan = self.planner(ws)
+                else:  # sized from the checkpoint, pinned to the commit it was read at (its revision)
+                    obs.resolved_model = model_record.record(model)
+                    plan = plan_for(ws, nodes=self.stores.nodes.list(), preset=model.preset,
+                                    sized_from=model.summary)
             except PlanError as exc:
                 if exc.waiting:
                     obs.waiting = ("WaitingForNodes", str(exc))
@@ -295,12 +308,15 @@ class WorkspaceReconciler:
         return Result(requeue_after=requeue)
 
     def _resolve_model(self, ws: Workspace) -> ResolvedModel | ModelProblem | None:
-        """None for a catalog preset; else the uncatalogued Hugging Face id resolved from its
+        """None for a catalog preset; else the uncatalogued Hugging Face id as the Workspace's status
+        recorded it (``model_record``: no hub read, the revision stays pinned), or resolved from its
         checkpoint (``model_resolver``: cached, with backoff), with the token of the Workspace's
         ``modelAccessSecret``. Runs before any Machine: a model that cannot be served buys no GPU."""
         name = ws.inference.preset.name if ws.inference and ws.inference.preset else None
         if name is None or self.model_resolver.catalog.preset(name) is not None:
             return None
+        if (kept := model_record.recalled(ws, name)) is not None:
+            return kept
         options = ws.inference.preset.preset_options if ws.inference and ws.inference.preset else None
         secret = options.model_access_secret if options else None
         token = self._model_token(secret, ws.namespace) if secret else None
@@ -562,17 +578,19 @@ class WorkspaceReconciler:
         was not answered yet)."""
         recorded = list(ws.status.timeline or []) if ws.status else []
         phases = TUNING_PHASES if ws.tuning is not None else INFERENCE_PHASES
-        if (not recorded and served_before(ws)) or {p.phase for p in recorded} >= set(phases):
+        complete = {p.phase for p in recorded} >= set(phases)
+        if (not recorded and served_before(ws)) or (complete and ws.inference is None):
             return None, False  # served before we kept timelines (its start is unknown), or complete
         now = datetime.now(UTC)
-        seen = timeline.machine_ends(self._machines_of(ws), plan.node_count)
+        seen = {} if complete else timeline.machine_ends(self._machines_of(ws), plan.node_count)
         retry = False
+        rs = None
         if ws.inference is not None:
             rs = self.stores.rayservices.get(f"{ws.namespace}/{names.rayservice_name(ws.name)}")
             seen.update(timeline.rayservice_ends(rs, now))
             loaded = timeline.ended(recorded, PHASE_WEIGHTS_LOADED) or seen.get(PHASE_WEIGHTS_LOADED)
             window = self.options.first_request_window_seconds
-            if (loaded is not None and obs.inference is not None and obs.inference.ready
+            if (not complete and loaded is not None and obs.inference is not None and obs.inference.ready
                     and (now - loaded).total_seconds() < window):
                 url = probe.endpoint(self.options.first_request_url, ws.name, ws.namespace or "", rs)
                 if url is not None and self.prober(url, plan.model_name):
@@ -580,7 +598,9 @@ class WorkspaceReconciler:
                 else:
                     retry = url is not None or self.options.first_request_url == "rayservice-status"
         created = timeline.parse_time(ws.metadata.creation_timestamp)
-        updated = timeline.advance(recorded, seen, phases, created)
+        updated = recorded if complete else timeline.advance(recorded, seen, phases, created)
+        if ws.inference is not None:  # after the cold start: the latest restart of the deployments
+            updated = timeline.restarts(updated, *timeline.serving(rs, now))
         return (updated if updated != recorded else None), retry
 
     # --- status -------------------------------------------------------------------------------------

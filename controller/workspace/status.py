@@ -16,6 +16,7 @@ from controller.api.workspace import (
     CONDITION_RESOURCE_READY,
     CONDITION_WORKSPACE_READY,
     CONDITION_WORKSPACE_SUCCEEDED,
+    ResolvedModelStatus,
     Workspace,
 )
 from controller.workspace.inference import InferenceState
@@ -38,6 +39,7 @@ class Observation:
     waiting: tuple[str, str] | None = None  # (reason, message): an input the spec names is not there yet
     plan_error: str | None = None  # the node estimate failed: the message
     model_problem: ModelProblem | None = None  # an uncatalogued model id could not be resolved
+    resolved_model: ResolvedModelStatus | None = None  # it was: kept in status (model_record.py)
     plan_message: str = ""  # the estimator's explanation
     machines: MachineSummary | None = None
     inference: InferenceState | None = None
@@ -189,6 +191,9 @@ def apply_observation(ws: Workspace, obs: Observation, target_node_count: int | 
         changed = True
     if target_node_count is not None and status.target_node_count != target_node_count:
         status.target_node_count = target_node_count
+        changed = True
+    if obs.resolved_model is not None and status.resolved_model != obs.resolved_model:
+        status.resolved_model = obs.resolved_model  # never dropped: a later failure keeps the pin
         changed = True
     if worker_nodes is not None and (status.worker_nodes or []) != worker_nodes:
         status.worker_nodes = worker_nodes or None

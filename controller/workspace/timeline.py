@@ -27,8 +27,21 @@ copies Serve's statuses exactly as KubeRay does), and is the one a Workspace can
 Times come from the objects themselves where they carry one (Machines' timestamps, KubeRay's
 ``lastUpdateTime``), so a controller that restarts mid-start records the same ends; otherwise the
 pass's clock. A phase seen only through a later one (the cluster state was never reported, the
-weights were) ends with it. Ends are kept monotone and never move once recorded. A workspace that
+weights were) ends with it. The cold start's ends are kept monotone and never move once recorded
+(a restart's entries, below, describe the latest one). A workspace that
 was already serving when this controller first saw it gets no timeline: its start is not known.
+
+After the cold start, the timeline keeps the latest **restart** of the serve deployments (a replica
+or its container restarted, a node rebooted, a redeploy of a changed serve config): once
+``WeightsLoaded`` is recorded, a RayService status whose deployments are not all HEALTHY records
+``ServingInterrupted`` (ended when KubeRay stamped that status; seconds: how long it had served
+since the weights were last loaded), and all HEALTHY again records ``WeightsReloaded`` (seconds:
+since the interruption, i.e. the restart plus the reload). Both carry a ``count`` and are replaced
+on the next restart: the status is a list keyed by phase, so one entry per phase, and the latest
+restart is the one a person asks about (did it download the weights again? how long was it down?);
+the histogram observes every reload. An interruption is open while it has been counted more often
+than reloads, which needs no comparison of clocks. A pending cluster being prepared beside a
+healthy active one (KubeRay's zero-downtime upgrade) is no interruption: the active one serves.
 """
 
 from __future__ import annotations
@@ -40,7 +53,9 @@ from controller.api.workspace import (
     PHASE_NODES_CREATED,
     PHASE_NODES_READY,
     PHASE_RAY_CLUSTER_UP,
+    PHASE_SERVING_INTERRUPTED,
     PHASE_WEIGHTS_LOADED,
+    PHASE_WEIGHTS_RELOADED,
     PhaseEnd,
 )
 
@@ -110,6 +125,15 @@ def rayservice_ends(rs: dict | None, now: datetime) -> dict[str, datetime]:
     return out
 
 
+def serving(rs: dict | None, now: datetime) -> tuple[bool | None, datetime]:
+    """Whether every Serve deployment of the RayService is HEALTHY (None: KubeRay reports nothing
+    yet, or the RayService is gone), and when KubeRay stamped that status."""
+    status = (rs or {}).get("status") or {}
+    if not _service_statuses(status):
+        return None, now
+    return PHASE_WEIGHTS_LOADED in rayservice_ends(rs, now), parse_time(status.get("lastUpdateTime")) or now
+
+
 def _loaded(app: dict) -> bool:
     deployments = app.get("serveDeploymentStatuses") or {}
     if deployments:
@@ -145,12 +169,41 @@ def advance(recorded: Sequence[PhaseEnd] | None, seen: dict[str, datetime], phas
     return out
 
 
+def restarts(recorded: Sequence[PhaseEnd], up: bool | None, at: datetime) -> list[PhaseEnd]:
+    """The timeline with the latest restart recorded (the module docstring): ``up`` is whether every
+    deployment is HEALTHY now (``serving``), ``at`` when KubeRay said so."""
+    out = list(recorded)
+    entries = {p.phase: p for p in out}
+    loaded = ended(out, PHASE_WEIGHTS_LOADED)
+    if up is None or loaded is None:
+        return out
+    down, back = entries.get(PHASE_SERVING_INTERRUPTED), entries.get(PHASE_WEIGHTS_RELOADED)
+    downs, backs = (down.count or 1) if down else 0, (back.count or 1) if back else 0
+    if not up and downs == backs:
+        since = max(loaded, ended(out, PHASE_WEIGHTS_RELOADED) or loaded)
+        return _put(out, PHASE_SERVING_INTERRUPTED, max(at, since), since, downs + 1)
+    if up and downs > backs:
+        since = ended(out, PHASE_SERVING_INTERRUPTED) or loaded
+        return _put(out, PHASE_WEIGHTS_RELOADED, max(at, since), since, backs + 1)
+    return out
+
+
+def _put(timeline: list[PhaseEnd], phase: str, end: datetime, since: datetime, count: int) -> list[PhaseEnd]:
+    record = PhaseEnd(phase=phase, ended_at=format_time(end), seconds=round((end - since).total_seconds(), 3),
+                      count=count)
+    if any(p.phase == phase for p in timeline):
+        return [record if p.phase == phase else p for p in timeline]
+    return [*timeline, record]
+
+
 def ended(recorded: Sequence[PhaseEnd] | None, phase: str) -> datetime | None:
     """When ``phase`` ended, if the timeline has it."""
     return next((parse_time(p.ended_at) for p in recorded or [] if p.phase == phase), None)
 
 
 def new_phases(before: Sequence[PhaseEnd] | None, after: Sequence[PhaseEnd] | None) -> list[PhaseEnd]:
-    """The phases ``after`` has that ``before`` had not (what the histogram observes)."""
-    had = {p.phase for p in before or []}
-    return [p for p in after or [] if p.phase not in had]
+    """The entries ``after`` has that ``before`` had not, a reload as often as it happens (what the
+    histogram observes); not ServingInterrupted, whose seconds are time served, not a phase's."""
+    had = {(p.phase, p.ended_at) for p in before or []}
+    return [p for p in after or []
+            if (p.phase, p.ended_at) not in had and p.phase != PHASE_SERVING_INTERRUPTED]

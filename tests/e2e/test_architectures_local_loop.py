@@ -158,7 +158,9 @@ def test_each_proven_architecture_goes_ready_and_answers_like_generate(tmp_path:
     assert all(n > 0 for _, n in expected.values()), expected  # each answer has text to compare
     hub = FakeHub().start()
     for name, served in by_name.items():
-        hub.add_repo(served.model, stand_ins[name])
+        # at the commit the catalog pins (the serve pods load that revision); an id it lacks: main
+        preset = default_catalog().preset(served.model)
+        hub.add_repo(served.model, stand_ins[name], commit=preset.model_revision if preset else None)
     stack = LocalStack(tmp_path, fake_node_delay=0.5, log=print, hf_endpoint=hub.url,
                        ray_cpus=CONCURRENT, ray_gpus=CONCURRENT)
     ready_after: dict[str, float] = {}

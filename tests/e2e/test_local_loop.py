@@ -3,19 +3,24 @@
 Every piece is a real process (kube-apiserver + etcd, controller with its webhook, provisioner
 over the fake GPU cloud, the KubeRay stand-in with a local Ray head, Prometheus), driven by
 the same LocalStack the README's demo uses. One test walks the whole loop in order, because
-each step needs the previous one and the stack costs ~a minute to start.
+each step needs the previous one and the stack costs ~a minute to start. On the way, an
+uncatalogued model from the local hub has its serve replica killed (it reloads from the cache, not
+the hub, and the timeline shows the reload), and the controller is restarted with the hub down.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from controller.api.workspace import INFERENCE_PHASES
-from hack.fake_hf_hub import FakeHub
+from hack.fake_hf_hub import FakeHub, HubRepo
 from hack.localstack import REPO, LocalStack, phase_table
 from hack.tiny_model import DEFAULT_DIR, ensure_tiny_model
 
@@ -55,14 +60,73 @@ def _uncatalogued_model_goes_ready_and_answers(stack: LocalStack, hub: FakeHub, 
     assert hub.bytes_served(UNCATALOGUED, "model.safetensors") >= weights  # downloaded, not a local path
     answer = stack.chat(stack.serve_url("ws-uncatalogued"), "What is Kubernetes?", max_new_tokens=8)
     assert isinstance(answer["Result"], str) and answer["Result"].strip(), answer
-    stack.kubectl("delete", "workspace", "ws-uncatalogued", "--wait=false")
+
+
+def _replica_pids(stack: LocalStack, name: str) -> set[int]:
+    """The OS processes of the workspace's Serve replicas, as Serve reports them (dashboard REST)."""
+    apps = {a: info for a, info in stack.serve_applications().items() if a.startswith(f"default.{name}.")}
+    return {int(r["pid"]) for info in apps.values() for d in (info.get("deployments") or {}).values()
+            for r in d.get("replicas") or [] if r.get("pid") and r.get("state") == "RUNNING"}
+
+
+def _a_killed_replica_reloads_from_the_cache(stack: LocalStack, hub: FakeHub, repo: HubRepo) -> None:
+    """Issue 12 item 5: the serve replica is killed (SIGKILL, as an OOM kill or a container restart
+    ends it); Serve starts another, which loads the pinned commit from the node's cache: no byte
+    comes from the hub again, and the timeline shows the first load and the reload."""
+    name = "ws-uncatalogued"
+    ws = stack.wait_timeline(name, "default", timeout=120)
+    kept = ws["status"]["resolvedModel"]
+    assert (kept["name"], kept["revision"]) == (UNCATALOGUED, repo.sha), kept
+    assert f"revision: {repo.sha}" in stack.get_json("rayservice", name)["spec"]["serveConfigV2"]
+    served, asked = hub.bytes_served(UNCATALOGUED), len(hub.requests)
+    weights = (DEFAULT_DIR / "model.safetensors").stat().st_size
+    # the first load downloaded the weights once (beside the controller's range read of the header)
+    assert weights <= hub.bytes_served(UNCATALOGUED, "model.safetensors") < 2 * weights
+    pids = _wait(lambda: _replica_pids(stack, name), 60, "the replica's pid")
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    ws = _wait(lambda: (w := stack.get_json("workspace", name)) and any(
+        p["phase"] == "WeightsReloaded" for p in w["status"]["timeline"]) and w, 300, "WeightsReloaded")
+    print(f"replica killed -> WeightsReloaded in the status after {time.monotonic() - started:.1f}s; "
+          f"hub requests since: {len(hub.requests) - asked}")
+    assert hub.bytes_served(UNCATALOGUED) == served  # the cache on the node's volume, nothing downloaded
+    # the pinned commit is trusted from the cache: not even a HEAD of a file (present or absent)
+    assert not [r for r in hub.requests[asked:] if "/resolve/" in r[1]], hub.requests[asked:]
+    assert not _replica_pids(stack, name) & pids
+    phases = {p["phase"]: p for p in ws["status"]["timeline"]}
+    assert phases["WeightsLoaded"]["seconds"] >= 0 and phases["ServingInterrupted"]["count"] == 1
+    assert phases["WeightsReloaded"]["count"] == 1 and phases["WeightsReloaded"]["seconds"] >= 0
+    print("\n" + phase_table(ws))
+    answer = stack.chat(stack.serve_url(name), "What is Kubernetes?", max_new_tokens=8)
+    assert isinstance(answer["Result"], str) and answer["Result"].strip(), answer
+
+
+def _reconciles(stack: LocalStack) -> float:
+    url = f"http://127.0.0.1:{stack.ports['controller-metrics']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("controller_runtime_reconcile_total{") and 'controller="workspace"' in line)
+
+
+def _a_controller_restarted_with_the_hub_down_keeps_it_ready(stack: LocalStack, hub: FakeHub) -> None:
+    """What was resolved is in status.resolvedModel: a fresh controller plans from it, no hub read."""
+    hub.stop()
+    stack.procs["controller"].stop()
+    stack.start_controller()
+    _wait(lambda: _reconciles(stack) >= 2, 60, "the restarted controller's first pass of each workspace")
+    ws = stack.get_json("workspace", "ws-uncatalogued")
+    conds = {c["type"]: (c["status"], c["reason"]) for c in ws["status"]["conditions"]}
+    assert conds["ResourceReady"] == ("True", "MachinesReady"), conds
+    assert conds["WorkspaceReady"] == ("True", "WorkspaceReady") and ws["status"]["state"] == "Ready", conds
 
 
 def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
     sample = yaml.safe_load(SAMPLE.read_text())
     name, ns = sample["metadata"]["name"], sample["metadata"].get("namespace", "default")
     hub = FakeHub().start()
-    hub.add_repo(UNCATALOGUED, ensure_tiny_model(DEFAULT_DIR))
+    repo = hub.add_repo(UNCATALOGUED, ensure_tiny_model(DEFAULT_DIR))
     stack = LocalStack(tmp_path, fake_node_delay=0.5, log=print, hf_endpoint=hub.url)
     try:
         stack.start()
@@ -109,6 +173,9 @@ def test_apply_workspace_chat_and_delete(tmp_path: Path) -> None:
                          "WorkspaceSucceeded": "1"}, ready
 
         _uncatalogued_model_goes_ready_and_answers(stack, hub, tmp_path)
+        _a_killed_replica_reloads_from_the_cache(stack, hub, repo)
+        _a_controller_restarted_with_the_hub_down_keeps_it_ready(stack, hub)
+        stack.kubectl("delete", "workspace", "ws-uncatalogued", "--wait=false")
 
         stack.kubectl("delete", "workspace", name, "-n", ns, "--wait=false")
         _wait(lambda: not stack.get_json("workspace", "-n", ns)["items"], 180, "workspace to be gone")

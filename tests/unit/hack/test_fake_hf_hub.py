@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,35 @@ def test_a_copy_with_another_architecture_is_served_as_written(tiny: Path, tmp_p
         with urllib.request.urlopen(req) as resp:
             assert resp.status == 206 and len(resp.read()) == 8
         assert hub.bytes_served("kaito-test/mamba") == 8 + len((repo_dir / "config.json").read_bytes())
+
+
+def test_a_missing_file_names_the_commit_so_clients_cache_its_absence(tiny: Path) -> None:
+    """As the Hub does: huggingface_hub writes ``.no_exist`` for the commit only when the 404 of a
+    missing file carries ``X-Repo-Commit``, and then a pinned revision never asks again (a
+    restarted serve replica, docs/models.md)."""
+    with FakeHub() as hub:
+        repo = hub.add_repo(REPO_ID, tiny)
+        request = urllib.request.Request(f"{hub.url}/{REPO_ID}/resolve/{repo.sha}/adapter_config.json",
+                                         method="HEAD")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 404
+    assert err.value.headers["X-Error-Code"] == "EntryNotFound"
+    assert err.value.headers["X-Repo-Commit"] == repo.sha
+
+
+def test_a_repo_can_stand_at_a_pinned_commit(tiny: Path) -> None:
+    """A catalog preset pins a commit (presets/catalog.yaml ``revision``) and its serve pods ask for
+    exactly that one, so a stand-in must be served at it; any other revision is not found."""
+    pinned = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
+    with FakeHub() as hub:
+        hub.add_repo(REPO_ID, tiny, commit=pinned)
+        with urllib.request.urlopen(f"{hub.url}/{REPO_ID}/resolve/{pinned}/config.json", timeout=10) as resp:
+            assert resp.headers["X-Repo-Commit"] == pinned
+        with urllib.request.urlopen(f"{hub.url}/api/models/{REPO_ID}", timeout=10) as resp:
+            assert json.loads(resp.read())["sha"] == pinned
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{hub.url}/{REPO_ID}/resolve/{'f' * 40}/config.json", timeout=10)
+        assert err.value.code == 404 and err.value.headers["X-Error-Code"] == "RevisionNotFound"
+        with pytest.raises(ValueError):
+            hub.add_repo(REPO_ID, tiny, commit="main")

@@ -142,3 +142,89 @@ def test_no_probe_when_off_and_no_timeline_for_a_workspace_that_served_before() 
     assert Workspace.model_validate(client.objects[("workspaces", "ns", "phi")]).status.timeline is None
     assert PhaseEnd(phase="NodesReady", ended_at=_at(1), seconds=1).to_k8s() == {
         "phase": "NodesReady", "endedAt": _at(1), "seconds": 1.0}
+
+
+def _cold_start() -> list[PhaseEnd]:
+    seen = {p: T0 + timedelta(seconds=10 * (i + 1)) for i, p in enumerate(INFERENCE_PHASES)}
+    return timeline.advance([], seen, INFERENCE_PHASES, T0)
+
+
+def test_restarts_record_the_latest_interruption_and_reload_with_counts() -> None:
+    cold = _cold_start()
+    assert timeline.restarts(cold, True, T0 + timedelta(seconds=60)) == cold  # serving: nothing new
+    assert timeline.restarts(cold, None, T0 + timedelta(seconds=60)) == cold  # nothing reported
+    assert timeline.restarts(cold[:3], False, T0 + timedelta(seconds=60)) == cold[:3]  # never loaded yet
+    down = timeline.restarts(cold, False, T0 + timedelta(seconds=100))
+    assert down[:5] == cold
+    assert (down[5].phase, down[5].seconds, down[5].count) == ("ServingInterrupted", 60.0, 1)
+    assert timeline.parse_time(down[5].ended_at) == T0 + timedelta(seconds=100)
+    assert timeline.restarts(down, False, T0 + timedelta(seconds=105)) == down  # still down: it stays
+    back = timeline.restarts(down, True, T0 + timedelta(seconds=107.5))
+    assert [(p.phase, p.seconds, p.count) for p in back[5:]] == [
+        ("ServingInterrupted", 60.0, 1), ("WeightsReloaded", 7.5, 1)]
+    assert timeline.new_phases(down, back) == back[6:]  # the reload is observed, the interruption not
+    assert timeline.new_phases(cold, down) == []
+    # a second restart replaces both entries in place (one entry per phase: a list keyed by phase)
+    again = timeline.restarts(timeline.restarts(back, False, T0 + timedelta(seconds=200)), True,
+                              T0 + timedelta(seconds=203))
+    assert [(p.phase, p.seconds, p.count) for p in again[5:]] == [
+        ("ServingInterrupted", 92.5, 2), ("WeightsReloaded", 3.0, 2)]
+    assert timeline.new_phases(back, again) == again[6:]
+    # a status stamped before the last load (clocks) is clamped: no negative durations
+    clamped = timeline.restarts(cold, False, T0)
+    assert clamped[5].seconds == 0.0 and clamped[5].ended_at == cold[3].ended_at
+
+
+def test_serving_reads_healthy_deployments_and_ignores_an_unreported_status() -> None:
+    now = T0 + timedelta(seconds=5)
+    assert timeline.serving(None, now) == (None, now)
+    assert timeline.serving({"status": {}}, now) == (None, now)
+
+    def rs(active: str, pending: str | None = None) -> dict:
+        def service(state: str) -> dict:
+            deployments = {"LLMServer": {"status": state}}
+            return {"applicationStatuses": {"llm": {"serveDeploymentStatuses": deployments}}}
+        status = {"lastUpdateTime": _at(3), "activeServiceStatus": service(active)}
+        if pending:
+            status["pendingServiceStatus"] = service(pending)
+        return {"status": status}
+
+    assert timeline.serving(rs("UNHEALTHY"), now) == (False, T0 + timedelta(seconds=3))
+    assert timeline.serving(rs("HEALTHY"), now) == (True, T0 + timedelta(seconds=3))
+    assert timeline.serving(rs("HEALTHY", pending="UPDATING"), now)[0] is True  # the active one serves
+
+
+def test_the_reconciler_records_a_restart_after_the_cold_start_and_observes_the_reload() -> None:
+    obj = {**copy.deepcopy(WORKSPACE), "metadata": {**WORKSPACE["metadata"], "creationTimestamp": _at(0)}}
+    obj["status"] = {"state": "Ready", "timeline": [p.to_k8s() for p in _cold_start()]}
+    ws = Workspace.model_validate(obj)
+    rs = _running_rayservice(ws)
+    deployment = {"status": "UNHEALTHY", "message": "replica died"}
+    rs["status"]["lastUpdateTime"] = _at(70)
+    rs["status"]["activeServiceStatus"]["applicationStatuses"]["llm"]["serveDeploymentStatuses"] = {
+        "LLMServer": deployment}
+    client, stores = _stack(obj, True, rs)
+    rec = WorkspaceReconciler(client, stores, options=Options(),
+                              serve_config=lambda ws, plan: "applications: []\n",
+                              prober=lambda url, model: (_ for _ in ()).throw(AssertionError("asked")))
+    labels = {"phase": "WeightsReloaded", "preset_name": "phi-3-mini-4k-instruct"}
+    before = REGISTRY.get_sample_value("kaito_workspace_phase_seconds_count", labels) or 0
+    rec.reconcile(Request("ns", "phi"))
+    stored = client.objects[("workspaces", "ns", "phi")]
+    entries = [(p["phase"], p.get("count")) for p in stored["status"]["timeline"][5:]]
+    assert entries == [("ServingInterrupted", 1)]
+
+    stores.workspaces.add(stored)
+    deployment["status"] = "HEALTHY"
+    rs["status"]["lastUpdateTime"] = _at(74)
+    stores.rayservices.add(rs)
+    rec.reconcile(Request("ns", "phi"))
+    stored = client.objects[("workspaces", "ns", "phi")]
+    reload = stored["status"]["timeline"][-1]
+    assert (reload["phase"], reload["seconds"], reload["count"]) == ("WeightsReloaded", 4.0, 1)
+    assert REGISTRY.get_sample_value("kaito_workspace_phase_seconds_count", labels) == before + 1
+    stores.workspaces.add(stored)
+    client.calls.clear()
+    rec.reconcile(Request("ns", "phi"))  # nothing changed: no write, no second observation
+    assert not [c for c in client.calls if c[0] == "update_status"]
+    assert REGISTRY.get_sample_value("kaito_workspace_phase_seconds_count", labels) == before + 1
