@@ -23,6 +23,7 @@ import yaml
 from hack.fake_hf_hub import FakeHub
 from hack.kuberay_standin.workerpods import LABEL_K8S_NODE, LABEL_POD
 from hack.localstack import LocalStack
+from presets.registry import default_catalog
 from tests.e2e.standin_checkpoints import greedy_text, standin_checkpoint
 from tests.e2e.test_architectures_local_loop import RUNTIME_CONFIG, runtime_config
 
@@ -61,7 +62,7 @@ def test_a_two_node_workspace_serves_from_stages_on_two_ray_nodes(tmp_path: Path
     expected, generated = greedy_text(checkpoint, PROMPT, MAX_NEW_TOKENS)
     assert generated > 0
     hub = FakeHub().start()
-    hub.add_repo(MODEL, checkpoint)
+    hub.add_repo(MODEL, checkpoint, commit=default_catalog().preset(MODEL).model_revision)  # the pin
     # no GPU on the head: only the worker nodes (one per worker Pod, each with its Pod's GPU) fit a stage
     stack = LocalStack(tmp_path, fake_node_delay=0.5, log=print, hf_endpoint=hub.url, ray_gpus=0)
     try:
