@@ -31,7 +31,15 @@ from controller.api.workspace import (
     DataSource,
     Workspace,
 )
-from controller.workspace import byo, cluster_rollout, model_cache, names, podsecurity, ray_auth
+from controller.workspace import (
+    byo,
+    cluster_rollout,
+    model_cache,
+    names,
+    podsecurity,
+    ray_auth,
+    ray_resources,
+)
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
 
@@ -158,7 +166,7 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
         "name": "ray-worker",
         "image": image,
         "resources": {
-            "requests": {"cpu": "1", "memory": "2Gi"},
+            "requests": {"cpu": str(ray_resources.worker_node_cpus(plan)), "memory": "2Gi"},
             **({"limits": {plan.gpu_resource: str(plan.gpus_per_node)}} if plan.gpus_per_node else {}),
         },
         "env": env,

@@ -10,16 +10,13 @@ pipeline workers with placement-group bundles, and ``inference.config``'s settin
 from __future__ import annotations
 
 from controller.api.workspace import Workspace
-from controller.workspace import names
+from controller.workspace import names, ray_resources
 from controller.workspace.inference import adapter_path, api_key_env
 from controller.workspace.plan import Plan
 from rayserve.builder import AutoscalingSpec, ServeConfigInput
 from rayserve.builder import build_serve_config as _build
 from rayserve.inference_config import apply_inference_config
 from rayserve.spec import AdapterSpec, EngineSpec, ModelSpec
-
-# The demo's fake SKU advertises a GPU but runs the model on the CPUs of a small local Ray.
-FAKE_CPUS = 0.5
 
 
 def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
@@ -49,8 +46,8 @@ def serve_input(ws: Workspace, plan: Plan) -> ServeConfigInput:
         gpus_per_worker=0 if fake and not spans_nodes else plan.tensor_parallel,
         # each stage's GPUs as that many rank actors, one GPU each (on the fake SKU: one CPU stage)
         tensor_parallel=1 if fake else plan.tensor_parallel,
-        cpus_per_worker=FAKE_CPUS if fake else 1,
-        replica_cpus=FAKE_CPUS if fake else 1,
+        cpus_per_worker=ray_resources.actor_cpus(plan),
+        replica_cpus=ray_resources.actor_cpus(plan),
         placement_strategy="PACK" if spans_nodes else "STRICT_PACK",
         serve_port=names.SERVE_PORT,
         # the fake SKU's GPU memory is made up (the model runs on CPU): no budget to keep to

@@ -64,7 +64,7 @@ def standin_checkpoint(case: str, cache: Path = CACHE) -> Path:
     import torch
 
     from rayserve.loading import auto_class
-    from tests.unit.rayserve.tiny_archs import to_fp8
+    from tests.unit.rayserve.tiny_archs import to_fp8, to_mxfp4
 
     tokenizer = _tokenizer()
     config = fitted_config(case, tokenizer)
@@ -79,6 +79,8 @@ def standin_checkpoint(case: str, cache: Path = CACHE) -> Path:
         model.save_pretrained(tmp)
         if case.endswith("-fp8"):
             to_fp8(tmp)
+        elif case.endswith("-mxfp4"):  # gpt-oss's experts as Kaito's checkpoints ship them
+            to_mxfp4(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(json.dumps({"case": case, "version": VERSION}))
         if not (path / _MARKER).is_file():

@@ -18,7 +18,7 @@ Choices that keep it honest and cheap (2 cores):
   frees its GPU for the next.
 * A Kaito-style ``inference.config`` sets float32 (the catalog's dtype on these GPUs is bfloat16):
   on CPU float32 makes the engine's arithmetic equal ``generate``'s, so the texts can be compared.
-* Where the catalog's presets of an architecture are refused (gpt-oss: MXFP4; Qwen3: AWQ) or cannot
+* Where the catalog's presets of an architecture are refused (Qwen3: AWQ) or cannot
   be laid out cheaply (DeepSeek-V3: 2 nodes of 8 H100s, tensor x pipeline 8 x 2, i.e. 16 rank
   actors, more than a 4-head stand-in splits into), a real bf16 checkpoint's id of that
   architecture that the catalog lacks is used instead: the controller resolves it from the hub
@@ -75,7 +75,7 @@ SERVED = (
     Served("google/gemma-3-4b-it", A10),
     Served("mistralai/Ministral-3-8B-Instruct-2512"),  # FP8, as Kaito's checkpoint: an FP8 stand-in
     Served("Qwen/Qwen3-8B", case="Qwen3ForCausalLM", instead_of=("Qwen/Qwen3-8B-AWQ",)),
-    Served("unsloth/gpt-oss-20b-BF16", case="GptOssForCausalLM", instead_of=("gpt-oss-20b", "gpt-oss-120b")),
+    Served("openai/gpt-oss-20b"),  # MXFP4, as Kaito's checkpoint: an MXFP4 stand-in, dequantized at load
     Served("moonshotai/Moonlight-16B-A3B-Instruct", case="DeepseekV3ForCausalLM",
            instead_of=("deepseek-v3-0324", "deepseek-r1-0528")),
 )
