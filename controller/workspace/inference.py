@@ -42,6 +42,7 @@ from controller.workspace import (
 )
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
+from rayserve.spec import CLUSTER_ENV
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ADAPTER_DIR = "/mnt/adapter"
@@ -110,6 +111,12 @@ def pull_secrets(sources: Iterable[DataSource]) -> list[dict]:
     return [{"name": n} for n in names_seen]
 
 
+def serve_env() -> list[dict]:
+    """Ray Serve's cluster-wide settings (``rayserve.spec.CLUSTER_ENV``: its HTTP proxy routes on
+    its own event loop), in every Ray container, since the proxy reads them from the raylet's env."""
+    return [{"name": k, "value": v} for k, v in sorted(CLUSTER_ENV.items())]
+
+
 def _env(ws: Workspace) -> list[dict]:
     env: list[dict] = []
     if api_key_env(ws) and ws.inference is not None:
@@ -149,7 +156,7 @@ def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str
     Both keep the Hugging Face cache on a volume of the node (``model_cache``), so a restarted
     container finds the weights it downloaded. ``ray_token_auth``: KubeRay turns on Ray's token
     authentication and keeps the token (``ray_auth``)."""
-    env = [*_env(ws), *model_cache.env(), *hub_env(plan)]
+    env = [*_env(ws), *model_cache.env(), *hub_env(plan), *serve_env()]
     head = {
         "name": "ray-head",
         "image": image,

@@ -200,9 +200,12 @@ def served_endpoint(
     from ray import serve
 
     from rayserve.app import LLMServer
-    from rayserve.spec import REPLICA_ENV
+    from rayserve.spec import CLUSTER_ENV, REPLICA_ENV
 
     port = _free_port()
+    # the cluster-wide Serve settings the controller puts in every Ray container: ray.init starts
+    # the local raylet, and so Serve's proxy, with this process's environment
+    os.environ.update(CLUSTER_ENV)
     ray.init(
         num_cpus=num_cpus,
         num_gpus=_gpus(),

@@ -44,6 +44,7 @@ from pathlib import Path
 import httpx
 
 from hack.kuberay_standin import ray_auth
+from rayserve.spec import CLUSTER_ENV
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ RAY_ENV = {
     # On SIGTERM the head would first "drain" for up to 30 s (for Kubernetes pod deletion during
     # RayService upgrades); a local stand-in has nobody to drain for.
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    # what the controller puts in every Ray container's env (controller/workspace/inference.py
+    # serve_env), which this stand-in does not read from the pod templates: Serve's proxy settings
+    **CLUSTER_ENV,
 }
 
 

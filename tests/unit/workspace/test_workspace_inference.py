@@ -428,3 +428,17 @@ def test_the_head_publishes_only_the_ports_used_and_starts_no_ray_client_server(
     assert head["rayStartParams"]["ray-client-server-port"] == "0"  # ray start: 0 = no client server
     [worker] = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
     assert "ports" not in worker
+
+
+def test_every_ray_container_carries_serves_cluster_settings() -> None:
+    """Serve's HTTP proxy takes its settings from the raylet's environment, not from the app's
+    runtime_env: they must be in the head's and the workers' containers (rayserve.spec.CLUSTER_ENV)."""
+    from rayserve.spec import CLUSTER_ENV
+
+    cluster = build_rayservice(workspace(), PLAN, "x", "img")["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    assert CLUSTER_ENV["RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"] == "0"
+    for template in templates:
+        [container] = [c for c in template["spec"]["containers"] if c["name"].startswith("ray-")]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k: env.get(k) for k in CLUSTER_ENV} == CLUSTER_ENV, container["name"]
