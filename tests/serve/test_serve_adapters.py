@@ -32,6 +32,7 @@ def test_tuning_from_url_learns(tiny_model, tmp_path, monkeypatch):
     # the dataset server is on loopback, which the trainer's guard refuses (as it must in a pod:
     # tests/unit/rayserve covers that); here only the learning is under test
     monkeypatch.setattr(netguard, "url_problem", lambda url: None)
+    monkeypatch.setattr(netguard, "address_problem", lambda *_: None)  # the fetch-time check of each address
 
     write_dataset(tmp_path / "d.jsonl", QA)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
