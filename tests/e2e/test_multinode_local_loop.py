@@ -27,12 +27,12 @@ from hack.localstack import LocalStack
 from presets.registry import default_catalog
 from tests.e2e.standin_checkpoints import greedy_text, standin_checkpoint
 from tests.e2e.test_architectures_local_loop import RUNTIME_CONFIG, runtime_config
+from tests.ray_state import stage_placement
 
 pytestmark = pytest.mark.e2e
 
 MODEL, SKU, NAME = "microsoft/Phi-3-medium-4k-instruct", "Standard_NC6s_v3", "phi-3-medium"
 PROMPT, MAX_NEW_TOKENS = "What is Kubernetes?", 12
-STAGE_CLASS = "StageWorker"
 
 
 def manifest() -> dict:
@@ -41,21 +41,6 @@ def manifest() -> dict:
         "resource": {"instanceType": SKU, "labelSelector": {"matchLabels": {"apps": NAME}}},
         "inference": {"preset": {"name": MODEL}, "config": RUNTIME_CONFIG},
     }
-
-
-def stage_nodes(stack: LocalStack) -> list[dict[str, str]]:
-    """The labels of the Ray node each ALIVE stage actor runs on (Ray's state API)."""
-    import httpx
-
-    def rows(kind: str) -> list[dict]:
-        resp = httpx.get(f"{stack.dashboard_url}/api/v0/{kind}", params={"limit": 1000, "detail": "true"},
-                         headers=ray_auth.headers(stack.ray_auth_token), timeout=30)  # Ray's token auth
-        resp.raise_for_status()
-        return resp.json()["data"]["result"]["result"]
-
-    labels = {n["node_id"]: n.get("labels") or {} for n in rows("nodes")}
-    return [labels.get(a["node_id"], {}) for a in rows("actors")
-            if a.get("class_name") == STAGE_CLASS and a.get("state") == "ALIVE"]
 
 
 def test_a_two_node_workspace_serves_from_stages_on_two_ray_nodes(tmp_path: Path) -> None:
@@ -82,7 +67,7 @@ def test_a_two_node_workspace_serves_from_stages_on_two_ray_nodes(tmp_path: Path
         k8s_nodes = set(ws["status"]["workerNodes"])
         assert len(k8s_nodes) == 2, ws["status"]
 
-        placed = stage_nodes(stack)
+        placed = list(stage_placement(stack.dashboard_url, ray_auth.headers(stack.ray_auth_token)).values())
         assert len(placed) == 2, placed
         assert {labels.get(LABEL_K8S_NODE) for labels in placed} == k8s_nodes, placed
         assert len({labels.get(LABEL_POD) for labels in placed} - {None}) == 2, placed

@@ -43,12 +43,12 @@ from hack.kuberay_standin.controller import serve_endpoint
 from hack.kuberay_standin.ray_head import RayHead
 from hack.kuberay_standin.standin import Standin
 from hack.kuberay_standin.workerpods import LABEL_K8S_NODE, LABEL_POD
+from tests import ray_state
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 PROMPTS = [("the model is a very fast gpu cluster node", 12), ("kaito workspace", 9)]
-STAGE_CLASS = "StageWorker"
 
 
 def two_stages(ws: Workspace) -> Plan:
@@ -83,16 +83,7 @@ def completions(url: str) -> list[str]:
 
 
 def stage_placement(head: RayHead) -> dict[str, dict[str, str]]:
-    """ALIVE stage actors -> the labels of the Ray node each runs on (Ray's state API)."""
-    query = {"params": {"limit": 1000, "detail": "true"}, "timeout": 30, "headers": head.auth_headers}
-    actors = httpx.get(f"{head.dashboard_url}/api/v0/actors", **query)
-    nodes = httpx.get(f"{head.dashboard_url}/api/v0/nodes", **query)
-    node_labels = {n["node_id"]: n.get("labels") or {} for n in nodes.json()["data"]["result"]["result"]}
-    return {
-        a["actor_id"]: node_labels.get(a["node_id"], {})
-        for a in actors.json()["data"]["result"]["result"]
-        if a.get("class_name") == STAGE_CLASS and a.get("state") == "ALIVE"
-    }
+    return ray_state.stage_placement(head.dashboard_url, head.auth_headers)
 
 
 def inference(client: Client, ns: str, name: str) -> dict:
