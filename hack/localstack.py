@@ -29,9 +29,10 @@ from controller.runtime.kinds import CUSTOM_RESOURCE_DEFINITIONS, DEPLOYMENTS
 from controller.workspace.timeline import parse_time
 from hack import prometheus
 from hack.chart import Helm, local_values, start_pod
-from hack.controlplane.local import ControlPlane, free_port
+from hack.controlplane.local import ControlPlane
 from hack.kuberay_standin import ray_auth
 from hack.kuberay_standin.controller import serve_endpoint
+from hack.ports import free_port
 from hack.procs import ManagedProcess
 from hack.service_proxy import ServiceProxy
 from hack.upstream_crds import crd_paths as upstream_crd_paths

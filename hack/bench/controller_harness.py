@@ -31,7 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.api.kinds import MACHINES, RAYSERVICES, WORKSPACES
 from controller.api.workspace import Workspace
 from controller.runtime import AlreadyExists, Client, Controller, Informer, Request, RestClient, Result
-from hack.controlplane.local import ControlPlane, free_port
+from hack.controlplane.local import ControlPlane
+from hack.ports import free_port
 from hack.procs import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]

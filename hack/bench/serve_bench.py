@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from hack.ports import free_port
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -164,12 +165,6 @@ def _device() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_client(port: int):
     """The one client every server gets: the same pool, timeouts and JSON handling."""
     import httpx
@@ -202,7 +197,7 @@ def served_endpoint(
     from rayserve.app import LLMServer
     from rayserve.spec import CLUSTER_ENV, REPLICA_ENV
 
-    port = _free_port()
+    port = free_port()
     # the cluster-wide Serve settings the controller puts in every Ray container: ray.init starts
     # the local raylet, and so Serve's proxy, with this process's environment
     os.environ.update(CLUSTER_ENV)
@@ -238,7 +233,7 @@ def hf_serve_endpoint(model_path: str, n_tokens: int) -> tuple[Call, Callable[[]
     (continuous batching takes ``-1`` as none)."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("transformers")
     cmd = [str(exe), "serve", model_path, "--continuous-batching", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--device", "auto" if _gpus() else "cpu", "--log-level", "error"]

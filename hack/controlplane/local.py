@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,17 +29,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hack.ports import free_port
+
 HERE = Path(__file__).resolve().parent
 
 
 def bin_dir() -> Path:
     return Path(os.environ.get("KAITO_BIN_DIR", Path.home() / ".cache" / "kaito-py" / "bin"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_binaries() -> Path:

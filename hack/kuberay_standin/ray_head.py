@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,11 +43,11 @@ from pathlib import Path
 import httpx
 
 from hack.kuberay_standin import ray_auth
+from hack.ports import LOOPBACK, free_ports
 from rayserve.spec import CLUSTER_ENV
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 MAX_TEMP_DIR_BYTES = 40  # + ~63 bytes of session/socket path must stay under Linux's 107
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -59,26 +58,6 @@ RAY_ENV = {
     # serve_env), which this stand-in does not read from the pod templates: Serve's proxy settings
     **CLUSTER_ENV,
 }
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports (held open together so the kernel cannot hand out one twice)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def ray_binary() -> str:

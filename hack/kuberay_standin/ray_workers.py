@@ -26,8 +26,9 @@ from typing import Any
 
 import httpx
 
-from hack.kuberay_standin.ray_head import LOOPBACK, free_ports, ray_binary, ray_env, stop_process_group
+from hack.kuberay_standin.ray_head import ray_binary, ray_env, stop_process_group
 from hack.kuberay_standin.workerpods import LABEL_POD, WorkerPod, label_value
+from hack.ports import LOOPBACK, free_ports
 
 # Ray node label: which start of the Pod's node this is (0, 1, ...). A killed node stays ALIVE in
 # the GCS until its health checks time out, so the restarted one is told apart by this.

@@ -17,8 +17,9 @@ from controller.runtime.kinds import NODES
 from controller.runtime.manager import Manager
 from hack.kuberay_standin.controller import RayServiceStandin
 from hack.kuberay_standin.dashboard import DashboardError, ServeDashboard
-from hack.kuberay_standin.ray_head import LOOPBACK, RayHead, dashboard_up, free_port
+from hack.kuberay_standin.ray_head import RayHead, dashboard_up
 from hack.kuberay_standin.ray_workers import RayWorkers
+from hack.ports import LOOPBACK, free_port
 
 log = logging.getLogger(__name__)
 

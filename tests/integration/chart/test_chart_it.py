@@ -32,7 +32,8 @@ from controller.runtime.kinds import (
 )
 from controller.webhook.config import render_validating_webhook_configuration
 from hack.chart import CHART, Helm, local_values, pod_process, start_pod
-from hack.controlplane.local import ControlPlane, free_port
+from hack.controlplane.local import ControlPlane
+from hack.ports import free_port
 from hack.procs import ManagedProcess
 from hack.service_proxy import ServiceProxy
 from hack.upstream_crds import crd_paths as upstream_crd_paths

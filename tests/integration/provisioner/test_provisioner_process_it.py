@@ -18,7 +18,7 @@ from prov_it_helpers import RUN_LABEL, condition_is, delete_machines, machine_ma
 from controller.api.kinds import MACHINES
 from controller.api.machine import CONDITION_READY
 from controller.runtime import LEASES, Client
-from hack.controlplane.local import free_port
+from hack.ports import free_port
 
 pytestmark = pytest.mark.integration
 

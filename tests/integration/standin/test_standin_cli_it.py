@@ -19,7 +19,7 @@ from standin_helpers import HERE, echo_serve_config, http_get_json, rayservice, 
 from controller.api.kinds import RAYSERVICES
 from hack.kuberay_standin import ray_auth
 from hack.kuberay_standin.controller import serve_endpoint
-from hack.kuberay_standin.ray_head import free_port
+from hack.ports import free_port
 from hack.procs import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.serve]

@@ -34,8 +34,9 @@ from controller.runtime.client import ResourceKind
 from controller.runtime.kinds import NAMESPACES, NODES, SECRETS, SERVICES
 from controller.workspace import cluster_rollout, names, ray_auth
 from controller.workspace.reconciler import RAY_POD_SELECTOR
-from hack.controlplane.local import bin_dir, free_port
+from hack.controlplane.local import bin_dir
 from hack.kuberay_standin.serveconfig import parse_serve_config
+from hack.ports import free_port
 from hack.procs import ManagedProcess, http_ok
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from controller.api.kinds import WORKSPACES
 from controller.main import WEBHOOK_CONFIGS
 from controller.runtime import LEASES, ApiError, NotFound, RestClient
 from controller.webhook.config import CONFIGURATION_NAME
-from hack.controlplane.local import free_port
+from hack.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from controller.workspace.model_resolver import (
     ModelResolver,
     ResolvedModel,
 )
-from hack.controlplane.local import free_port
 from hack.fake_hf_hub import FakeHub
+from hack.ports import free_port
 from hack.tiny_model import DEFAULT_DIR, ensure_tiny_model
 from presets.estimator import kv_bytes_per_token
 from presets.hf_config import REASON_ARCHITECTURE_NOT_SUPPORTED, looks_like_hf_id
