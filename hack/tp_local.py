@@ -69,7 +69,7 @@ def _rank(rank: int, world: int, pp: int, port: int, model: str, out: str) -> No
         report["tokens"] = asyncio.run(generate(LeaderPipeline(stages)))
     else:
         report["forwards"] = follow(stages)
-    report["cache_bytes"] = [s.cache_bytes() for s in stages]
+    report["cache_bytes"] = [s.cache_bytes(valid_only=True) for s in stages]
     dist.destroy_process_group()
     Path(out, f"{rank}.json").write_text(json.dumps(report))
 
@@ -109,7 +109,7 @@ def unsharded(model: str | Path, pp: int = 1) -> dict:
         "layer_bytes": [param_bytes(nn.ModuleList(s.layers)) for s in stages],
         "tokens": asyncio.run(generate(LocalPipeline(stages))),
     }
-    report["cache_bytes"] = [s.cache_bytes() for s in stages]
+    report["cache_bytes"] = [s.cache_bytes(valid_only=True) for s in stages]
     return report
 
 

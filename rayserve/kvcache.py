@@ -32,67 +32,136 @@ __all__ = [
 ]
 
 
+class _LayerKV:
+    """One layer's keys and values: ``[batch, kv_heads, capacity, head_dim]`` buffers of which
+    the first ``length`` time columns are valid."""
+
+    __slots__ = ("k", "length", "v")
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, length: int) -> None:
+        self.k, self.v, self.length = k, v, length
+
+    @property
+    def capacity(self) -> int:
+        return int(self.k.shape[-2])
+
+    def valid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+def _capacity(needed: int) -> int:
+    """Time columns to allocate for ``needed``: an eighth more (at least 16), so a decode step
+    writes in place and a buffer is copied once per ~needed/8 steps instead of every step;
+    the overshoot stays within an eighth of the cache."""
+    return needed + max(16, needed // 8)
+
+
+def _buffer_like(x: torch.Tensor, batch: int, capacity: int, zeros: bool = False) -> torch.Tensor:
+    shape = (batch, x.shape[1], capacity, x.shape[3])
+    return x.new_zeros(shape) if zeros else x.new_empty(shape)
+
+
 class BatchKVCache:
-    """Per-layer ``[batch, kv_heads, time, head_dim]`` keys and values for one batch."""
+    """Per-layer ``[batch, kv_heads, time, head_dim]`` keys and values for one batch.
+
+    Why preallocated buffers and not ``torch.cat`` per step: appending by concatenation copies a
+    layer's whole cache on every decode step (O(time) per token, O(time^2) per sequence, and
+    twice the memory traffic of the attention that reads it). Each layer keeps a buffer with
+    spare time columns; a step writes its new keys in place and the layers see a view of the
+    valid columns. Batch surgery (``select``, ``merge``) still copies, but it runs only when a
+    sequence leaves or a group joins.
+    """
 
     def __init__(self) -> None:
-        self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._kv: dict[int, _LayerKV] = {}
 
     # --- the HF Cache protocol we rely on --------------------------------------------------
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_kwargs: dict | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        old = self.layers.get(layer_idx)
-        if old is not None:
-            key = torch.cat([old[0], key], dim=-2)
-            value = torch.cat([old[1], value], dim=-2)
-        self.layers[layer_idx] = (key, value)
-        return key, value
+        n = key.shape[-2]
+        entry = self._kv.get(layer_idx)
+        if entry is None:
+            cap = _capacity(n)
+            entry = self._kv[layer_idx] = _LayerKV(
+                _buffer_like(key, key.shape[0], cap), _buffer_like(value, value.shape[0], cap), 0
+            )
+        elif entry.length + n > entry.capacity:
+            cap = _capacity(entry.length + n)
+            k, v = _buffer_like(entry.k, entry.k.shape[0], cap), _buffer_like(entry.v, entry.v.shape[0], cap)
+            k[:, :, : entry.length].copy_(entry.k[:, :, : entry.length])
+            v[:, :, : entry.length].copy_(entry.v[:, :, : entry.length])
+            entry.k, entry.v = k, v
+        end = entry.length + n
+        entry.k[:, :, entry.length : end].copy_(key)
+        entry.v[:, :, entry.length : end].copy_(value)
+        entry.length = end
+        return entry.valid()
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
 
     # --- batch surgery ----------------------------------------------------------------------
     @property
+    def layers(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's valid keys and values (views into the buffers)."""
+        return {idx: e.valid() for idx, e in self._kv.items()}
+
+    @property
     def length(self) -> int:
-        for k, _ in self.layers.values():
-            return int(k.shape[-2])
+        for e in self._kv.values():
+            return e.length
         return 0
 
     @property
     def batch(self) -> int:
-        for k, _ in self.layers.values():
-            return int(k.shape[0])
+        for e in self._kv.values():
+            return int(e.k.shape[0])
         return 0
+
+    def clear(self) -> None:
+        self._kv.clear()
 
     def select(self, op: Select) -> None:
         if not op.rows:
-            self.layers.clear()
+            self._kv.clear()
             return
-        for idx, (k, v) in self.layers.items():
-            rows = torch.tensor(op.rows, device=k.device)
-            self.layers[idx] = (
-                k.index_select(0, rows)[:, :, op.drop_left :].contiguous(),
-                v.index_select(0, rows)[:, :, op.drop_left :].contiguous(),
-            )
+        for e in self._kv.values():
+            rows = torch.tensor(op.rows, device=e.k.device)
+            length = e.length - op.drop_left
+            cap = _capacity(length)
+            k, v = _buffer_like(e.k, len(op.rows), cap), _buffer_like(e.v, len(op.rows), cap)
+            k[:, :, :length].copy_(e.k[:, :, op.drop_left : e.length].index_select(0, rows))
+            v[:, :, :length].copy_(e.v[:, :, op.drop_left : e.length].index_select(0, rows))
+            e.k, e.v, e.length = k, v, length
 
     def merge(self, other: BatchKVCache) -> None:
-        if not other.layers:
+        """Append ``other``'s rows below ours, left-padding the shorter batch with zeros (the
+        mask hides the pad columns; zeros, not garbage, so a masked score is never NaN)."""
+        if not other._kv:
             return
-        if not self.layers:
-            self.layers = dict(other.layers)
+        if not self._kv:
+            self._kv = dict(other._kv)
             return
         t = max(self.length, other.length)
-        for idx in self.layers:
-            a_k, a_v = self.layers[idx]
-            b_k, b_v = other.layers[idx]
-            self.layers[idx] = (
-                torch.cat([_left_pad(a_k, t), _left_pad(b_k, t)], dim=0),
-                torch.cat([_left_pad(a_v, t), _left_pad(b_v, t)], dim=0),
-            )
+        cap = _capacity(t)
+        for idx, a in self._kv.items():
+            b = other._kv[idx]
+            rows_a = a.k.shape[0]
+            rows = rows_a + b.k.shape[0]
+            k, v = _buffer_like(a.k, rows, cap, zeros=True), _buffer_like(a.v, rows, cap, zeros=True)
+            k[:rows_a, :, t - a.length : t].copy_(a.k[:, :, : a.length])
+            v[:rows_a, :, t - a.length : t].copy_(a.v[:, :, : a.length])
+            k[rows_a:, :, t - b.length : t].copy_(b.k[:, :, : b.length])
+            v[rows_a:, :, t - b.length : t].copy_(b.v[:, :, : b.length])
+            a.k, a.v, a.length = k, v, t
 
-    def nbytes(self) -> int:
-        return sum(k.numel() * k.element_size() * 2 for k, _ in self.layers.values())
+    def nbytes(self, valid_only: bool = False) -> int:
+        """Bytes the buffers hold, spare columns included (what the device has allocated), or
+        with ``valid_only`` those of the cached tokens alone (which, unlike the spare columns,
+        do not depend on how the batch grew)."""
+        kv = (x for e in self._kv.values() for x in (e.valid() if valid_only else (e.k, e.v)))
+        return sum(x.numel() * x.element_size() for x in kv)
 
 
 def _left_pad(x: torch.Tensor, length: int, dim: int = -2) -> torch.Tensor:
@@ -109,7 +178,7 @@ def apply_ops(caches: dict[str, BatchKVCache], key: str, ops: Sequence[CacheOp])
     cache = caches.setdefault(key, BatchKVCache())
     for op in ops:
         if isinstance(op, Reset):
-            cache.layers.clear()
+            cache.clear()
         elif isinstance(op, Select):
             cache.select(op)
         elif isinstance(op, MergeFrom):

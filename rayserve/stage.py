@@ -256,5 +256,6 @@ class PipelineStage:
     def drop(self, key: str) -> None:
         self.caches.pop(key, None)
 
-    def cache_bytes(self) -> int:
-        return sum(c.nbytes() for c in self.caches.values())
+    def cache_bytes(self, valid_only: bool = False) -> int:
+        """KV cache bytes allocated (or, with ``valid_only``, of cached tokens only)."""
+        return sum(c.nbytes(valid_only) for c in self.caches.values())

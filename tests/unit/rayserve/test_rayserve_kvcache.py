@@ -62,3 +62,34 @@ def test_split_layers_is_contiguous_and_balanced():
     assert split_layers(4, 2) == [(0, 2), (2, 4)]
     assert split_layers(5, 3) == [(0, 2), (2, 4), (4, 5)]
     assert split_layers(32, 1) == [(0, 32)]
+
+
+def test_decode_steps_write_in_place_and_growth_keeps_the_history():
+    """A decode step appends into spare columns (the buffer is not copied); when they run out
+    the buffer grows once and every earlier token is still there, in order."""
+    c = _cache([[1, 2, 3], [4, 5, 6]])
+    buffer = c._kv[3].k.data_ptr()
+    copies = 0
+    for step in range(40):
+        new = torch.full((2, 1, 1, 1), float(10 + step))
+        k, _ = c.update(new, new.clone(), layer_idx=3)
+        if c._kv[3].k.data_ptr() != buffer:
+            copies, buffer = copies + 1, c._kv[3].k.data_ptr()
+        assert k.shape == (2, 1, 3 + step + 1, 1)
+    assert copies <= 2  # 40 steps, not 40 copies
+    assert k[0].view(-1).tolist() == [1, 2, 3, *range(10, 50)]
+    assert k[1].view(-1).tolist() == [4, 5, 6, *range(10, 50)]
+    assert c.nbytes() >= c.nbytes(valid_only=True) == 2 * 2 * 43 * 4
+
+
+def test_merge_pads_with_zeros_and_select_keeps_decoding():
+    """The pad columns a merge creates are zeros, not whatever the new buffer held (a masked
+    score over garbage could be NaN), and a selected batch decodes on from its buffer."""
+    c, side = _cache([[1, 2, 3, 4]]), _cache([[7]])
+    c._kv[3].k[:, :, 4:].fill_(float("nan"))  # spare columns may hold anything
+    caches = {"main": c, "side": side}
+    main = apply_ops(caches, "main", [MergeFrom("side")])
+    assert main.layers[3][0].view(2, 4).tolist() == [[1, 2, 3, 4], [0, 0, 0, 7]]
+    apply_ops(caches, "main", [Select(rows=(1,), drop_left=3)])
+    k, _ = main.update(torch.full((1, 1, 1, 1), 8.0), torch.zeros(1, 1, 1, 1), layer_idx=3)
+    assert k.view(-1).tolist() == [7, 8] and main.batch == 1 and main.length == 2
