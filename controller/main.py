@@ -77,6 +77,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="Ray's token authentication on each workspace's Ray cluster (KubeRay >= 1.6 "
                         "makes and injects the token); off only where KubeRay is older, whose CRD "
                         "drops authOptions")
+    p.add_argument("--serve-haproxy", action=argparse.BooleanOptionalAction, default=False,
+                   help="Serve's HAProxy ingress in each workspace's Ray cluster instead of its Python "
+                        "proxy: ~1.2-1.3x the tokens/s on small CPU-bound replicas (docs/bench/serve.md), "
+                        "but a client that gives up on a non-streamed request no longer stops its "
+                        "generation")
     p.add_argument("--first-request-url", choices=URL_SOURCES, default="service",
                    help="where the timeline's one-token first request goes: the workspace's Service, "
                    "the address the local KubeRay stand-in publishes (rayservice-status), or off")
@@ -243,7 +248,7 @@ def build_manager(args: argparse.Namespace, client: Client) -> Manager:
         mgr, workers=args.workers,
         options=Options(
             serve_image=args.serve_image, tuning_image=args.tuning_image,
-            ray_token_auth=args.ray_token_auth,
+            ray_token_auth=args.ray_token_auth, serve_haproxy=args.serve_haproxy,
             first_request_url=args.first_request_url,
             allow_load_balancer=args.allow_load_balancer, node_provisioner=args.node_provisioner,
             load_balancer_source_ranges=tuple(

@@ -42,7 +42,7 @@ from controller.workspace import (
 )
 from controller.workspace.plan import Plan
 from controller.workspace.volumes import PodData
-from rayserve.spec import CLUSTER_ENV
+from rayserve.spec import CLUSTER_ENV, HAPROXY_ENV
 
 GPU_RESOURCE = "nvidia.com/gpu"
 ADAPTER_DIR = "/mnt/adapter"
@@ -111,10 +111,12 @@ def pull_secrets(sources: Iterable[DataSource]) -> list[dict]:
     return [{"name": n} for n in names_seen]
 
 
-def serve_env() -> list[dict]:
+def serve_env(haproxy: bool = False) -> list[dict]:
     """Ray Serve's cluster-wide settings (``rayserve.spec.CLUSTER_ENV``: its HTTP proxy routes on
-    its own event loop), in every Ray container, since the proxy reads them from the raylet's env."""
-    return [{"name": k, "value": v} for k, v in sorted(CLUSTER_ENV.items())]
+    its own event loop; with ``haproxy``, ``HAPROXY_ENV``: HAProxy in front of replicas that serve
+    HTTP themselves), in every Ray container, since the proxy reads them from the raylet's env."""
+    env = {**CLUSTER_ENV, **(HAPROXY_ENV if haproxy else {})}
+    return [{"name": k, "value": v} for k, v in sorted(env.items())]
 
 
 def _env(ws: Workspace) -> list[dict]:
@@ -150,13 +152,14 @@ def _pod_template(ws: Workspace, container: dict, extra_spec: dict | None = None
 
 
 def build_rayservice(ws: Workspace, plan: Plan, serve_config_v2: str, image: str, *,
-                     ray_token_auth: bool = True) -> dict:
+                     ray_token_auth: bool = True, serve_haproxy: bool = False) -> dict:
     """The RayService: a CPU-only head and one GPU worker per node, running ``serve_config_v2``.
 
     Both keep the Hugging Face cache on a volume of the node (``model_cache``), so a restarted
     container finds the weights it downloaded. ``ray_token_auth``: KubeRay turns on Ray's token
-    authentication and keeps the token (``ray_auth``)."""
-    env = [*_env(ws), *model_cache.env(), *hub_env(plan), *serve_env()]
+    authentication and keeps the token (``ray_auth``). ``serve_haproxy``: Serve's HAProxy ingress
+    (``rayserve.spec.HAPROXY_ENV``) in place of its Python proxy."""
+    env = [*_env(ws), *model_cache.env(), *hub_env(plan), *serve_env(serve_haproxy)]
     head = {
         "name": "ray-head",
         "image": image,

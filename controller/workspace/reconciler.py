@@ -150,6 +150,9 @@ class Options:
     tuning_image: str = DEFAULT_SERVE_IMAGE
     # Ray's token auth on every workspace's Ray cluster, through KubeRay v1.6's authOptions (ray_auth.py)
     ray_token_auth: bool = True
+    # Serve's HAProxy ingress instead of its Python proxy (rayserve.spec.HAPROXY_ENV: faster; a
+    # client that leaves a non-streamed request does not stop its generation)
+    serve_haproxy: bool = False
     machine_poll_seconds: float = 5.0  # re-check while Machines come up (events usually come first)
     inference_poll_seconds: float = 30.0  # safety net while waiting for KubeRay
     # look again at a missing or invalid tuning ConfigMap: no informer watches ConfigMaps (caching
@@ -467,7 +470,8 @@ class WorkspaceReconciler:
             return InferenceState(False, "ServeConfigFailed", f"building the Ray Serve config failed: {exc}",
                                   failed=True)
         desired = build_rayservice(ws, plan, serve_config, self.options.serve_image,
-                                   ray_token_auth=self.options.ray_token_auth)
+                                   ray_token_auth=self.options.ray_token_auth,
+                                   serve_haproxy=self.options.serve_haproxy)
         if nodes is not None and nodes.existing_nodes:  # nodes we did not label: pinned by name
             desired = byo.pin_to_nodes(desired, ws, nodes.worker_nodes)
         try:

@@ -188,19 +188,34 @@ def chat_call(client, body: dict) -> Call:
 
 
 def served_endpoint(
-    model_path: str, n_tokens: int, max_batch: int, num_cpus: int, replica_env: dict[str, str] | None = None
+    model_path: str,
+    n_tokens: int,
+    max_batch: int,
+    num_cpus: int,
+    replica_env: dict[str, str] | None = None,
+    replica_cpus: float | None = None,
+    haproxy: bool = False,
 ) -> tuple[Call, Callable[[], None]]:
-    """Our Ray Serve app over HTTP (one replica), like a client in the cluster sees it."""
+    """Our Ray Serve app over HTTP (one replica), like a client in the cluster sees it.
+
+    The replica is given the machine's cores (``replica_cpus``, default all of them), as
+    ``transformers serve`` has them: Ray sets a replica's torch threads (OMP_NUM_THREADS) to the
+    CPUs it was assigned, so a fractional CPU would run the forwards on one thread. ``haproxy``:
+    Serve's HAProxy ingress (``rayserve.spec.HAPROXY_ENV``, the operator's ``--serve-haproxy``).
+    """
     import ray
     from ray import serve
 
+    from hack.kuberay_standin.ray_head import haproxy_env
     from rayserve.app import LLMServer
-    from rayserve.spec import CLUSTER_ENV, REPLICA_ENV
+    from rayserve.spec import CLUSTER_ENV, HAPROXY_ENV, REPLICA_ENV
 
     port = free_port()
     # the cluster-wide Serve settings the controller puts in every Ray container: ray.init starts
-    # the local raylet, and so Serve's proxy, with this process's environment
-    os.environ.update(CLUSTER_ENV)
+    # the local raylet, and so Serve's proxy (HAProxy), with this process's environment
+    for key in HAPROXY_ENV:  # a previous server's, in this process
+        os.environ.pop(key, None)
+    os.environ.update({**CLUSTER_ENV, **(HAPROXY_ENV if haproxy else {}), **haproxy_env()})
     ray.init(
         num_cpus=num_cpus,
         num_gpus=_gpus(),
@@ -215,7 +230,8 @@ def served_endpoint(
         "engine": {"max_batch_size": max_batch, "max_waiting": 1024},
     }
     env = REPLICA_ENV if replica_env is None else replica_env
-    options = {"num_cpus": 0.5, "runtime_env": {"env_vars": env}}
+    cpus = (os.cpu_count() or 1) if replica_cpus is None else replica_cpus
+    options = {"num_cpus": cpus, "runtime_env": {"env_vars": env}}
     app = LLMServer.options(ray_actor_options=options, max_ongoing_requests=max_batch + 64)
     serve.run(app.bind(args), name="bench", route_prefix="/")
     body = {"model": "tiny", "max_tokens": n_tokens, "temperature": 0, "ignore_eos": True}
@@ -297,28 +313,62 @@ def render(
         "alone (started for its turn, stopped after it).",
         "",
         "- **hf serve**: `transformers serve --continuous-batching`, `POST /v1/chat/completions`.",
-        "- **served**: our Ray Serve app (one replica), `POST /v1/chat/completions`, same client.",
+        "- **served**: our Ray Serve app (one replica, given the machine's cores as hf serve has them),",
+        "  `POST /v1/chat/completions`, same client, behind Serve's Python proxy (the default).",
+        "- **haproxy**: the same, behind Serve's HAProxy ingress (`kaito-controller --serve-haproxy`).",
         "- **generate**: the limit - `c` prompts as one left-padded batch through `model.generate`.",
         "- **engine**: our continuous-batching engine in-process, no Ray, no HTTP.",
         "",
-        "| clients | hf serve tok/s | served tok/s | generate tok/s | engine tok/s | hf p50 ms "
-        "| served p50 ms | served / hf tok/s | served / generate tok/s | served / hf p50 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | hf serve tok/s | served tok/s | haproxy tok/s | generate tok/s | engine tok/s "
+        "| hf p50 ms | served p50 ms | haproxy p50 ms | served / hf | haproxy / hf "
+        "| served / generate | haproxy / generate |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for hf, srv, gen, eng in zip(
-        results["hf"], results["served"], results["generate"], results["engine"], strict=True
-    ):
+    rows = zip(results["hf"], results["served"], results["haproxy"], results["generate"], results["engine"],
+               strict=True)
+    for hf, srv, hap, gen, eng in rows:
         lines.append(
-            f"| {srv.concurrency} | {hf.tps:.0f} | {srv.tps:.0f} | {gen.tps:.0f} | {eng.tps:.0f} "
-            f"| {hf.p50_ms:.0f} | {srv.p50_ms:.0f} | {srv.tps / hf.tps:.2f}x | {srv.tps / gen.tps:.2f}x "
-            f"| {srv.p50_ms / hf.p50_ms:.2f}x |"
+            f"| {srv.concurrency} | {hf.tps:.0f} | {srv.tps:.0f} | {hap.tps:.0f} | {gen.tps:.0f} "
+            f"| {eng.tps:.0f} "
+            f"| {hf.p50_ms:.0f} | {srv.p50_ms:.0f} | {hap.p50_ms:.0f} | {srv.tps / hf.tps:.2f}x "
+            f"| {hap.tps / hf.tps:.2f}x | {srv.tps / gen.tps:.2f}x | {hap.tps / gen.tps:.2f}x |"
         )
+    lines += ["", *targets(results), ""]
     lines += ["", note, ""] if note else [""]
     lines += [
         "The peak host memory of loading one pipeline stage is in [stage_memory.md](stage_memory.md).",
         "",
     ]
     return "\n".join(lines)
+
+
+def targets(results: dict[str, list[Result]]) -> list[str]:
+    """Issue 15's done-when, checked against this run, for each served column."""
+    by = {name: {r.concurrency: r for r in rs} for name, rs in results.items()}
+
+    def tps(name: str, peer: str, c: int) -> float:
+        return by[name][c].tps / by[peer][c].tps
+
+    def p50(name: str, peer: str, c: int) -> float:
+        return by[name][c].p50_ms / by[peer][c].p50_ms
+
+    checks = [  # (what, clients, ratio, peer, bar; a p50 ratio must stay under its bar)
+        ("tok/s at 8 clients / hf serve's >= 1.2", 8, tps, "hf", 1.2),
+        ("tok/s at 32 clients / hf serve's >= 1.2", 32, tps, "hf", 1.2),
+        ("tok/s at 8 clients / batched generate's >= 0.7", 8, tps, "generate", 0.7),
+        ("p50 at 1 client / hf serve's <= 1.1", 1, p50, "hf", 1.1),
+    ]
+    out = ["## Against issue 15's done-when (this run)", "", "| target | served | haproxy |", "|---|---|---|"]
+    for what, c, ratio, peer, bar in checks:
+        if c not in by[peer]:
+            continue
+        cells = []
+        for name in ("served", "haproxy"):
+            value = ratio(name, peer, c)
+            met = value <= bar if ratio is p50 else value >= bar
+            cells.append(f"{value:.2f}x {'met' if met else '**missed**'}")
+        out.append(f"| {what} | {' | '.join(cells)} |")
+    return out
 
 
 Server = Callable[[], tuple[Call, Callable[[], None]]]
@@ -389,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     servers: dict[str, Server] = {
         "hf": lambda: hf_serve_endpoint(a.model, a.tokens),
         "served": lambda: served_endpoint(a.model, a.tokens, a.max_batch, a.num_cpus),
+        "haproxy": lambda: served_endpoint(a.model, a.tokens, a.max_batch, a.num_cpus, haproxy=True),
     }
     engine, generate = engine_direct(a.model, a.tokens, a.max_batch), batched_generate(a.model, a.tokens)
     results = bench_all(servers, engine, generate, levels, a.requests_per_client, a.repeats)

@@ -40,6 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Ray's token auth on the head and its nodes, as KubeRay v1.6 sets it up (default); the token"
         " is $RAY_AUTH_TOKEN if set (also what --ray-address is called with), else generated",
     )
+    p.add_argument(
+        "--serve-haproxy",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Serve's HAProxy ingress on the head and its nodes, as kaito-controller --serve-haproxy puts"
+        " it in the Ray containers (rayserve.spec.HAPROXY_ENV)",
+    )
     p.add_argument("--serve-port", type=int, help="Serve HTTP port (default: a free port)")
     p.add_argument("--dashboard-port", type=int, help="Ray dashboard port of a started head (default: free)")
     p.add_argument(
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from controller.runtime import RestClient
     from hack.kuberay_standin.standin import Standin
+    from rayserve.spec import HAPROXY_ENV
 
     head = RayHead(
         num_cpus=args.num_cpus,
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         log_path=args.ray_log,
         token_auth=args.ray_token_auth,
         auth_token=os.environ.get(TOKEN_ENV) or None,
+        extra_env=dict(HAPROXY_ENV) if args.serve_haproxy else {},
     )
     standin = Standin(
         RestClient.from_kubeconfig(args.kubeconfig),

@@ -71,6 +71,30 @@ def ray_binary() -> str:
     return found
 
 
+def haproxy_env() -> dict[str, str]:
+    """Where Serve's HAProxy (``rayserve.spec.CLUSTER_ENV``) of one local Ray keeps its files, and
+    its stats and metrics ports.
+
+    Why: HAProxy mode writes its config, admin socket and server state under /tmp/haproxy-serve and
+    listens on ports 8404 (stats) and 9101 (metrics). In Kubernetes every pod has its own /tmp and
+    ports; on one machine two Rays (a test's and the demo's) would overwrite each other's config
+    and fail to bind. Each local Ray gets its own directory and free ports instead. The directory
+    is a short one in /tmp (``RAY_SERVE_HAPROXY_SERVER_STATE_BASE`` names it; remove it when the
+    Ray stops): HAProxy puts its sockets in a 56-character subdirectory per node and refuses socket
+    paths over 97 bytes."""
+    d = Path(tempfile.mkdtemp(prefix="hap-", dir="/tmp"))
+    stats, metrics = free_ports(2)
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(d / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(d / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(d),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(d / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(d / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
+    }
+
+
 def ray_env(python_path: list[str], extra: dict[str, str]) -> dict[str, str]:
     """The environment of a ``ray start``: ours, Ray's settings (RAY_ENV), ``extra``, and
     ``python_path`` first on PYTHONPATH so the serve configs' ``import_path``s resolve in every
@@ -139,6 +163,7 @@ class RayHead:
     owned: bool = False
     _log_file: object | None = None
     _created_temp_dir: str | None = None  # ours to remove on stop (a requested dir is the caller's)
+    _haproxy_dir: str | None = None  # Serve's HAProxy files (haproxy_env), removed on stop
 
     @property
     def node_env(self) -> dict[str, str]:
@@ -214,7 +239,9 @@ class RayHead:
             argv.append(f"--resources={json.dumps(self.resources)}")
         if self.token_auth and not self.auth_token:
             self.auth_token = ray_auth.generate_token()
-        env = ray_env(self.python_path, {**self.extra_env, **self.node_env})
+        haproxy = haproxy_env()
+        self._haproxy_dir = haproxy["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
+        env = ray_env(self.python_path, {**haproxy, **self.extra_env, **self.node_env})
         log_path = self.log_path or Path(self.temp_dir) / "ray-start.log"
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
         log.info("starting Ray head: %s (log %s)", " ".join(argv), log_path)
@@ -275,4 +302,7 @@ class RayHead:
         if self._created_temp_dir is not None:
             shutil.rmtree(self._created_temp_dir, ignore_errors=True)
             self._created_temp_dir = None
+        if self._haproxy_dir is not None:
+            shutil.rmtree(self._haproxy_dir, ignore_errors=True)
+            self._haproxy_dir = None
         log.info("Ray head stopped")

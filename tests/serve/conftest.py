@@ -66,6 +66,12 @@ def ray_serve() -> Iterator[RayServe]:
     import ray
     from ray import serve
 
+    from hack.kuberay_standin.ray_head import haproxy_env
+    from rayserve.spec import CLUSTER_ENV
+
+    # the Serve settings every Ray container of a workspace has (HAProxy in front of replicas that
+    # serve HTTP themselves), so these tests see the request path production has
+    os.environ.update({**CLUSTER_ENV, **haproxy_env()})
     dash, metrics, http = free_port(), free_port(), free_port()
     ray.init(
         num_cpus=4,

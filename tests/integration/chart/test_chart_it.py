@@ -173,6 +173,14 @@ def test_ray_token_auth_is_on_unless_the_values_turn_it_off(helm: Helm) -> None:
     assert "--no-ray-token-auth" in off and parse_args(off).ray_token_auth is False
 
 
+def test_serve_haproxy_is_off_unless_the_values_turn_it_on(helm: Helm) -> None:
+    from controller.main import parse_args
+
+    assert parse_args(_controller_args(helm, FAKE)).serve_haproxy is False
+    on = _controller_args(helm, {**FAKE, "controller": {"serveHaproxy": True}})
+    assert "--serve-haproxy" in on and parse_args(on).serve_haproxy is True
+
+
 def test_node_provisioner_and_node_api_values(helm: Helm) -> None:
     """nodeProvisioner and nodeAPI reach the controller's flags; with byo the chart runs no
     provisioner (nothing would serve node objects) and grants it nothing."""

@@ -33,8 +33,18 @@ def _processes_mentioning(text: str) -> list[str]:
     return [line for line in out.splitlines() if text in line]
 
 
-def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs_client, namespace, tmp_path):
+def _haproxies() -> list[str]:
+    return [line for line in _processes_mentioning("haproxy") if "/tmp/hap-" in line and " -f " in line]
+
+
+@pytest.mark.parametrize("haproxy", [False, True], ids=["python-proxy", "haproxy"])
+def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(
+    apiserver, rs_client, namespace, tmp_path, haproxy
+):
+    """Also with Serve's HAProxy ingress (``--serve-haproxy``): requests reach the app through
+    HAProxy, and HAProxy goes with the head."""
     health = free_port()
+    haproxies_before = len(_haproxies())
     state_file = tmp_path / "state.json"
     proc = ManagedProcess(
         "kuberay-standin",
@@ -47,6 +57,7 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
             "--poll-interval", "1",
             "--state-file", str(state_file),
             "--ray-temp-dir", str(tmp_path / "ray"),  # long, as LocalStack passes it
+            *(["--serve-haproxy"] if haproxy else []),
         ],
         tmp_path / "standin.log",
         # the token the stand-in's Ray runs with; our own RAY_AUTH_MODE=disabled must not switch it off
@@ -68,6 +79,7 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
         dashboard_port = obj["status"]["activeServiceStatus"]["rayClusterStatus"]["endpoints"]["dashboard"]
         assert state["dashboardURL"].endswith(f":{dashboard_port}")
         assert http_get_json(serve_endpoint(obj))[1]["message"] == "from the cli"
+        assert (len(_haproxies()) > haproxies_before) is haproxy, _haproxies()
     finally:
         assert proc.proc is not None
         start = time.monotonic()
@@ -78,6 +90,7 @@ def test_cli_serves_a_rayservice_and_stops_its_ray_head_on_sigterm(apiserver, rs
         proc.stop()
     assert code == 0, proc.log_tail()
     assert took < 30, f"shutdown took {took:.1f}s"
+    wait_for(lambda: len(_haproxies()) == haproxies_before, timeout=20, what="HAProxy gone with its head")
     wait_for(lambda: not _processes_mentioning(temp_dir), 15, "no Ray process of the stand-in's head left")
     # the requested (long) dir leads to the session logs through a symlink to a short real dir
     real = os.path.realpath(tmp_path / "ray")

@@ -130,3 +130,46 @@ def test_a_client_that_leaves_a_stream_is_recorded_as_499():
 
     asyncio.run(main())
     assert metrics.requests == [("/v1/completions", "tiny", CLIENT_CLOSED, 0)]
+
+
+class EndlessService(FakeService):
+    """Its answer never completes on its own; ``cancelled`` says whether the ingress gave up on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = asyncio.Event()
+
+    async def stream(self, p: PreparedRequest) -> AsyncIterator[Chunk]:
+        try:
+            while True:
+                yield Chunk("w ", None, 1)
+                await asyncio.sleep(0.01)
+        finally:
+            self.cancelled.set()
+
+
+def test_a_client_that_leaves_before_a_whole_answer_is_recorded_as_499_and_its_work_cancelled():
+    """Behind HAProxy the replica's own HTTP server reports a client gone as ``http.disconnect``
+    and nothing else would cancel the handler: the ingress watches for it."""
+    service = EndlessService()
+    ingress, metrics = _ingress(service)
+    body = b'{"prompt": "x", "model": "tiny"}'
+
+    async def main():
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(0.05)  # the client hangs up while the answer is being decoded
+            return {"type": "http.disconnect"}
+
+        headers = [(b"content-length", str(len(body)).encode())]
+        scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": headers}
+        request = Request(scope, receive)
+        response = await asyncio.wait_for(ingress.completions(request), 5)
+        await asyncio.wait_for(service.cancelled.wait(), 5)
+        return response
+
+    assert asyncio.run(main()).status_code == CLIENT_CLOSED
+    assert metrics.requests == [("/v1/completions", "tiny", CLIENT_CLOSED, 0)]  # prompt tokens count on 200s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from ws_unit_helpers import workspace
 
 from controller.api.rayservice import RayService
@@ -442,3 +443,16 @@ def test_every_ray_container_carries_serves_cluster_settings() -> None:
         [container] = [c for c in template["spec"]["containers"] if c["name"].startswith("ray-")]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert {k: env.get(k) for k in CLUSTER_ENV} == CLUSTER_ENV, container["name"]
+
+
+@pytest.mark.parametrize("haproxy", [False, True], ids=["python-proxy", "haproxy"])
+def test_haproxy_ingress_is_in_every_ray_container_only_when_asked_for(haproxy: bool) -> None:
+    """HAProxy mode must reach the head (where HAProxy runs) and the workers (whose replicas then
+    serve HTTP themselves); off by default (rayserve.spec.HAPROXY_ENV says why)."""
+    rayservice = build_rayservice(workspace(), PLAN, "x", "img", serve_haproxy=haproxy)
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    for template in templates:
+        [container] = [c for c in template["spec"]["containers"] if c["name"].startswith("ray-")]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == ("1" if haproxy else None), container["name"]
