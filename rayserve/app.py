@@ -86,43 +86,6 @@ async def parse_body(request: Request, model: type[M], max_bytes: int) -> M:
         raise RequestError(400, _describe(e)) from None
 
 
-class ClientGone(Exception):
-    """The client disconnected before its whole answer was ready."""
-
-
-async def _disconnected(request: Request) -> None:
-    """Return once the client has gone (the ASGI server's ``http.disconnect``, the one message
-    left once the body was read). A server that answers anything else here does not report
-    disconnects this way, and then this never returns (rather than spin on ``receive``)."""
-    message = await request.receive()
-    while message["type"] == "http.request" and message.get("more_body"):  # a body nobody read
-        message = await request.receive()
-    if message["type"] != "http.disconnect":
-        await asyncio.Event().wait()
-
-
-async def unless_client_leaves(request: Request, work: Awaitable[Answer]) -> Answer:
-    """Await ``work``, cancelling it (and so the engine's sequences under it) when the client
-    leaves first, and raise ``ClientGone`` then.
-
-    Why: behind HAProxy each replica serves HTTP itself (``rayserve.spec.CLUSTER_ENV``), and
-    nothing cancels a handler that awaits a whole, non-streamed answer when its client gives up
-    (Serve's Python proxy did, by cancelling the replica call); the engine would decode every
-    token of an answer nobody reads. A stream notices by itself, on its next write."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise ClientGone
-    finally:
-        watcher.cancel()
-        task.cancel()
-
-
 def _describe(e: ValidationError) -> str:
     parts = []
     for err in e.errors()[:5]:
@@ -249,13 +212,10 @@ class LLMIngress:
             req = await parse_body(request, schema, self.max_bytes)
             prepared = await self.service.prepare(req)
             ex.model, ex.prompt_tokens = prepared.model, len(prepared.prompt_ids)
-            out = await unless_client_leaves(request, answer(req, prepared))
+            out = await answer(req, prepared)
         except RequestError as e:
             self._record(ex, e.status)
             raise
-        except ClientGone:
-            self._record(ex, CLIENT_CLOSED)
-            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the ASGI server wants one
         except asyncio.CancelledError:
             self._record(ex, CLIENT_CLOSED)
             raise
