@@ -38,20 +38,3 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     for port in got[:5]:
         with socket.socket() as s:
             s.bind((ports.LOOPBACK, port))
-
-
-def test_ports_come_from_below_the_ephemeral_range_outside_rays_own() -> None:
-    """Outgoing connections take their local ports from the ephemeral range, so a port picked
-    there can be gone before our server binds it; Ray's worker and direct-ingress ports are
-    Ray's."""
-    ranges = ports.candidate_ports((32768, 60999))
-    assert ranges and all(r.start >= 20000 and r.stop <= 32768 for r in ranges)
-    assert not any(p in r for r in ranges for p in (30000, 30500, 31000))
-    low, high = ports.ephemeral_range()
-    for port in ports.free_ports(30):
-        assert not low <= port <= high or not ports.candidate_ports((low, high))
-
-
-def test_a_machine_whose_ephemeral_range_leaves_no_room_falls_back_to_the_kernel() -> None:
-    assert ports.candidate_ports((1024, 65535)) == []
-    assert ports._pick([]) == 0
