@@ -72,7 +72,7 @@ def ray_binary() -> str:
 
 
 def haproxy_env() -> dict[str, str]:
-    """Where Serve's HAProxy (``rayserve.spec.CLUSTER_ENV``) of one local Ray keeps its files, and
+    """Where Serve's HAProxy (``rayserve.spec.HAPROXY_ENV``) of one local Ray keeps its files, and
     its stats and metrics ports.
 
     Why: HAProxy mode writes its config, admin socket and server state under /tmp/haproxy-serve and
