@@ -123,6 +123,20 @@ def stop_process_group(proc: subprocess.Popen, grace: float, what: str) -> None:
         proc.wait(5)
 
 
+START_RETRIES = 2  # fresh starts after one that exited during start-up
+
+
+class HeadExited(RuntimeError):
+    """``ray start`` exited before its dashboard answered (most often: a port was lost)."""
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What was written to ``path`` after ``offset`` (this start's output, not earlier ones')."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
 def dashboard_up(dashboard_url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> bool:
     """True when the dashboard's Serve REST API answers (the head is usable for deploys)."""
     try:
@@ -204,10 +218,28 @@ class RayHead:
         return short
 
     def start(self) -> RayHead:
-        """Start ``ray start --head --block`` on loopback and wait until Serve's REST API answers."""
-        (gcs, dash, client, agent_http, agent_grpc, runtime_env, metrics, node_mgr, obj_mgr, serve) = (
-            free_ports(10)
-        )
+        """Start ``ray start --head --block`` on loopback and wait until Serve's REST API answers.
+
+        A port we picked can be taken by someone else's connection before Ray binds it (it is
+        the kernel's ephemeral range); a Ray process then dies at start-up ("address already in
+        use", in its own log under the session dir), ``ray start --block`` exits, and we start
+        again on fresh ports (``START_RETRIES`` times), as a Pod restarts. Any exit during
+        start-up is retried so: the CLI's own output does not always say which port was lost."""
+        requested = (self.temp_dir, self.serve_port, self.metrics_port)
+        for attempt in range(1, START_RETRIES + 2):
+            try:
+                return self._start_once()
+            except HeadExited as e:
+                if attempt > START_RETRIES:
+                    raise RuntimeError(str(e)) from None
+                log.warning("Ray head exited at start-up (attempt %d); starting again: %s", attempt, e)
+                self.temp_dir, self.serve_port, self.metrics_port = requested  # fresh ones next time
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> RayHead:
+        # the raylet's own gRPC ports (node and object manager) are left to Ray: it binds port 0
+        # itself, so no one can take them between our pick and its bind
+        (gcs, dash, client, agent_http, agent_grpc, runtime_env, metrics, serve) = free_ports(8)
         dash = self.dashboard_port or dash
         self.metrics_port = self.metrics_port or metrics
         self.serve_port = self.serve_port or serve
@@ -227,8 +259,6 @@ class RayHead:
             f"--dashboard-agent-grpc-port={agent_grpc}",
             f"--runtime-env-agent-port={runtime_env}",
             f"--metrics-export-port={self.metrics_port}",
-            f"--node-manager-port={node_mgr}",
-            f"--object-manager-port={obj_mgr}",
             f"--num-cpus={self.num_cpus}",
             f"--num-gpus={self.num_gpus}",
             f"--object-store-memory={self.object_store_memory}",
@@ -245,6 +275,7 @@ class RayHead:
         log_path = self.log_path or Path(self.temp_dir) / "ray-start.log"
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
         log.info("starting Ray head: %s (log %s)", " ".join(argv), log_path)
+        start_offset = log_path.stat().st_size
         self.proc = subprocess.Popen(
             argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -254,11 +285,13 @@ class RayHead:
         deadline = time.monotonic() + self.startup_timeout
         while not dashboard_up(self.dashboard_url, headers=self.auth_headers):
             if self.proc.poll() is not None:
-                tail = Path(log_path).read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"ray start exited ({self.proc.returncode}):\n{tail}")
+                code = self.proc.returncode
+                tail = _read_from(log_path, start_offset)[-3000:]
+                self.stop()
+                raise HeadExited(f"ray start exited ({code}):\n{tail}")
             if time.monotonic() > deadline:
                 self.stop()
-                tail = Path(log_path).read_text(errors="replace")[-3000:]
+                tail = _read_from(log_path, start_offset)[-3000:]
                 raise TimeoutError(f"Ray dashboard not up within {self.startup_timeout:.0f}s:\n{tail}")
             time.sleep(0.3)
         log.info("Ray head up: dashboard %s, gcs %s", self.dashboard_url, self.gcs_address)

@@ -129,7 +129,8 @@ class RayWorkers:
         )
 
     def _start(self, pod: WorkerPod, restarts: int) -> RayWorkerNode:
-        (node_mgr, obj_mgr, metrics, agent_http, agent_grpc, runtime_env) = self._ports(6)
+        # the raylet's node and object manager ports are left to Ray (it binds port 0 itself)
+        (metrics, agent_http, agent_grpc, runtime_env) = self._ports(4)
         labels = {**pod.labels, LABEL_INCARNATION: str(restarts)}
         argv = [
             ray_binary(),
@@ -137,8 +138,6 @@ class RayWorkers:
             f"--address={self.gcs_address}",
             "--block",
             f"--node-ip-address={LOOPBACK}",
-            f"--node-manager-port={node_mgr}",
-            f"--object-manager-port={obj_mgr}",
             f"--metrics-export-port={metrics}",
             f"--dashboard-agent-listen-port={agent_http}",
             f"--dashboard-agent-grpc-port={agent_grpc}",
