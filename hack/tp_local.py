@@ -21,18 +21,23 @@ PROMPTS = [[5, 9, 23, 7], [11, 3, 42, 8, 19, 27, 6, 2, 31], [14, 15, 16], [40, 4
 LENGTHS = [5, 14, 9, 11]
 
 
-async def generate(pipeline, prompts=PROMPTS, lengths=LENGTHS, batch: int = 2) -> list[list[int]]:
+async def generate(
+    pipeline, prompts=PROMPTS, lengths=LENGTHS, batch: int = 2, row_adapters: list[str] | None = None
+) -> list[list[int]]:
     """Greedy tokens of ``prompts`` through ``pipeline`` with continuous batching: ``batch``
-    rows at a time and staggered arrivals, so rows join and leave a running batch."""
+    rows at a time and staggered arrivals, so rows join and leave a running batch.
+    ``row_adapters``: prompt ``i`` asks for adapter ``row_adapters[i]`` (``BASE`` for none)."""
     from rayserve.engine import Engine
     from rayserve.params import SamplingParams
+    from rayserve.spec import BASE
 
-    engine = Engine(pipeline, eos_ids=set(), max_batch_size=batch)
+    engine = Engine(pipeline, eos_ids=set(), max_batch_size=batch, has_adapters=row_adapters is not None)
 
     async def one(i: int) -> list[int]:
         await asyncio.sleep(0.02 * i)
         params = SamplingParams(max_new_tokens=lengths[i])
-        return [ev.token_id async for ev in engine.generate(prompts[i], params)]
+        adapter = row_adapters[i] if row_adapters else BASE
+        return [ev.token_id async for ev in engine.generate(prompts[i], params, adapter)]
 
     try:
         return list(await asyncio.gather(*[one(i) for i in range(len(prompts))]))
@@ -40,13 +45,22 @@ async def generate(pipeline, prompts=PROMPTS, lengths=LENGTHS, batch: int = 2) -
         await engine.close()
 
 
-def _rank(rank: int, world: int, pp: int, port: int, model: str, out: str) -> None:
+def _rank(
+    rank: int,
+    world: int,
+    pp: int,
+    port: int,
+    model: str,
+    out: str,
+    adapters: list[dict],
+    rows: list[str] | None,
+) -> None:
     """One process: join the group, load this rank's share of every stage, lead or follow."""
     import torch
     import torch.distributed as dist
     from torch import nn
 
-    from rayserve.spec import ModelSpec
+    from rayserve.spec import AdapterSpec, ModelSpec
     from rayserve.stage import split_layers
     from rayserve.tensor_parallel import init_group, param_bytes
     from rayserve.tp_group import LeaderPipeline, follow, load_tp_stage
@@ -58,7 +72,8 @@ def _rank(rank: int, world: int, pp: int, port: int, model: str, out: str) -> No
     from rayserve.loading import load_config
 
     layers = load_config(spec)[0].num_hidden_layers
-    stages = [load_tp_stage(spec, a, b, rank, world, cpu) for a, b in split_layers(layers, pp)]
+    specs = [AdapterSpec.model_validate(a) for a in adapters]
+    stages = [load_tp_stage(spec, a, b, rank, world, cpu, specs) for a, b in split_layers(layers, pp)]
     report = {
         "rank": rank,
         "stage_bytes": [param_bytes(s.model) for s in stages],
@@ -66,7 +81,7 @@ def _rank(rank: int, world: int, pp: int, port: int, model: str, out: str) -> No
         "kv_heads": stages[0].layers[0].self_attn.config.num_key_value_heads,
     }
     if rank == 0:
-        report["tokens"] = asyncio.run(generate(LeaderPipeline(stages)))
+        report["tokens"] = asyncio.run(generate(LeaderPipeline(stages), row_adapters=rows))
     else:
         report["forwards"] = follow(stages)
     report["cache_bytes"] = [s.cache_bytes(valid_only=True) for s in stages]
@@ -74,40 +89,49 @@ def _rank(rank: int, world: int, pp: int, port: int, model: str, out: str) -> No
     Path(out, f"{rank}.json").write_text(json.dumps(report))
 
 
-def run_group(model: str | Path, tp: int, pp: int = 1) -> list[dict]:
-    """Spawn ``tp`` ranks (each holding all ``pp`` stages' shares); one report per rank."""
+def run_group(
+    model: str | Path, tp: int, pp: int = 1, adapters: list[dict] = (), rows: list[str] | None = None
+) -> list[dict]:
+    """Spawn ``tp`` ranks (each holding all ``pp`` stages' shares); one report per rank.
+    ``adapters``: ``AdapterSpec`` dicts every stage loads; ``rows``: each prompt's adapter."""
     import torch.multiprocessing as mp
 
     from rayserve.tensor_parallel import free_port
 
     with tempfile.TemporaryDirectory() as out:
         mp.start_processes(
-            _rank, args=(tp, pp, free_port(), str(model), out), nprocs=tp, start_method="spawn"
+            _rank,
+            args=(tp, pp, free_port(), str(model), out, list(adapters), rows),
+            nprocs=tp,
+            start_method="spawn",
         )
         return [json.loads(Path(out, f"{r}.json").read_text()) for r in range(tp)]
 
 
-def unsharded(model: str | Path, pp: int = 1) -> dict:
+def unsharded(
+    model: str | Path, pp: int = 1, adapters: list[dict] = (), rows: list[str] | None = None
+) -> dict:
     """The same report for the unsharded model in this process (the reference)."""
     import torch
     from torch import nn
 
     from rayserve.loading import load_config, load_stage_model
     from rayserve.pipeline import LocalPipeline
-    from rayserve.spec import ModelSpec
+    from rayserve.spec import AdapterSpec, ModelSpec
     from rayserve.stage import PipelineStage, split_layers
     from rayserve.tensor_parallel import param_bytes
 
+    specs = [AdapterSpec.model_validate(a) for a in adapters]
     cpu, spec = torch.device("cpu"), ModelSpec(name="tp", path=str(model))
     layers = load_config(spec)[0].num_hidden_layers
     stages = [
-        PipelineStage(load_stage_model(spec, a, b, cpu), a, b, cpu, prune=True)
+        PipelineStage(load_stage_model(spec, a, b, cpu, specs), a, b, cpu, prune=True)
         for a, b in split_layers(layers, pp)
     ]
     report = {
         "stage_bytes": [param_bytes(s.model) for s in stages],
         "layer_bytes": [param_bytes(nn.ModuleList(s.layers)) for s in stages],
-        "tokens": asyncio.run(generate(LocalPipeline(stages))),
+        "tokens": asyncio.run(generate(LocalPipeline(stages), row_adapters=rows)),
     }
     report["cache_bytes"] = [s.cache_bytes(valid_only=True) for s in stages]
     return report

@@ -13,6 +13,13 @@ matching key/value heads (so its ``BatchKVCache`` holds only those), and MLP col
 all-reduce their partial sums. Two all-reduces per layer, the arithmetic of the unsharded
 model up to float summation order.
 
+LoRA adapters (peft's ``lora.Linear`` around a projection) split with their projection: a
+column-parallel one keeps its whole ``A`` and the matching output rows of ``B``; a row-parallel
+one keeps the matching input columns of ``A`` and its whole ``B``, and the all-reduce comes
+after the adapter's delta is added, so it sums the ranks' deltas with their base parts (``B`` is
+linear: ``B(sum of A-parts) = sum of B(A-part)``). DoRA and adapters on the embedding or the
+LM head are refused: their norms and tables do not split this way.
+
 Layouts: Phi-3's packed ``qkv_proj`` / ``gate_up_proj``, and the Llama / Mistral / Qwen
 split ``q_proj k_proj v_proj`` / ``gate_proj up_proj``. Attention reads its head counts from
 ``config`` (Phi-3 slices ``qkv`` with ``config.num_attention_heads``), so each sharded
@@ -103,6 +110,53 @@ def _cols(linear: nn.Linear, start: int, end: int, group) -> RowParallel:
     return RowParallel(out, group)
 
 
+def _in_cols(linear: nn.Linear, start: int, end: int) -> nn.Linear:
+    """A linear layer with only the input columns ``[start, end)`` (no reduce: a LoRA ``A``)."""
+    weight = linear.weight[:, start:end].contiguous()
+    out = nn.Linear(end - start, weight.shape[0], bias=False, device=weight.device).to(weight.dtype)
+    out.weight = nn.Parameter(weight, requires_grad=False)
+    return out
+
+
+def _is_lora(module: nn.Module) -> bool:
+    """peft's LoRA wrapper around a linear layer (``base_layer`` + ``lora_A``/``lora_B``)."""
+    return hasattr(module, "base_layer") and hasattr(module, "lora_A") and hasattr(module, "lora_B")
+
+
+def _check_lora(module: nn.Module, row_parallel: bool) -> None:
+    if any(getattr(module, "use_dora", {}).values()):
+        raise NotImplementedError("DoRA adapters with tensor parallelism are not supported")
+    if row_parallel and any(b.bias is not None for b in module.lora_B.values()):
+        # each rank would add the bias once and the all-reduce would sum it world times
+        raise NotImplementedError("LoRA bias (lora_bias) on o_proj/down_proj with tensor parallelism")
+
+
+def column_parallel(module: nn.Module, blocks: Iterable[tuple[int, int]]) -> nn.Module:
+    """The output rows ``blocks`` of a projection (or of a LoRA-wrapped one: ``B`` split alike)."""
+    blocks = list(blocks)
+    if not _is_lora(module):
+        return _rows(module, blocks)
+    _check_lora(module, row_parallel=False)
+    module.base_layer = _rows(module.base_layer, blocks)
+    for name in list(module.lora_B):
+        module.lora_B[name] = _rows(module.lora_B[name], blocks)
+    module.out_features = module.base_layer.out_features
+    return module
+
+
+def row_parallel(module: nn.Module, start: int, end: int, group) -> RowParallel:
+    """The input columns ``[start, end)`` of a projection, all-reduced after (a LoRA-wrapped one
+    keeps ``A``'s matching columns and is all-reduced with its delta added)."""
+    if not _is_lora(module):
+        return _cols(module, start, end, group)
+    _check_lora(module, row_parallel=True)
+    module.base_layer = _cols(module.base_layer, start, end, group).linear
+    for name in list(module.lora_A):
+        module.lora_A[name] = _in_cols(module.lora_A[name], start, end)
+    module.in_features = end - start
+    return RowParallel(module, group)
+
+
 def _share(n: int, rank: int, world: int, what: str) -> tuple[int, int]:
     if n % world:
         raise ValueError(f"{what} ({n}) do not split evenly over tensor parallel {world}")
@@ -119,12 +173,12 @@ def shard_attention(attn: nn.Module, rank: int, world: int, group=None) -> None:
     if hasattr(attn, "qkv_proj"):
         q_end, k_end = heads * d, heads * d + kv * d
         blocks = [(qa * d, qb * d), (q_end + ka * d, q_end + kb * d), (k_end + ka * d, k_end + kb * d)]
-        attn.qkv_proj = _rows(attn.qkv_proj, blocks)
+        attn.qkv_proj = column_parallel(attn.qkv_proj, blocks)
     else:
-        attn.q_proj = _rows(attn.q_proj, [(qa * d, qb * d)])
-        attn.k_proj = _rows(attn.k_proj, [(ka * d, kb * d)])
-        attn.v_proj = _rows(attn.v_proj, [(ka * d, kb * d)])
-    attn.o_proj = _cols(attn.o_proj, qa * d, qb * d, group)
+        attn.q_proj = column_parallel(attn.q_proj, [(qa * d, qb * d)])
+        attn.k_proj = column_parallel(attn.k_proj, [(ka * d, kb * d)])
+        attn.v_proj = column_parallel(attn.v_proj, [(ka * d, kb * d)])
+    attn.o_proj = row_parallel(attn.o_proj, qa * d, qb * d, group)
     local = copy.copy(cfg)
     local.num_attention_heads, local.num_key_value_heads = qb - qa, kb - ka
     attn.config = local
@@ -139,13 +193,13 @@ def shard_mlp(mlp: nn.Module, rank: int, world: int, group=None) -> None:
     if hasattr(mlp, "gate_up_proj"):
         inter = mlp.gate_up_proj.weight.shape[0] // 2
         a, b = _share(inter, rank, world, "MLP columns")
-        mlp.gate_up_proj = _rows(mlp.gate_up_proj, [(a, b), (inter + a, inter + b)])
+        mlp.gate_up_proj = column_parallel(mlp.gate_up_proj, [(a, b), (inter + a, inter + b)])
     else:
         inter = mlp.gate_proj.weight.shape[0]
         a, b = _share(inter, rank, world, "MLP columns")
-        mlp.gate_proj = _rows(mlp.gate_proj, [(a, b)])
-        mlp.up_proj = _rows(mlp.up_proj, [(a, b)])
-    mlp.down_proj = _cols(mlp.down_proj, a, b, group)
+        mlp.gate_proj = column_parallel(mlp.gate_proj, [(a, b)])
+        mlp.up_proj = column_parallel(mlp.up_proj, [(a, b)])
+    mlp.down_proj = row_parallel(mlp.down_proj, a, b, group)
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -191,6 +245,9 @@ def shard_ends(model: nn.Module, first: bool, last: bool, rank: int, world: int,
     not the values). A vocabulary that does not split evenly leaves both whole on every rank.
     """
     vocab = model.config.vocab_size
+    ends = [model.model.embed_tokens if first else None, model.lm_head if last else None]
+    if world > 1 and any(m is not None and _is_lora(m) for m in ends):
+        raise NotImplementedError("LoRA adapters on the embedding or LM head with tensor parallelism")
     if world == 1 or vocab % world:
         if world > 1:
             log.warning(
@@ -212,8 +269,6 @@ def shard_layers(layers: Iterable[nn.Module], rank: int, world: int, group=None)
     if world == 1:
         return
     for layer in layers:
-        if any("lora_" in n for n, _ in layer.named_modules()):
-            raise NotImplementedError("LoRA adapters with tensor parallelism are not supported yet")
         shard_attention(layer.self_attn, rank, world, group)
         shard_mlp(layer.mlp, rank, world, group)
 

@@ -1,6 +1,7 @@
 """Tensor parallelism on CPU with gloo: two real ranks (processes) of every stage decode the
 same greedy tokens as the unsharded model, with rows joining and leaving the batch, and each
-rank holds half of its stage's weights and of its KV cache."""
+rank holds half of its stage's weights and of its KV cache. With a LoRA adapter on every
+projection, rows that ask for it and rows that do not still decode as the unsharded model."""
 
 from __future__ import annotations
 
@@ -28,6 +29,50 @@ def test_tensor_parallel_greedy_equals_unsharded(tiny, pp):
         for mine, whole in zip(rank["layer_bytes"], ref["layer_bytes"], strict=True):
             assert 0.49 < mine / whole < 0.52, (mine, whole)
         assert [2 * c for c in rank["cache_bytes"]] == ref["cache_bytes"]
+
+
+@pytest.fixture(scope="module")
+def lora(tiny, tmp_path_factory):
+    """A LoRA adapter on all four projections, with random (non-zero) ``B``: peft's default
+    initialisation makes ``B`` zero, and a delta of zero would prove nothing."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    targets = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
+    out = tmp_path_factory.mktemp("lora") / "every-projection"
+    get_peft_model(model, cfg).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("pp", [1, 2], ids=["tp2", "tp2xpp2"])
+def test_tensor_parallel_with_lora_equals_unsharded(tiny, lora, pp):
+    adapters = [{"name": "every", "path": str(lora)}]
+    rows = ["every", "__base__", "every", "__base__"]
+    ref = unsharded(tiny, pp, adapters, rows)
+    plain = unsharded(tiny, pp)
+    assert ref["tokens"][0] != plain["tokens"][0]  # the adapter changes what is generated
+    assert ref["tokens"][1] == plain["tokens"][1]  # and base rows beside it are untouched
+    ranks = run_group(tiny, tp=2, pp=pp, adapters=adapters, rows=rows)
+    assert ranks[0]["tokens"] == ref["tokens"]
+
+
+def test_dora_with_tensor_parallelism_is_refused():
+    from torch import nn
+
+    from rayserve.tensor_parallel import column_parallel
+
+    class FakeDora(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base_layer, self.use_dora = nn.Linear(4, 4), {"a": True}
+            self.lora_A, self.lora_B = nn.ModuleDict(), nn.ModuleDict()
+
+    with pytest.raises(NotImplementedError, match="DoRA"):
+        column_parallel(FakeDora(), [(0, 2)])
 
 
 def test_uneven_heads_are_refused():
