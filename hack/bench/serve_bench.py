@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -215,7 +216,8 @@ def served_endpoint(
     # the local raylet, and so Serve's proxy (HAProxy), with this process's environment
     for key in HAPROXY_ENV:  # a previous server's, in this process
         os.environ.pop(key, None)
-    os.environ.update({**CLUSTER_ENV, **(HAPROXY_ENV if haproxy else {}), **haproxy_env()})
+    own = haproxy_env() if haproxy else {}  # HAProxy's files and ports, for this Ray alone
+    os.environ.update({**CLUSTER_ENV, **(HAPROXY_ENV if haproxy else {}), **own})
     ray.init(
         num_cpus=num_cpus,
         num_gpus=_gpus(),
@@ -239,6 +241,8 @@ def served_endpoint(
     def close() -> None:
         serve.shutdown()
         ray.shutdown()
+        if own:
+            shutil.rmtree(own["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
 
     return chat_call(http_client(port), body), close
 

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ import httpx
 
 from hack.kuberay_standin import ray_auth
 from hack.ports import LOOPBACK, free_ports
-from rayserve.spec import CLUSTER_ENV
+from rayserve.spec import CLUSTER_ENV, HAPROXY_ENV
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ def ray_binary() -> str:
     if found is None:
         raise RuntimeError("the 'ray' CLI is not installed in this environment (pip install 'ray[serve]')")
     return found
+
+
+def haproxy_wanted(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` (a Ray's environment) turns Serve's HAProxy on (``HAPROXY_ENV``)."""
+    return all(env.get(k) == v for k, v in HAPROXY_ENV.items())
 
 
 def haproxy_env() -> dict[str, str]:
@@ -269,8 +275,9 @@ class RayHead:
             argv.append(f"--resources={json.dumps(self.resources)}")
         if self.token_auth and not self.auth_token:
             self.auth_token = ray_auth.generate_token()
-        haproxy = haproxy_env()
-        self._haproxy_dir = haproxy["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
+        # HAProxy's own files and ports, only for a Ray that runs it (--serve-haproxy)
+        haproxy = haproxy_env() if haproxy_wanted({**os.environ, **self.extra_env}) else {}
+        self._haproxy_dir = haproxy.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")
         env = ray_env(self.python_path, {**haproxy, **self.extra_env, **self.node_env})
         log_path = self.log_path or Path(self.temp_dir) / "ray-start.log"
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child

@@ -10,6 +10,7 @@ a fixed port.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,12 +67,14 @@ def ray_serve() -> Iterator[RayServe]:
     import ray
     from ray import serve
 
-    from hack.kuberay_standin.ray_head import haproxy_env
+    from hack.kuberay_standin.ray_head import haproxy_env, haproxy_wanted
     from rayserve.spec import CLUSTER_ENV
 
-    # the Serve settings every Ray container of a workspace has (HAProxy in front of replicas that
-    # serve HTTP themselves), so these tests see the request path production has
-    os.environ.update({**CLUSTER_ENV, **haproxy_env()})
+    # the Serve settings every Ray container of a workspace has, so these tests see the request
+    # path production has; with RAY_SERVE_ENABLE_HA_PROXY=1 in the environment they run behind
+    # HAProxy (the operator's --serve-haproxy), in a directory and on ports of their own
+    own = haproxy_env() if haproxy_wanted(os.environ) else {}
+    os.environ.update({**CLUSTER_ENV, **own})
     dash, metrics, http = free_port(), free_port(), free_port()
     ray.init(
         num_cpus=4,
@@ -89,6 +92,8 @@ def ray_serve() -> Iterator[RayServe]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        if own:
+            shutil.rmtree(own["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
 
 
 def ensure_serve(rs: RayServe) -> None:
