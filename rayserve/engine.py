@@ -5,8 +5,11 @@ Why not ``@serve.batch``: it batches whole requests, so a short request waits fo
 longest one in its batch and a request arriving mid-generation waits for the whole batch.
 Here each step: (1) finished or cancelled rows are dropped, (2) waiting requests are
 prefilled as a group into a side cache and merged into the running batch, (3) one decode
-step runs for all rows. Which rows those are, and the cache ops that go with them, is the
-pure ``rayserve.scheduler``'s decision; this module turns it into tensors and forwards. Cache
+step runs for all rows. A group of long prompts is prefilled ``prefill_chunk`` columns per
+step (chunked prefill, as vLLM does), so the running rows still get a token between chunks:
+one long prompt delays every other stream's next token by one chunk, not by its whole prompt.
+Which rows run, and the cache ops that go with them, is the pure ``rayserve.scheduler``'s
+decision; this module turns it into tensors and forwards. Cache
 surgery rides along with the next forward as ops (``rayserve.cacheops``), so sharded stages
 apply them without extra round trips.
 
@@ -39,6 +42,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class _GroupPrefill:
+    """A group being prefilled: its left-padded prompts and how many columns are done."""
+
+    seqs: list[Sequence]
+    ids: torch.Tensor  # [rows, width]
+    valid: torch.Tensor  # [rows, width] bool
+    done: int = 0
+
+    @property
+    def width(self) -> int:
+        return int(self.ids.shape[1])
+
+
+@dataclass
 class EngineStats:
     """Observability hooks; ``rayserve.metrics`` plugs Prometheus in here."""
 
@@ -62,8 +79,13 @@ class Engine:
         stats: EngineStats | None = None,
         name: str = "",
         kv_budget_tokens: int | None = None,
+        prefill_chunk: int | None = None,
     ) -> None:
+        if prefill_chunk is not None and prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be at least 1, got {prefill_chunk}")
         self.pipeline = pipeline
+        self.prefill_chunk = prefill_chunk  # prompt columns per prefill forward; None: all at once
+        self._group: _GroupPrefill | None = None  # the group whose prefill is under way
         # cache keys on the stages: engines sharing a pipeline must not share batches
         self._main, self._prefill_key = f"{name}main", f"{name}prefill"
         self.scheduler = Scheduler(max_batch_size, max_waiting, kv_budget_tokens, self._prefill_key)
@@ -142,18 +164,27 @@ class Engine:
             except Exception as e:  # a failed forward fails its batch, not the server
                 log.exception("engine step failed")
                 self.error = e
+                self._group = None
                 for seq in self.scheduler.abort_all():
                     seq.fail(e)
                 self._apply([Reset()])
             await asyncio.sleep(0)  # let handlers enqueue / read between steps
 
     async def _step(self) -> None:
-        plan = self.scheduler.schedule()
+        plan = self.scheduler.schedule(admit=self._group is None)
         self._apply(plan.ops)
-        self.stats.on_queue(self.queue_depth, len(self.running) + len(plan.admitted))
+        prefilling = len(plan.admitted) or (len(self._group.seqs) if self._group else 0)
+        self.stats.on_queue(self.queue_depth, len(self.running) + prefilling)
         if plan.admitted:
-            await self._prefill(plan.admitted)
-            self._apply(self.scheduler.join(plan.admitted))
+            self._group = self._pad(plan.admitted)
+        if self._group is not None and all(s.cancelled for s in self._group.seqs):
+            self._group = None  # every client left mid-prefill: stop computing their prompts
+            self.scheduler.abandon_prefill()
+        if self._group is not None:
+            group = self._group
+            if await self._prefill_chunk(group):
+                self._group = None
+                self._apply(self.scheduler.join(group.seqs))
         if self.running:
             await self._decode()
         self.steps += 1
@@ -176,25 +207,40 @@ class Engine:
     def _adapters(self, seqs: list[Sequence]) -> list[str] | None:
         return [s.adapter for s in seqs] if self.has_adapters else None
 
-    async def _prefill(self, seqs: list[Sequence]) -> None:
-        """Left-pad the new prompts into one batch, fill a side cache and take their first
-        token; the scheduler's ``MergeFrom`` then merges that cache into the main batch."""
+    @staticmethod
+    def _pad(seqs: list[Sequence]) -> _GroupPrefill:
+        """Left-pad the new prompts into one ``[rows, width]`` batch."""
         width = max(len(s.prompt) for s in seqs)
         ids = torch.zeros(len(seqs), width, dtype=torch.long)
         valid = torch.zeros(len(seqs), width, dtype=torch.bool)
         for row, s in enumerate(seqs):
             ids[row, width - len(s.prompt) :] = torch.tensor(s.prompt)
             valid[row, width - len(s.prompt) :] = True
-        self._side = MaskMirror()
-        mask, positions = self._side.extend(valid)
-        self.stats.on_batch(len(seqs))
+        return _GroupPrefill(seqs, ids, valid)
+
+    async def _prefill_chunk(self, group: _GroupPrefill) -> bool:
+        """Forward the group's next ``prefill_chunk`` columns into the side cache; after the last
+        one, take each row's first token and return True (the scheduler's ``MergeFrom`` then
+        merges that cache into the main batch)."""
+        start = group.done
+        end = group.width if self.prefill_chunk is None else min(group.width, start + self.prefill_chunk)
+        if start == 0:
+            self._side = MaskMirror()
+        mask, positions = self._side.extend(group.valid[:, start:end])
+        ops = (Reset(),) if start == 0 else ()
+        self.stats.on_batch(len(group.seqs))
         logits = await self.pipeline.forward(
-            ids, StageInput(mask, positions, self._prefill_key, (Reset(),), self._adapters(seqs))
+            group.ids[:, start:end],
+            StageInput(mask, positions, self._prefill_key, ops, self._adapters(group.seqs)),
         )
+        group.done = end
+        if end < group.width:
+            return False
         now = time.monotonic()
-        for s in seqs:
+        for s in group.seqs:
             self.stats.on_first_token(now - s.submitted)
-        self._emit(seqs, logits)
+        self._emit(group.seqs, logits)
+        return True
 
     async def _decode(self) -> None:
         last = torch.tensor([[s.generated[-1]] for s in self.running], dtype=torch.long)

@@ -34,6 +34,7 @@ class EngineGroup:
         has_adapters: bool = False,
         stats: EngineStats | None = None,
         kv_budget_tokens: int | None = None,
+        prefill_chunk: int | None = None,
     ) -> None:
         self.stats = stats or EngineStats()
         per_batch = max(1, max_batch_size // batches)
@@ -56,6 +57,7 @@ class EngineGroup:
                 own,
                 name=f"b{i}-" if batches > 1 else "",
                 kv_budget_tokens=per_kv,
+                prefill_chunk=prefill_chunk,
             )
             for i in range(batches)
         ]

@@ -14,8 +14,10 @@ they mean something here, so Kaito's own ``inference-params-template`` applies u
 - ``vllm:`` is a map of vLLM CLI flags. ``max-model-len`` (served context), ``max-num-seqs`` (the
   batch) and ``dtype`` map onto our settings (``VLLM_MAP``); flags that tune what vLLM has and
   this engine has not (``gpu-memory-utilization``: the estimator sizes the KV cache;
-  ``cpu-offload-gb``, ``enable-chunked-prefill``, ...) are accepted and have no effect
-  (``VLLM_NO_EFFECT``); any other flag is refused, by name.
+  ``cpu-offload-gb``, ...) are accepted and have no effect (``VLLM_NO_EFFECT``); so are
+  ``enable-chunked-prefill`` and ``max-num-batched-tokens``: this engine always prefills long
+  prompts in chunks, sized per row by our ``prefill_chunk_tokens``. Any other flag is refused, by
+  name.
 - ``kv_cache_cpu_memory_utilization`` and ``max_probe_steps`` (Kaito's CPU KV offload and context
   probing) have no counterpart here: accepted, no effect.
 - Any other key is refused with the list of keys there are: a setting that silently did nothing
@@ -23,9 +25,10 @@ they mean something here, so Kaito's own ``inference-params-template`` applies u
 
 Our own keys (snake_case, like Kaito's top-level ones): ``max_batch_size``,
 ``max_waiting_requests``, ``max_queued_requests``, ``max_context``, ``dtype``,
-``max_new_tokens_default``, ``request_timeout_s`` and ``autoscaling`` (``min_replicas``,
-``max_replicas``, ``initial_replicas``, ``target_ongoing_requests``, ``upscale_delay_s``,
-``downscale_delay_s``). What a file leaves out keeps the serve app's default or the estimate.
+``max_new_tokens_default``, ``prefill_chunk_tokens``, ``request_timeout_s`` and ``autoscaling``
+(``min_replicas``, ``max_replicas``, ``initial_replicas``, ``target_ongoing_requests``,
+``upscale_delay_s``, ``downscale_delay_s``). What a file leaves out keeps the serve app's default
+or the estimate.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class InferenceConfig(BaseModel):
     max_context: int | None = Field(None, gt=0, description="prompt + generated tokens per request")
     dtype: DType | None = None
     max_new_tokens_default: int | None = Field(None, ge=1)
+    prefill_chunk_tokens: int | None = Field(None, ge=16, description="prompt tokens per row a prefill "
+                                             "forward takes (longer prompts: several steps)")
     request_timeout_s: float | None = Field(None, gt=0)
     autoscaling: AutoscalingBounds | None = None
     # Kaito's keys with no counterpart here (accepted so Kaito's template applies; no effect)
@@ -153,7 +158,8 @@ def apply_inference_config(spec: ServeConfigInput, config: InferenceConfig,
     """
     engine = {k: v for k, v in {
         "max_batch_size": config.max_batch_size, "max_waiting": config.max_waiting_requests,
-        "max_new_tokens_default": config.max_new_tokens_default}.items() if v is not None}
+        "max_new_tokens_default": config.max_new_tokens_default,
+        "prefill_chunk_tokens": config.prefill_chunk_tokens}.items() if v is not None}
     model = {k: v for k, v in {"max_context": config.max_context, "dtype": config.dtype}.items()
              if v is not None}
     top: dict[str, Any] = {k: v for k, v in {

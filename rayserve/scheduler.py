@@ -9,7 +9,9 @@ One step of the engine asks, in order:
 
 1. ``schedule()``: drop the rows that finished or were cancelled (a ``Select`` or ``Reset``
    op), then admit waiting sequences first come first served while the batch has room;
-2. the engine prefills the admitted ones (their first token);
+2. the engine prefills the admitted ones (their first token), in one forward or, for long
+   prompts, a chunk per step with the running rows decoding between chunks (no admission
+   until the group is done: ``schedule(admit=False)``);
 3. ``join(admitted)``: they merge into the running batch (``MergeFrom``), and rows that
    ended meanwhile (done at their first token, cancelled during the prefill) leave;
 4. the engine decodes one token for every row of ``running``.
@@ -70,12 +72,16 @@ class Scheduler:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        """Anything to step for: waiting, running, or a group whose prefill is under way."""
+        return bool(self.waiting or self.running or self.prefilling)
 
     # --- one step --------------------------------------------------------------------------
-    def schedule(self) -> Schedule:
-        """Drop ended rows, then admit what fits; admitted sequences are ``prefilling``."""
+    def schedule(self, admit: bool = True) -> Schedule:
+        """Drop ended rows, then admit what fits; admitted sequences are ``prefilling``. With
+        ``admit=False`` (a group's prefill is still under way, chunk by chunk) nothing joins."""
         ops = self._drop_done()
+        if not admit:
+            return Schedule(ops, [])
         self.prefilling = self._admit()
         return Schedule(ops, list(self.prefilling))
 
@@ -84,6 +90,11 @@ class Scheduler:
         self.running.extend(admitted)
         self.prefilling = []
         return [MergeFrom(self.prefill_key), *self._drop_done()]
+
+    def abandon_prefill(self) -> None:
+        """Every sequence of the group being prefilled was cancelled: forget them without a merge
+        (their side cache is reset by the next group's first forward)."""
+        self.prefilling = []
 
     def abort_all(self) -> list[Sequence]:
         """Forget every sequence (a forward failed); the caller fails them and resets caches."""

@@ -162,6 +162,7 @@ class LLMService:
             has_adapters=bool(args.adapters),
             stats=stats,
             kv_budget_tokens=args.engine.kv_budget_tokens,
+            prefill_chunk=args.engine.prefill_chunk_tokens,
         )
         self.created = int(time.time())
         # the longest vocabulary entry in bytes: a prompt of B bytes has at least B / this many

@@ -135,6 +135,12 @@ class EngineSpec(BaseModel):
     microbatches: int | None = Field(
         None, ge=1, le=64, description="batches in flight per replica; None = one per pipeline worker"
     )
+    prefill_chunk_tokens: int | None = Field(
+        512,
+        ge=16,
+        description="prompt tokens (per row) a prefill forward takes; a longer prompt is prefilled "
+        "over several steps, the running sequences decoding between them (None: whole prompts)",
+    )
 
 
 class ServeArgs(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 import torch
@@ -99,8 +100,8 @@ def test_kv_budget_holds_back_sequences_that_would_outgrow_it():
         seen: list[int] = []
         real_schedule = engine.scheduler.schedule
 
-        def schedule():
-            plan = real_schedule()
+        def schedule(admit: bool = True):
+            plan = real_schedule(admit)
             rows = [*engine.running, *plan.admitted]
             if rows:
                 seen.append(len(rows) * max(q.final_len for q in rows))
@@ -206,3 +207,91 @@ async def _tokens(events) -> list[int]:
 
 def _ids(events) -> list[int]:
     return [e.token_id for e in events]
+
+
+class ChunkRecordingModel(CountingModel):
+    """Records each forward as (cache key, rows, columns)."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.001)
+        self.calls: list[tuple[str, int, int]] = []
+
+    async def forward(self, x: torch.Tensor, inp: StageInput) -> torch.Tensor:
+        self.calls.append((inp.cache_key, x.shape[0], x.shape[1]))
+        return await super().forward(x, inp)
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_with_decode_steps_between():
+    """A 10-token prompt with chunks of 3: forwards of 3, 3, 3 and 1 columns, and the running
+    stream decodes a token between every two of them; both streams' tokens are unchanged."""
+    model = ChunkRecordingModel()
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=4, prefill_chunk=3)
+        running = engine.generate([1], SamplingParams(max_new_tokens=20))
+        first = [(await running.__anext__()).token_id]
+        long = _tokens(engine.generate(list(range(20, 30)), SamplingParams(max_new_tokens=3)))
+        outs = await asyncio.gather(_tokens(running), long)
+        await engine.close()
+        return first + outs[0], outs[1]
+
+    a, b = _run(main())
+    assert a == list(range(2, 22)) and b == [30, 31, 32]
+    keys = [key for key, _, _ in model.calls]
+    chunks = [(i, cols) for i, (key, _, cols) in enumerate(model.calls) if key == "prefill" and i > 0]
+    assert [cols for _, cols in chunks] == [3, 3, 3, 1]
+    for (i, _), (j, _) in itertools.pairwise(chunks):
+        assert "main" in keys[i + 1 : j], f"no decode step between prefill chunks: {model.calls}"
+
+
+def test_an_unchunked_engine_prefills_a_prompt_in_one_forward():
+    model = ChunkRecordingModel()
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=4, prefill_chunk=None)
+        out = await _tokens(engine.generate(list(range(20, 30)), SamplingParams(max_new_tokens=2)))
+        await engine.close()
+        return out
+
+    assert _run(main()) == [30, 31]
+    assert [c for c in model.calls if c[0] == "prefill"] == [("prefill", 1, 10)]
+
+
+def test_a_chunked_prompt_alone_is_prefilled_to_the_end():
+    """Nothing else waiting or running: the loop must keep stepping through the chunks (the
+    group being prefilled is work), not go idle after the first."""
+    model = ChunkRecordingModel()
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=4, prefill_chunk=4)
+        events = engine.generate(list(range(9)), SamplingParams(max_new_tokens=2))
+        out = await asyncio.wait_for(_tokens(events), 10)
+        await engine.close()
+        return out
+
+    assert _run(main()) == [9, 10]
+    assert [cols for key, _, cols in model.calls if key == "prefill"] == [4, 4, 1]
+
+
+def test_a_prefill_whose_clients_all_left_stops_between_chunks():
+    model = ChunkRecordingModel()
+
+    async def main():
+        engine = Engine(model, eos_ids=set(), max_batch_size=4, prefill_chunk=2)
+        seq = engine.submit(list(range(40)), SamplingParams(max_new_tokens=5))
+        while not model.calls:
+            await asyncio.sleep(0.001)
+        seq.cancelled = True  # what leaving the stream does
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if not engine.scheduler.has_work:
+                break
+        assert not engine.scheduler.has_work
+        after = await _tokens(engine.generate([3], SamplingParams(max_new_tokens=2)))
+        await engine.close()
+        return after
+
+    assert _run(main()) == [4, 5]  # the engine serves on
+    prefills = [cols for key, _, cols in model.calls if key == "prefill"]
+    assert len(prefills) < 20, f"the 20-chunk prompt ran to its end for nobody: {prefills}"
+    assert not any(key == "main" and rows > 1 for key, rows, _ in model.calls)  # never merged

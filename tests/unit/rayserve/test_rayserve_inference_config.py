@@ -64,6 +64,7 @@ def test_settings_reach_the_serve_config() -> None:
     config = parse_inference_config(yaml.safe_dump({
         "max_batch_size": 4, "max_waiting_requests": 8, "max_queued_requests": 16, "max_context": 1024,
         "dtype": "float16", "max_new_tokens_default": 64, "request_timeout_s": 30,
+        "prefill_chunk_tokens": 256,
         "autoscaling": {"min_replicas": 2, "max_replicas": 3, "target_ongoing_requests": 2},
     }))
     cfg = serve_config(apply_inference_config(_spec(), config))
@@ -71,6 +72,7 @@ def test_settings_reach_the_serve_config() -> None:
     dep = app["deployments"][0]
     assert app["args"]["engine"]["max_batch_size"] == 4 and app["args"]["engine"]["max_waiting"] == 8
     assert app["args"]["engine"]["max_new_tokens_default"] == 64
+    assert app["args"]["engine"]["prefill_chunk_tokens"] == 256
     assert app["args"]["model"]["max_context"] == 1024 and app["args"]["model"]["dtype"] == "float16"
     assert dep["max_ongoing_requests"] == 4 + 8 + 1 and dep["max_queued_requests"] == 16
     scaling = dep["autoscaling_config"]
