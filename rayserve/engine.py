@@ -171,10 +171,9 @@ class Engine:
             await asyncio.sleep(0)  # let handlers enqueue / read between steps
 
     async def _step(self) -> None:
-        plan = self.scheduler.schedule(admit=self._group is None)
+        plan = self.scheduler.schedule()
         self._apply(plan.ops)
-        prefilling = len(plan.admitted) or (len(self._group.seqs) if self._group else 0)
-        self.stats.on_queue(self.queue_depth, len(self.running) + prefilling)
+        self.stats.on_queue(self.queue_depth, len(self.running) + len(self.scheduler.prefilling))
         if plan.admitted:
             self._group = self._pad(plan.admitted)
         if self._group is not None and all(s.cancelled for s in self._group.seqs):

@@ -10,8 +10,8 @@ One step of the engine asks, in order:
 1. ``schedule()``: drop the rows that finished or were cancelled (a ``Select`` or ``Reset``
    op), then admit waiting sequences first come first served while the batch has room;
 2. the engine prefills the admitted ones (their first token), in one forward or, for long
-   prompts, a chunk per step with the running rows decoding between chunks (no admission
-   until the group is done: ``schedule(admit=False)``);
+   prompts, a chunk per step with the running rows decoding between chunks (``schedule``
+   admits no one while a group is ``prefilling``);
 3. ``join(admitted)``: they merge into the running batch (``MergeFrom``), and rows that
    ended meanwhile (done at their first token, cancelled during the prefill) leave;
 4. the engine decodes one token for every row of ``running``.
@@ -76,11 +76,11 @@ class Scheduler:
         return bool(self.waiting or self.running or self.prefilling)
 
     # --- one step --------------------------------------------------------------------------
-    def schedule(self, admit: bool = True) -> Schedule:
-        """Drop ended rows, then admit what fits; admitted sequences are ``prefilling``. With
-        ``admit=False`` (a group's prefill is still under way, chunk by chunk) nothing joins."""
+    def schedule(self) -> Schedule:
+        """Drop ended rows, then admit what fits; admitted sequences are ``prefilling``. While a
+        group is still ``prefilling`` (chunk by chunk, over several steps) no one else joins."""
         ops = self._drop_done()
-        if not admit:
+        if self.prefilling:
             return Schedule(ops, [])
         self.prefilling = self._admit()
         return Schedule(ops, list(self.prefilling))

@@ -100,18 +100,18 @@ def _rows(linear: nn.Linear, blocks: Iterable[tuple[int, int]]) -> nn.Linear:
     return out.to(weight.dtype)
 
 
-def _cols(linear: nn.Linear, start: int, end: int, group) -> RowParallel:
-    """The input columns ``[start, end)`` of ``linear``; the bias is added on rank 0 only."""
-    weight = linear.weight[:, start:end].contiguous()
-    out = nn.Linear(end - start, weight.shape[0], bias=False, device=weight.device).to(weight.dtype)
-    out.weight = nn.Parameter(weight, requires_grad=False)
+def _cols(linear: nn.Linear, start: int, end: int, group) -> nn.Linear:
+    """The input columns ``[start, end)`` of ``linear``, not reduced; the bias is kept on rank 0
+    only (the all-reduce after it adds every rank's part, so one bias is counted once)."""
+    out = _in_cols(linear, start, end)
     if linear.bias is not None and dist.get_rank(group) == 0:
         out.bias = nn.Parameter(linear.bias.detach().clone(), False)
-    return RowParallel(out, group)
+    return out
 
 
 def _in_cols(linear: nn.Linear, start: int, end: int) -> nn.Linear:
-    """A linear layer with only the input columns ``[start, end)`` (no reduce: a LoRA ``A``)."""
+    """A linear layer with only the input columns ``[start, end)`` of ``linear``'s weight, no bias
+    (a LoRA ``A`` as it is; ``_cols`` adds a projection's bias)."""
     weight = linear.weight[:, start:end].contiguous()
     out = nn.Linear(end - start, weight.shape[0], bias=False, device=weight.device).to(weight.dtype)
     out.weight = nn.Parameter(weight, requires_grad=False)
@@ -148,9 +148,9 @@ def row_parallel(module: nn.Module, start: int, end: int, group) -> RowParallel:
     """The input columns ``[start, end)`` of a projection, all-reduced after (a LoRA-wrapped one
     keeps ``A``'s matching columns and is all-reduced with its delta added)."""
     if not _is_lora(module):
-        return _cols(module, start, end, group)
+        return RowParallel(_cols(module, start, end, group), group)
     _check_lora(module, row_parallel=True)
-    module.base_layer = _cols(module.base_layer, start, end, group).linear
+    module.base_layer = _cols(module.base_layer, start, end, group)
     for name in list(module.lora_A):
         module.lora_A[name] = _in_cols(module.lora_A[name], start, end)
     module.in_features = end - start

@@ -243,6 +243,8 @@ def served_endpoint(
         ray.shutdown()
         if own:
             shutil.rmtree(own["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
+            for key in own:  # the next server in this process starts without this Ray's paths
+                os.environ.pop(key, None)
 
     return chat_call(http_client(port), body), close
 

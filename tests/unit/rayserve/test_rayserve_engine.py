@@ -100,8 +100,8 @@ def test_kv_budget_holds_back_sequences_that_would_outgrow_it():
         seen: list[int] = []
         real_schedule = engine.scheduler.schedule
 
-        def schedule(admit: bool = True):
-            plan = real_schedule(admit)
+        def schedule():
+            plan = real_schedule()
             rows = [*engine.running, *plan.admitted]
             if rows:
                 seen.append(len(rows) * max(q.final_len for q in rows))
